@@ -1,0 +1,53 @@
+"""media-gateway: serve a web app's private media from disk or S3 behind signed URLs."""
+
+from __future__ import annotations
+
+import functools
+
+from .exceptions import (
+    BadSignature as BadSignature,
+    ConfigError as ConfigError,
+    MediaGatewayError as MediaGatewayError,
+    NotFound as NotFound,
+    RequestError as RequestError,
+    SignatureExpired as SignatureExpired,
+)
+from .middleware import MediaGateway as MediaGateway
+from .settings import Settings as Settings
+from .signing import URLSigner as URLSigner
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BadSignature",
+    "ConfigError",
+    "MediaGateway",
+    "MediaGatewayError",
+    "NotFound",
+    "RequestError",
+    "Settings",
+    "SignatureExpired",
+    "URLSigner",
+    "__version__",
+    "sign_url",
+]
+
+
+def sign_url(path: str, *, expires_in: int | None = None, download: bool = False) -> str:
+    """Return a signed relative URL (``/media/docs/a.pdf?exp=...&sig=...``) for ``path``.
+
+    Uses the settings from the environment and ``.env``, read once. Build a
+    :class:`URLSigner` yourself to sign with explicit settings.
+    """
+    return _default_signer().sign_url(path, expires_in=expires_in, download=download)
+
+
+@functools.cache
+def _default_signer() -> URLSigner:
+    settings = Settings.from_env()
+    return URLSigner(
+        secret_keys=settings.secret_keys,
+        media_url=settings.media_url,
+        ttl=settings.url_ttl,
+        window=settings.url_window,
+    )

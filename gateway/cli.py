@@ -1,0 +1,168 @@
+"""The ``media-gateway`` command: serve, sign and check.
+
+Results go to stdout, errors to stderr as one line. Exit codes: 0 success, 1 a check
+failed, 2 bad usage or settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from .exceptions import ConfigError
+from .settings import Settings
+from .signing import URLSigner
+
+__all__ = ["build_app", "main"]
+
+# serve passes --app/--interface to its worker processes through these variables:
+# uvicorn starts each worker from an import string, so they cannot take arguments.
+APP_VARIABLE = "MEDIA_GATEWAY_APP"
+INTERFACE_VARIABLE = "MEDIA_GATEWAY_INTERFACE"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        result: int = args.handler(args)
+    except ConfigError as exc:
+        print(f"media-gateway: {exc}", file=sys.stderr)
+        return 2
+    return result
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="media-gateway",
+        description="Serve media behind signed URLs, from local disk or S3.",
+        epilog="Settings come from the environment and ./.env; see .env.example.",
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway in front of an app with uvicorn")
+    serve.add_argument("--app", help="the app to wrap, as MODULE:ATTR (default: media only)")
+    serve.add_argument("--interface", choices=("asgi", "wsgi"), default="asgi")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.set_defaults(handler=_serve)
+
+    sign = commands.add_parser("sign", help="print a signed URL for a media path")
+    sign.add_argument("path", help="relative media path, such as docs/report.pdf")
+    sign.add_argument("--expires", type=int, default=None, metavar="SECONDS")
+    sign.add_argument("--download", action="store_true", help="ask browsers to save the file")
+    sign.set_defaults(handler=_sign)
+
+    check = commands.add_parser("check", help="validate the settings and report what they say")
+    check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.set_defaults(handler=_check)
+    return parser
+
+
+def _sign(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    signer = URLSigner(
+        secret_keys=settings.secret_keys,
+        media_url=settings.media_url,
+        ttl=settings.url_ttl,
+        window=settings.url_window,
+    )
+    try:
+        url = signer.sign_url(args.path, expires_in=args.expires, download=args.download)
+    except ValueError as exc:
+        print(f"media-gateway: {exc}", file=sys.stderr)
+        return 2
+    print(url)
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = Settings.from_env()
+    root = settings.media_root
+    report: dict[str, Any] = {
+        "mode": "s3" if settings.use_s3 else "local",
+        "media_url": settings.media_url,
+        "media_root": str(root.resolve()),
+        "media_root_exists": root.is_dir(),
+        "public_prefixes": list(settings.public_prefixes),
+        "signing_keys": len(settings.secret_keys),
+        "url_ttl": settings.url_ttl,
+        "url_window": settings.url_window,
+    }
+    problems = []
+    if not settings.use_s3 and not root.is_dir():
+        problems.append(f"MEDIA_ROOT: directory {str(root)!r} does not exist")
+    report["ok"] = not problems
+    report["problems"] = problems
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        for key, value in report.items():
+            if key != "problems":
+                print(f"{key:18} {value}")
+        for problem in problems:
+            print(f"media-gateway: {problem}", file=sys.stderr)
+    return 0 if not problems else 1
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    # Fail here, with exit code 2, rather than in every worker.
+    Settings.from_env()
+    if args.app:
+        _import_app(args.app)
+        os.environ[APP_VARIABLE] = args.app
+    os.environ[INTERFACE_VARIABLE] = args.interface
+    build_app()
+    uvicorn.run(
+        "gateway.cli:build_app",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        # Each worker reads the settings itself; .env is read by Settings.from_env.
+        env_file=None,
+    )
+    return 0
+
+
+def build_app() -> Any:
+    """The app uvicorn runs: the gateway around ``$MEDIA_GATEWAY_APP`` (if any)."""
+    from .middleware import MediaGateway
+
+    spec = os.environ.get(APP_VARIABLE)
+    app = _import_app(spec) if spec else None
+    if app is not None and os.environ.get(INTERFACE_VARIABLE) == "wsgi":
+        from a2wsgi import WSGIMiddleware
+
+        app = WSGIMiddleware(app)
+    return MediaGateway(app)
+
+
+def _import_app(spec: str) -> Any:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(
+            "--app", f"expected MODULE:ATTR, like mysite.asgi:application (got {spec!r})"
+        )
+    if os.getcwd() not in sys.path:  # like uvicorn: apps are found from the working dir
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError("--app", f"cannot import {module_name!r}: {exc}") from None
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ConfigError("--app", f"module {module_name!r} has no attribute {attr!r}") from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

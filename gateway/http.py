@@ -1,0 +1,180 @@
+"""HTTP semantics without ASGI: validators, conditional requests, ranges, dispositions.
+
+Plain functions over plain values, shared by local delivery and (later) S3 delivery.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import mimetypes
+import os
+import time
+import unicodedata
+from email.utils import formatdate, parsedate_to_datetime
+from urllib.parse import quote
+
+from .exceptions import PreconditionFailed, RangeNotSatisfiable
+
+__all__ = [
+    "Plan",
+    "content_disposition",
+    "content_type",
+    "etag_for",
+    "plan_response",
+]
+
+# Types a browser would run script in when the URL is opened directly. Uploaded
+# files of these types get a CSP sandbox so that they cannot act as the app's origin.
+ACTIVE_TYPES = frozenset(
+    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+)
+SANDBOX_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What to send for a file: status, validator headers and the byte span of the body."""
+
+    status: int
+    headers: dict[str, str]
+    start: int = 0
+    length: int = 0
+
+
+def etag_for(st: os.stat_result) -> str:
+    """A strong validator that changes whenever the file's size or mtime does."""
+    return f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+
+
+def content_type(relpath: str) -> str:
+    guessed, _ = mimetypes.guess_type(relpath, strict=False)
+    if guessed is None:
+        return "application/octet-stream"
+    if guessed.startswith("text/") or guessed in ("application/javascript", "application/json"):
+        return f"{guessed}; charset=utf-8"
+    return guessed
+
+
+def content_disposition(filename: str, *, attachment: bool) -> str:
+    """One valid Content-Disposition value for any ``filename`` (RFC 6266, RFC 8187).
+
+    The plain ``filename`` is an ASCII fallback with quotes, backslashes and control
+    characters replaced; ``filename*`` carries the exact UTF-8 name.
+    """
+    kind = "attachment" if attachment else "inline"
+    ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
+    ascii_name = "".join(
+        "_" if c in '"\\' or ord(c) < 32 or ord(c) == 127 else c for c in ascii_name
+    )
+    value = f'{kind}; filename="{ascii_name or "download"}"'
+    if ascii_name != filename:
+        value += f"; filename*=UTF-8''{quote(filename, safe='')}"
+    return value
+
+
+def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
+    """Evaluate preconditions (RFC 9110 section 13.2.2) and Range for a GET/HEAD.
+
+    ``request_headers`` has lower-case names. Returns a 200, 206 or 304 plan; raises
+    :class:`PreconditionFailed` or :class:`RangeNotSatisfiable`.
+
+    Multiple ranges are answered with the whole file (200), which RFC 9110 allows;
+    that keeps 1,000 hostile overlapping ranges as cheap as one (RELIABILITY 25, 26).
+    """
+    size = st.st_size
+    etag = etag_for(st)
+    mtime = int(st.st_mtime)
+    headers = {"etag": etag, "last-modified": formatdate(mtime, usegmt=True)}
+
+    if_match = request_headers.get("if-match")
+    if if_match is not None:
+        if not _etag_matches(if_match, etag, weak=False):
+            raise PreconditionFailed()
+    else:
+        unmodified_since = _parse_date(request_headers.get("if-unmodified-since"))
+        if unmodified_since is not None and mtime > unmodified_since:
+            raise PreconditionFailed()
+
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None:
+        if _etag_matches(if_none_match, etag, weak=True):
+            return Plan(304, headers)
+    else:
+        modified_since = _parse_date(request_headers.get("if-modified-since"))
+        if modified_since is not None and mtime <= modified_since:
+            return Plan(304, headers)
+
+    headers["accept-ranges"] = "bytes"
+    range_header = request_headers.get("range")
+    if range_header is not None and _if_range_holds(request_headers.get("if-range"), etag, mtime):
+        span = _parse_range(range_header, size)
+        if span is not None:
+            start, end = span
+            headers["content-range"] = f"bytes {start}-{end}/{size}"
+            return Plan(206, headers, start, end - start + 1)
+    return Plan(200, headers, 0, size)
+
+
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    for candidate in header.split(","):
+        candidate = candidate.strip()
+        if candidate == "*":
+            return True
+        if candidate.startswith("W/"):
+            if not weak:
+                continue
+            candidate = candidate[2:]
+        if candidate == etag:
+            return True
+    return False
+
+
+def _parse_date(value: str | None) -> int | None:
+    """Unix seconds of an HTTP date, or None for a missing, invalid or future date."""
+    if not value:
+        return None
+    try:
+        parsed = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if parsed.tzinfo is None:
+        return None
+    timestamp = int(parsed.timestamp())
+    return None if timestamp > time.time() else timestamp
+
+
+def _if_range_holds(value: str | None, etag: str, mtime: int) -> bool:
+    if value is None:
+        return True
+    value = value.strip()
+    if value.startswith('"'):
+        return value == etag  # strong comparison: a weak or stale tag gives the whole file
+    return _parse_date(value) == mtime
+
+
+def _parse_range(value: str, size: int) -> tuple[int, int] | None:
+    """The inclusive span of a single-range header; None to send the whole file."""
+    unit, _, spec = value.partition("=")
+    if "," in spec and unit.strip().lower() == "bytes":
+        return None
+    unsatisfiable = RangeNotSatisfiable(headers={"content-range": f"bytes */{size}"})
+    if unit.strip().lower() != "bytes":
+        raise unsatisfiable
+    first, dash, last = spec.strip().partition("-")
+    first, last = first.strip(), last.strip()
+    if not dash or not (first.isdigit() or last.isdigit()) or len(first) > 19 or len(last) > 19:
+        raise unsatisfiable
+    if not first.isascii() or not last.isascii() or (first and not first.isdigit()):
+        raise unsatisfiable
+    if last and not last.isdigit():
+        raise unsatisfiable
+    if not first:  # suffix range: the last N bytes
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            raise unsatisfiable
+        return max(0, size - suffix), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if start >= size or end < start:
+        raise unsatisfiable
+    return start, min(end, size - 1)

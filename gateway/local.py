@@ -1,0 +1,88 @@
+"""Local disk delivery: stream one already-opened file as an ASGI response.
+
+Why not Starlette's FileResponse: it takes a path and opens it again, which reopens
+the door to a symlink swapped in after our check (RELIABILITY item 7); and it pays a
+thread hop for the stat, the open and every read. Measured with bench/local.py on
+4 KiB files, StaticFiles reaches 0.03x of a bare ASGI 302 where the target is 0.35x.
+We serve from the descriptor that passed the check, read small files in one inline
+``pread`` (page-cache reads of <= 64 KiB cost a few microseconds, less than a thread
+hop), and move larger reads to a worker thread. tests/test_local.py checks that the
+ranges and headers agree with FileResponse's.
+"""
+
+from __future__ import annotations
+
+import os
+
+import anyio
+from starlette.types import Receive, Send
+
+from .exceptions import FileChanged
+from .http import Plan
+
+__all__ = ["SMALL_FILE", "send_file"]
+
+# Bodies up to this size are read on the event loop in one pread: cheaper than the
+# ~50 us of a thread hop, and short enough to never stall other requests noticeably.
+SMALL_FILE = 64 * 1024
+# Read size for larger bodies. 256 KiB keeps memory per stream small (1,000 streams
+# hold 256 MiB at most) while the thread hop costs under 5% of the copy.
+CHUNK_SIZE = 256 * 1024
+
+
+async def send_file(
+    send: Send,
+    receive: Receive,
+    *,
+    fd: int,
+    plan: Plan,
+    headers: list[tuple[bytes, bytes]],
+    head: bool,
+) -> None:
+    """Send ``plan`` for the open file ``fd`` and close it. ``headers`` are extra headers."""
+    try:
+        if plan.status == 304 or head:
+            await _start(send, plan, headers)
+            await send({"type": "http.response.body", "body": b""})
+        elif plan.length <= SMALL_FILE:
+            body = os.pread(fd, plan.length, plan.start)
+            if len(body) != plan.length:
+                raise FileChanged()
+            await _start(send, plan, headers)
+            await send({"type": "http.response.body", "body": body})
+        else:
+            await _start(send, plan, headers)
+            await _stream(send, receive, fd, plan.start, plan.length)
+    finally:
+        os.close(fd)
+
+
+async def _start(send: Send, plan: Plan, extra: list[tuple[bytes, bytes]]) -> None:
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in plan.headers.items()]
+    if plan.status != 304:
+        headers.append((b"content-length", str(plan.length).encode("ascii")))
+    await send({"type": "http.response.start", "status": plan.status, "headers": headers + extra})
+
+
+async def _stream(send: Send, receive: Receive, fd: int, start: int, length: int) -> None:
+    # uvicorn drops sends after a disconnect without raising, so a watcher stops the
+    # copy when the client goes away instead of reading the rest of a 5 GB file.
+    async with anyio.create_task_group() as tg:
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_disconnect)
+        offset, end = start, start + length
+        while offset < end:
+            size = min(CHUNK_SIZE, end - offset)
+            chunk = await anyio.to_thread.run_sync(os.pread, fd, size, offset)
+            if not chunk:
+                # Truncated while streaming: raising aborts the connection, so the
+                # client sees a short body, never padding (RELIABILITY item 33).
+                raise FileChanged()
+            offset += len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": offset < end})
+        tg.cancel_scope.cancel()

@@ -1,0 +1,182 @@
+"""Settings: one frozen object, read from the environment at the edge.
+
+Everything else in the package takes a :class:`Settings` (or plain keyword arguments).
+The names follow django-storages (``AWS_*``, ``MEDIA_*``) so that a project's existing
+``.env`` already configures most of the gateway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dotenv import dotenv_values
+
+from .exceptions import ConfigError
+
+__all__ = ["Settings"]
+
+# Shorter keys are guessable offline from one signed URL; 16 characters of
+# ``secrets.token_urlsafe`` carry 96 bits.
+MIN_SECRET_KEY_LENGTH = 16
+KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The gateway's configuration. Build it with :meth:`from_env` or with keywords."""
+
+    #: Signing keys. The last one signs; every one verifies (key rotation).
+    secret_keys: tuple[str, ...]
+    #: Serve from S3 (true) or from ``media_root`` (false).
+    use_s3: bool = False
+    media_root: Path = Path("media")
+    #: URL path prefix the gateway answers; everything else goes to the app.
+    media_url: str = "/media/"
+    #: Relative directory prefixes served without a signature (``avatars/``).
+    public_prefixes: tuple[str, ...] = ()
+    #: Default lifetime of a signed URL, in seconds.
+    url_ttl: int = 3600
+    #: Expiries are rounded up to a multiple of this, so the same page rendered twice
+    #: within the window carries byte-identical URLs and browsers keep their cache.
+    url_window: int = 300
+    #: ``Cache-Control: public, max-age`` for public prefixes.
+    public_max_age: int = 86400
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_storage_bucket_name: str | None = None
+    aws_s3_region_name: str = "us-east-1"
+    aws_s3_endpoint_url: str | None = None
+    #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
+    aws_location: str = "media"
+
+    def __post_init__(self) -> None:
+        keys = self.secret_keys
+        if isinstance(keys, str):
+            keys = (keys,)
+        keys = tuple(k.strip() for k in keys if k.strip())
+        if not keys:
+            raise ConfigError("GATEWAY_SECRET_KEY", f"is required; {KEY_HINT}")
+        for key in keys:
+            if len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ConfigError(
+                    "GATEWAY_SECRET_KEY",
+                    f"each key needs at least {MIN_SECRET_KEY_LENGTH} characters; {KEY_HINT}",
+                )
+        object.__setattr__(self, "secret_keys", keys)
+        object.__setattr__(self, "media_root", Path(self.media_root))
+
+        url = self.media_url
+        if not (url.startswith("/") and url.endswith("/")) or "//" in url or len(url) < 2:
+            raise ConfigError(
+                "MEDIA_URL",
+                f"expected a path that starts and ends with '/', like /media/ (got {url!r})",
+            )
+        object.__setattr__(
+            self, "public_prefixes", tuple(_public_prefix(p) for p in self.public_prefixes)
+        )
+        for name, minimum in (("url_ttl", 1), ("url_window", 1), ("public_max_age", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < minimum:
+                raise ConfigError(
+                    f"GATEWAY_{name.upper()}", f"expected an integer >= {minimum} (got {value!r})"
+                )
+        if self.url_window > self.url_ttl:
+            raise ConfigError(
+                "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
+            )
+        object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
+        if self.use_s3 and not self.aws_storage_bucket_name:
+            raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
+        if self.aws_s3_endpoint_url and not self.aws_s3_endpoint_url.startswith(
+            ("http://", "https://")
+        ):
+            raise ConfigError(
+                "AWS_S3_ENDPOINT_URL",
+                f"expected an http:// or https:// URL (got {self.aws_s3_endpoint_url!r})",
+            )
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, env_file: str | Path | None = ".env"
+    ) -> Settings:
+        """Read the settings from ``environ`` (default ``os.environ``) and ``env_file``.
+
+        Variables in ``environ`` win over the file. Raises :class:`ConfigError` naming the
+        first missing or invalid variable.
+        """
+        env: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        env.update(os.environ if environ is None else environ)
+
+        def text(name: str) -> str | None:
+            value = env.get(name, "").strip()
+            return value or None
+
+        kwargs: dict[str, Any] = {
+            "secret_keys": tuple(_split(env.get("GATEWAY_SECRET_KEY", ""))),
+            "use_s3": _bool("USE_S3", env.get("USE_S3", "false")),
+            "media_root": Path(text("MEDIA_ROOT") or "media"),
+            "media_url": text("MEDIA_URL") or "/media/",
+            "public_prefixes": tuple(_split(env.get("GATEWAY_PUBLIC_PREFIXES", ""))),
+            "aws_access_key_id": text("AWS_ACCESS_KEY_ID"),
+            "aws_secret_access_key": text("AWS_SECRET_ACCESS_KEY"),
+            "aws_storage_bucket_name": text("AWS_STORAGE_BUCKET_NAME"),
+            "aws_s3_region_name": text("AWS_S3_REGION_NAME") or "us-east-1",
+            "aws_s3_endpoint_url": text("AWS_S3_ENDPOINT_URL"),
+            "aws_location": env.get("AWS_LOCATION", "media").strip(),
+        }
+        for field, variable in (
+            ("url_ttl", "GATEWAY_URL_TTL"),
+            ("url_window", "GATEWAY_URL_WINDOW"),
+            ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE"),
+        ):
+            raw = text(variable)
+            if raw is not None:
+                kwargs[field] = _int(variable, raw)
+        return cls(**kwargs)
+
+    def is_public(self, relpath: str) -> bool:
+        """True when ``relpath`` lies under one of the public prefixes."""
+        return any(relpath.startswith(prefix) for prefix in self.public_prefixes)
+
+
+def _split(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+def _bool(variable: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(variable, f"expected true or false (got {raw!r})")
+
+
+def _int(variable: str, raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigError(
+            variable, f"expected an integer number of seconds (got {raw!r})"
+        ) from None
+
+
+def _public_prefix(prefix: str) -> str:
+    # A prefix names a directory: "avatars" must not make "avatars-private/" public.
+    cleaned = prefix.strip().strip("/")
+    parts = cleaned.split("/")
+    if not cleaned or any(p in ("", ".", "..") for p in parts) or "\\" in cleaned:
+        raise ConfigError(
+            "GATEWAY_PUBLIC_PREFIXES",
+            f"expected relative directory names like avatars/ (got {prefix!r})",
+        )
+    return cleaned + "/"

@@ -1,0 +1,1 @@
+"""Placeholder; replaced by the rclone S3 server fixture."""
