@@ -83,9 +83,7 @@ class MediaGateway:
             # Inline: open + fstat + readlink of cached metadata, a few microseconds.
             fd, st = open_regular_file(self.root, relpath)
             try:
-                request_headers = {
-                    k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]
-                }
+                request_headers = _header_dict(scope["headers"])
                 plan = plan_response(st, request_headers)
             except BaseException:
                 os.close(fd)
@@ -138,3 +136,12 @@ async def _standalone(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1000})
     else:
         await send_error(send, NotFound(), head=scope.get("method") == "HEAD")
+
+
+def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    # Repeated fields (two If-None-Match lines) combine as one list (RFC 9110 5.3).
+    headers: dict[str, str] = {}
+    for key, value in raw:
+        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+    return headers

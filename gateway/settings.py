@@ -24,6 +24,10 @@ __all__ = ["Settings"]
 MIN_SECRET_KEY_LENGTH = 16
 KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
+# Five minutes of byte-identical URLs lets a browser reuse what it cached for a page
+# rendered again soon after; a longer window would stretch URL lifetimes further.
+DEFAULT_WINDOW = 300
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -45,7 +49,8 @@ class Settings:
     url_ttl: int = 3600
     #: Expiries are rounded up to a multiple of this, so the same page rendered twice
     #: within the window carries byte-identical URLs and browsers keep their cache.
-    url_window: int = 300
+    #: 0 means min(300, url_ttl): five minutes of identical URLs, never more than a TTL.
+    url_window: int = 0
     #: ``Cache-Control: public, max-age`` for public prefixes.
     public_max_age: int = 86400
     aws_access_key_id: str | None = None
@@ -81,12 +86,14 @@ class Settings:
         object.__setattr__(
             self, "public_prefixes", tuple(_public_prefix(p) for p in self.public_prefixes)
         )
-        for name, minimum in (("url_ttl", 1), ("url_window", 1), ("public_max_age", 0)):
+        for name, minimum in (("url_ttl", 1), ("url_window", 0), ("public_max_age", 0)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < minimum:
                 raise ConfigError(
                     f"GATEWAY_{name.upper()}", f"expected an integer >= {minimum} (got {value!r})"
                 )
+        if self.url_window == 0:
+            object.__setattr__(self, "url_window", min(DEFAULT_WINDOW, self.url_ttl))
         if self.url_window > self.url_ttl:
             raise ConfigError(
                 "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"

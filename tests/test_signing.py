@@ -1,0 +1,224 @@
+"""Signed URLs: RELIABILITY items 14-18, 20, 21, and stable URLs within a window."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import pytest
+from itsdangerous import Signer
+
+from gateway import MediaGateway, URLSigner
+from gateway.exceptions import BadSignature, SignatureExpired
+from gateway.signing import _payload
+from tests.conftest import SECRET
+from tests.helpers import call
+
+NOW = 1_800_000_010.0  # just past a window boundary
+OLD_KEY, NEW_KEY = "old-key-0123456789abcdef", "new-key-0123456789abcdef"
+
+
+class Clock:
+    def __init__(self, now: float = NOW) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def signer(clock) -> URLSigner:
+    return URLSigner(secret_keys=[SECRET], ttl=3600, window=300, clock=clock)
+
+
+@pytest.fixture
+def gateway(media_root: Path, make_settings, clock) -> MediaGateway:
+    (media_root / "a.jpg").write_bytes(b"A")
+    (media_root / "b.jpg").write_bytes(b"B")
+    (media_root / "a.jpg.bak").write_bytes(b"bak")
+    return MediaGateway(settings=make_settings(), clock=clock)
+
+
+def query(url: str) -> str:
+    return urlsplit(url).query
+
+
+def test_url_shape(signer):
+    """A signed URL is MEDIA_URL + quoted path + exp (+ dl) + sig."""
+    url = signer.sign_url("docs/a b#1?.pdf", download=True)
+    path, params = url.split("?")
+    assert path == "/media/docs/a%20b%231%3F.pdf"
+    assert [k for k, _ in parse_qsl(params)] == ["exp", "dl", "sig"]
+
+
+def test_same_url_within_a_window(signer, clock):
+    """Two renders within one window give byte-identical URLs; the next window differs."""
+    first = signer.sign_url("a.jpg")
+    clock.now += 100
+    assert signer.sign_url("a.jpg") == first
+    clock.now += 300
+    assert signer.sign_url("a.jpg") != first
+
+
+def test_expiry_is_rounded_up(signer):
+    """The expiry is a multiple of the window and at least the TTL away."""
+    exp = int(dict(parse_qsl(query(signer.sign_url("a.jpg"))))["exp"])
+    assert exp % 300 == 0
+    assert NOW + 3600 <= exp < NOW + 3600 + 300
+
+
+@pytest.mark.parametrize("other", ["/media/b.jpg", "/media/a.jpg.bak"])
+def test_signature_is_bound_to_the_path(gateway, other):
+    """Item 14: the signature of /a.jpg fails on /b.jpg and /a.jpg.bak."""
+    url = gateway.signer.sign_url("a.jpg")
+    assert call(gateway, url).status == 200
+    reply = call(gateway, f"{other}?{query(url)}")
+    assert reply.status == 403
+    assert reply.body == b"Invalid signature\n"
+
+
+def test_download_option_is_signed(gateway):
+    """Removing or adding dl breaks the signature: options are covered too."""
+    url = gateway.signer.sign_url("a.jpg", download=True)
+    assert call(gateway, url.replace("&dl=1", "")).status == 403
+    plain = gateway.signer.sign_url("a.jpg")
+    assert call(gateway, plain.replace("&sig=", "&dl=1&sig=")).status == 403
+
+
+def test_other_salt_is_refused(gateway, clock):
+    """Item 15: a token made with the same key under another salt gives 403."""
+    url = gateway.signer.sign_url("a.jpg")
+    exp = int(dict(parse_qsl(query(url)))["exp"])
+    foreign = Signer(
+        SECRET, salt="django.core.signing", digest_method=hashlib.sha256, key_derivation="hmac"
+    )
+    sig = foreign.get_signature(_payload("a.jpg", exp, False)).decode()
+    assert call(gateway, f"/media/a.jpg?exp={exp}&sig={sig}").status == 403
+
+
+def test_expired_and_future(gateway, clock):
+    """Item 16: one second past the expiry gives 403 saying it expired; a forged future
+    expiry gives 403 too."""
+    url = gateway.signer.sign_url("a.jpg", expires_in=60)
+    exp = int(dict(parse_qsl(query(url)))["exp"])
+    clock.now = exp
+    assert call(gateway, url).status == 200
+    clock.now = exp + 1
+    reply = call(gateway, url)
+    assert reply.status == 403
+    assert reply.body == b"Signature expired\n"
+    forged = url.replace(f"exp={exp}", f"exp={exp + 10**6}")
+    assert call(gateway, forged).status == 403
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: s[:-1] + ("A" if s[-1] != "A" else "B"),
+        lambda s: s[:10],
+        lambda s: "",
+        lambda s: "!!!not-base64***",
+        lambda s: s + "=",
+        lambda s: "\u00e9" + s,
+    ],
+    ids=["altered", "truncated", "empty", "garbage", "padded", "non-ascii"],
+)
+def test_bad_signatures(gateway, mangle):
+    """Item 17: an altered, truncated, empty or non-base64 signature gives 403, no 500."""
+    url = gateway.signer.sign_url("a.jpg")
+    base, sig = url.split("&sig=")
+    reply = call(gateway, f"{base}&sig={mangle(sig)}".encode())
+    assert reply.status == 403
+
+
+def test_key_rotation(media_root, make_settings, clock):
+    """Item 18: old tokens pass while [old, new] are listed, fail once old is removed,
+    and new tokens are signed with the newest key."""
+    (media_root / "a.jpg").write_bytes(b"A")
+    old = MediaGateway(settings=make_settings(secret_keys=(OLD_KEY,)), clock=clock)
+    both = MediaGateway(settings=make_settings(secret_keys=(OLD_KEY, NEW_KEY)), clock=clock)
+    new = MediaGateway(settings=make_settings(secret_keys=(NEW_KEY,)), clock=clock)
+    old_url = old.signer.sign_url("a.jpg")
+    assert call(both, old_url).status == 200
+    assert call(new, old_url).status == 403
+    rotated_url = both.signer.sign_url("a.jpg")
+    assert rotated_url == new.signer.sign_url("a.jpg")
+    assert call(new, rotated_url).status == 200
+
+
+@pytest.mark.parametrize(
+    "rewrite",
+    [
+        lambda e, s: f"exp={e}&sig={s}&sig={s}",
+        lambda e, s: f"sig={s}&exp={e}",
+        lambda e, s: f"exp={e}&exp={e}&sig={s}",
+        lambda e, s: f"exp={e}&sig={s}&dl=1",
+        lambda e, s: f"exp={e}&sig=",
+        lambda e, s: f"sig={s}",
+    ],
+    ids=["dup-sig", "reordered", "dup-exp", "dl-after-sig", "blank", "no-exp"],
+)
+def test_duplicated_or_reordered_params(gateway, rewrite):
+    """Item 20: duplicated or reordered signature parameters give a deterministic 403."""
+    params = dict(parse_qsl(query(gateway.signer.sign_url("a.jpg"))))
+    target = f"/media/a.jpg?{rewrite(params['exp'], params['sig'])}"
+    assert {call(gateway, target).status for _ in range(3)} == {403}
+
+
+def test_unrelated_params_are_ignored(gateway):
+    """Extra parameters a CDN or analytics tool appends do not break a valid URL."""
+    assert call(gateway, gateway.signer.sign_url("a.jpg") + "&utm_source=mail").status == 200
+
+
+def test_comparison_uses_compare_digest(signer, monkeypatch):
+    """Item 21: the signature check goes through hmac.compare_digest."""
+    calls = []
+    real = hmac.compare_digest
+
+    def spy(a, b):
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", spy)
+    url = signer.sign_url("a.jpg")
+    signer.verify("a.jpg", query(url))
+    assert calls
+    with pytest.raises(BadSignature):
+        signer.verify("b.jpg", query(url))
+    assert len(calls) >= 2
+
+
+def test_verify_errors(signer, clock):
+    """verify raises SignatureExpired (a Forbidden) after expiry, BadSignature before."""
+    url = signer.sign_url("a.jpg", expires_in=1)
+    assert signer.verify("a.jpg", query(url)).download is False
+    clock.now += 10_000
+    with pytest.raises(SignatureExpired):
+        signer.verify("a.jpg", query(url))
+    with pytest.raises(BadSignature, match="Missing"):
+        signer.verify("a.jpg", "")
+
+
+@pytest.mark.parametrize("path", ["../x", "", "a//b", "a\x00b"])
+def test_sign_refuses_unsafe_paths(signer, path):
+    """sign_url refuses a path the gateway would never serve."""
+    with pytest.raises(ValueError, match="not a valid media path"):
+        signer.sign_url(path)
+
+
+def test_sign_accepts_media_url_prefix(signer):
+    """/media/a.jpg and a.jpg sign the same file."""
+    assert signer.sign_url("/media/a.jpg") == signer.sign_url("a.jpg")
+
+
+def test_sign_rejects_bad_expiry(signer):
+    """expires_in must be a positive integer."""
+    with pytest.raises(ValueError, match="expires_in"):
+        signer.sign_url("a.jpg", expires_in=0)
