@@ -14,7 +14,10 @@
         ├── PreconditionFailed      412
         ├── URITooLong              414
         ├── RangeNotSatisfiable     416
-        └── FileChanged             503: the file changed while it was being read
+        ├── BadGateway              502: S3 failed or refused our credentials
+        ├── ServiceUnavailable      503: retry later (Retry-After)
+        │   └── FileChanged         503: the file changed while it was being read
+        └── GatewayTimeout          504: S3 did not answer in time
 
 ``RequestError.status_code`` is the one place where an error maps to an HTTP status;
 the message is the short plain-text reason sent to the client, so it never holds a
@@ -24,17 +27,20 @@ file system path, a key or a signature.
 from __future__ import annotations
 
 __all__ = [
+    "BadGateway",
     "BadRequest",
     "BadSignature",
     "ConfigError",
     "FileChanged",
     "Forbidden",
+    "GatewayTimeout",
     "MediaGatewayError",
     "MethodNotAllowed",
     "NotFound",
     "PreconditionFailed",
     "RangeNotSatisfiable",
     "RequestError",
+    "ServiceUnavailable",
     "SignatureExpired",
     "URITooLong",
 ]
@@ -107,9 +113,23 @@ class RangeNotSatisfiable(RequestError):
     default_reason = "Range not satisfiable"
 
 
-class FileChanged(RequestError):
+class BadGateway(RequestError):
+    status_code = 502
+    default_reason = "Storage error"
+
+
+class ServiceUnavailable(RequestError):
     status_code = 503
-    default_reason = "File changed while being read; retry"
+    default_reason = "Storage busy; retry"
 
     def __init__(self, reason: str | None = None) -> None:
         super().__init__(reason, headers={"retry-after": "1"})
+
+
+class FileChanged(ServiceUnavailable):
+    default_reason = "File changed while being read; retry"
+
+
+class GatewayTimeout(RequestError):
+    status_code = 504
+    default_reason = "Storage did not answer in time"

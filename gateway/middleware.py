@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from collections.abc import Callable
+from urllib.parse import quote
 
+import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .exceptions import ConfigError, MethodNotAllowed, NotFound, RequestError
 from .http import ACTIVE_TYPES, SANDBOX_CSP, content_disposition, content_type, plan_response
 from .local import send_file
 from .paths import open_regular_file, relative_path
+from .presign import Presigner
+from .proxy import S3Proxy
+from .s3 import make_presigner
 from .settings import Settings
 from .signing import URLSigner
 
@@ -19,16 +25,25 @@ __all__ = ["MediaGateway"]
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
+# Seconds a cached redirect stops short of its presigned URL's expiry, so a browser
+# never follows a cached redirect to a URL that has just expired.
+REDIRECT_MARGIN = 60
 
 
 class MediaGateway:
-    """Serve ``MEDIA_URL`` from local disk behind signed URLs; pass the rest to ``app``.
+    """Answer requests under ``MEDIA_URL``; pass everything else to ``app`` untouched.
+
+    Media requests are authorised (public prefix or signed URL; deny by default), then
+    served from local disk (``USE_S3`` off), redirected to a presigned S3 URL or
+    proxied from S3 (``USE_S3`` on), or, during a migration, served from disk when the
+    file is still there and from S3 otherwise (``GATEWAY_LOCAL_FALLBACK``).
 
     :param app: the wrapped ASGI app. When None, the gateway is a standalone media
         server and every other path gets 404.
     :param settings: defaults to :meth:`Settings.from_env`. Invalid settings raise
         :class:`ConfigError` here, at start-up, never on a request.
     :param clock: returns the current Unix time; injected for tests.
+    :param transport: httpx transport for proxy mode; injected for tests.
     """
 
     def __init__(
@@ -37,16 +52,10 @@ class MediaGateway:
         *,
         settings: Settings | None = None,
         clock: Callable[[], float] = time.time,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.app = app
         self.settings = settings = settings if settings is not None else Settings.from_env()
-        if settings.use_s3:
-            raise ConfigError("USE_S3", "S3 delivery is not available in this version; set false")
-        self.root = os.path.realpath(settings.media_root)
-        if not os.path.isdir(self.root):
-            raise ConfigError(
-                "MEDIA_ROOT", f"directory {str(settings.media_root)!r} does not exist"
-            )
         self.prefix = settings.media_url
         self.clock = clock
         self.signer = URLSigner(
@@ -56,6 +65,22 @@ class MediaGateway:
             window=settings.url_window,
             clock=clock,
         )
+        self.root: str | None = None
+        if not settings.use_s3 or settings.local_fallback:
+            self.root = os.path.realpath(settings.media_root)
+            if not os.path.isdir(self.root):
+                raise ConfigError(
+                    "MEDIA_ROOT", f"directory {str(settings.media_root)!r} does not exist"
+                )
+        self.presigner: Presigner | None = None
+        self.proxy: S3Proxy | None = None
+        if settings.use_s3:
+            # Presigning is offline: no S3 call here, so start-up never waits on S3.
+            if settings.s3_delivery == "proxy":
+                internal = make_presigner(settings, public=False, clock=clock)
+                self.proxy = S3Proxy(internal, timeout=settings.s3_timeout, transport=transport)
+            else:
+                self.presigner = make_presigner(settings, clock=clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
@@ -67,46 +92,128 @@ class MediaGateway:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one media request. Per-request state lives here, never on ``self``."""
-        method = scope["method"]
+        head = scope["method"] == "HEAD"
         try:
-            if method not in ALLOWED_METHODS:
-                raise MethodNotAllowed(headers={"allow": ", ".join(ALLOWED_METHODS)})
-            raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-            relpath = relative_path(raw_path.split(b"?", 1)[0], self.prefix)
-            query = scope.get("query_string", b"").decode("latin-1")
-            if self.settings.is_public(relpath):
-                cache_control, download = f"public, max-age={self.settings.public_max_age}", False
+            access = self.authorize(scope)
+            request_headers = _header_dict(scope["headers"])
+            if self.root is not None:
+                opened = self._open_local(access.relpath)
+                if opened is not None:
+                    await self._send_local(send, receive, access, request_headers, head, *opened)
+                    return
+            if self.presigner is not None:
+                await self._redirect(send, access, head)
             else:
-                grant = self.signer.verify(relpath, query)
-                remaining = max(0, grant.expires - int(self.clock()))
-                cache_control, download = f"private, max-age={remaining}", grant.download
-            # Inline: open + fstat + readlink of cached metadata, a few microseconds.
-            fd, st = open_regular_file(self.root, relpath)
-            try:
-                request_headers = _header_dict(scope["headers"])
-                plan = plan_response(st, request_headers)
-            except BaseException:
-                os.close(fd)
-                raise
-        except RequestError as exc:
-            await send_error(send, exc, head=method == "HEAD")
-            return
-        mime = content_type(relpath)
-        headers = [
-            (b"content-type", mime.encode("latin-1")),
-            (b"cache-control", cache_control.encode("latin-1")),
-            *_COMMON_HEADERS,
-        ]
-        if mime.split(";", 1)[0] in ACTIVE_TYPES:
-            headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
-        if download:
-            filename = relpath.rsplit("/", 1)[-1]
-            value = content_disposition(filename, attachment=True)
-            headers.append((b"content-disposition", value.encode("latin-1")))
+                assert self.proxy is not None
+                disposition = _disposition(access)
+                await self.proxy.send(
+                    send,
+                    receive,
+                    key=self.settings.key_for(access.relpath),
+                    request_headers=request_headers,
+                    head=head,
+                    extra_headers=self._headers(access, access.relpath),
+                    content_disposition=disposition,
+                )
+        except RequestError as exc:  # raised only before a response started
+            await send_error(send, exc, head=head)
+
+    def authorize(self, scope: Scope) -> Access:
+        """Check the method, the path and the signature; deny by default."""
+        if scope["method"] not in ALLOWED_METHODS:
+            raise MethodNotAllowed(headers={"allow": ", ".join(ALLOWED_METHODS)})
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        relpath = relative_path(raw_path.split(b"?", 1)[0], self.prefix)
+        if self.settings.is_public(relpath):
+            return Access(relpath, public=True)
+        query = scope.get("query_string", b"").decode("latin-1")
+        grant = self.signer.verify(relpath, query)
+        return Access(relpath, public=False, expires=grant.expires, download=grant.download)
+
+    def _open_local(self, relpath: str) -> tuple[int, os.stat_result] | None:
+        assert self.root is not None
         try:
-            await send_file(send, receive, fd=fd, plan=plan, headers=headers, head=method == "HEAD")
-        except RequestError as exc:  # raised only before the response started
-            await send_error(send, exc, head=method == "HEAD")
+            # Inline: open + fstat + readlink of cached metadata, a few microseconds.
+            return open_regular_file(self.root, relpath)
+        except NotFound:
+            if self.settings.use_s3:
+                return None  # hybrid mode: not on disk (any more), so S3 has it
+            raise
+
+    async def _send_local(
+        self,
+        send: Send,
+        receive: Receive,
+        access: Access,
+        request_headers: dict[str, str],
+        head: bool,
+        fd: int,
+        st: os.stat_result,
+    ) -> None:
+        try:
+            plan = plan_response(st, request_headers)
+        except BaseException:
+            os.close(fd)
+            raise
+        headers = self._headers(access, access.relpath)
+        headers.append((b"content-type", content_type(access.relpath).encode("latin-1")))
+        mime = content_type(access.relpath).split(";", 1)[0]
+        if mime in ACTIVE_TYPES:
+            headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
+        disposition = _disposition(access)
+        if disposition is not None:
+            headers.append((b"content-disposition", disposition.encode("latin-1")))
+        await send_file(send, receive, fd=fd, plan=plan, headers=headers, head=head)
+
+    async def _redirect(self, send: Send, access: Access, head: bool) -> None:
+        assert self.presigner is not None
+        now = int(self.clock())
+        key = self.settings.key_for(access.relpath)
+        custom = self.settings.aws_s3_custom_domain
+        if access.public and custom:
+            location = f"{custom}/{quote(key)}"
+            max_age = self.settings.public_max_age
+        else:
+            presigned = self.presigner.presign(key, content_disposition=_disposition(access))
+            location = presigned.url
+            # A cached redirect must never outlive the URL it points to.
+            max_age = presigned.expires_at - now - REDIRECT_MARGIN
+            if not access.public:
+                max_age = min(max_age, access.expires - now)
+        headers = [
+            (b"location", location.encode("latin-1")),
+            (b"content-length", b"0"),
+            *self._headers(access, access.relpath, max_age=max(0, max_age)),
+        ]
+        await send({"type": "http.response.start", "status": 302, "headers": headers})
+        await send({"type": "http.response.body", "body": b""})
+
+    def _headers(
+        self, access: Access, relpath: str, *, max_age: int | None = None
+    ) -> list[tuple[bytes, bytes]]:
+        if access.public:
+            age = self.settings.public_max_age if max_age is None else max_age
+            cache_control = f"public, max-age={age}"
+        else:
+            age = max(0, access.expires - int(self.clock())) if max_age is None else max_age
+            cache_control = f"private, max-age={age}"
+        return [(b"cache-control", cache_control.encode("ascii")), *_COMMON_HEADERS]
+
+
+@dataclasses.dataclass(frozen=True)
+class Access:
+    """An authorised media request: which file, and on what terms."""
+
+    relpath: str
+    public: bool
+    expires: int = 0
+    download: bool = False
+
+
+def _disposition(access: Access) -> str | None:
+    if not access.download:
+        return None
+    return content_disposition(access.relpath.rsplit("/", 1)[-1], attachment=True)
 
 
 async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> None:

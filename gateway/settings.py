@@ -27,6 +27,8 @@ KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_ur
 # Five minutes of byte-identical URLs lets a browser reuse what it cached for a page
 # rendered again soon after; a longer window would stretch URL lifetimes further.
 DEFAULT_WINDOW = 300
+# SigV4 refuses presigned URLs that live longer than seven days.
+MAX_PRESIGN_TTL = 7 * 24 * 3600
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -60,6 +62,25 @@ class Settings:
     aws_s3_endpoint_url: str | None = None
     #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
     aws_location: str = "media"
+    aws_session_token: str | None = None
+    #: ``path`` (host/bucket/key) or ``virtual`` (bucket.host/key); ``auto`` picks path
+    #: for a custom endpoint (MinIO and most S3-compatible servers) and virtual for AWS.
+    aws_s3_addressing_style: str = "auto"
+    #: Public prefixes redirect here, unsigned (a CDN or public bucket domain).
+    aws_s3_custom_domain: str | None = None
+    #: ``redirect`` to a presigned URL, or ``proxy`` the bytes for unreachable buckets.
+    s3_delivery: str = "redirect"
+    #: The storage address clients use, when it differs from the gateway's own
+    #: (``http://minio:9000`` inside compose, ``https://media.example.com`` outside).
+    s3_public_endpoint_url: str | None = None
+    #: Lifetime of a presigned URL counted from its window start; SigV4 caps it at 7 days.
+    presign_ttl: int = 3600
+    #: Presigned URLs are byte-identical within this window. 0 means min(300, ttl / 2).
+    presign_window: int = 0
+    #: During a migration: serve what is still on disk, the rest from S3.
+    local_fallback: bool = False
+    #: Seconds before an S3 call (proxy, check) gives up with 504.
+    s3_timeout: float = 5.0
 
     def __post_init__(self) -> None:
         keys = self.secret_keys
@@ -98,16 +119,77 @@ class Settings:
             raise ConfigError(
                 "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
             )
+        self._check_s3()
         object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
         if self.use_s3 and not self.aws_storage_bucket_name:
             raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
-        if self.aws_s3_endpoint_url and not self.aws_s3_endpoint_url.startswith(
-            ("http://", "https://")
+
+    def _check_s3(self) -> None:
+        for variable, url in (
+            ("AWS_S3_ENDPOINT_URL", self.aws_s3_endpoint_url),
+            ("GATEWAY_S3_PUBLIC_ENDPOINT_URL", self.s3_public_endpoint_url),
         ):
+            if url and not url.startswith(("http://", "https://")):
+                raise ConfigError(variable, f"expected an http:// or https:// URL (got {url!r})")
+        if self.aws_s3_addressing_style not in ("auto", "path", "virtual"):
             raise ConfigError(
-                "AWS_S3_ENDPOINT_URL",
-                f"expected an http:// or https:// URL (got {self.aws_s3_endpoint_url!r})",
+                "AWS_S3_ADDRESSING_STYLE",
+                f"expected auto, path or virtual (got {self.aws_s3_addressing_style!r})",
             )
+        if self.s3_delivery not in ("redirect", "proxy"):
+            raise ConfigError(
+                "GATEWAY_S3_DELIVERY", f"expected redirect or proxy (got {self.s3_delivery!r})"
+            )
+        if not 60 <= self.presign_ttl <= MAX_PRESIGN_TTL:
+            raise ConfigError(
+                "GATEWAY_PRESIGN_TTL",
+                f"expected 60 to {MAX_PRESIGN_TTL} seconds: SigV4 presigned URLs live at most"
+                f" 7 days (got {self.presign_ttl})",
+            )
+        if self.presign_window == 0:
+            window = min(DEFAULT_WINDOW, self.presign_ttl // 2)
+            object.__setattr__(self, "presign_window", window)
+        if not 0 < self.presign_window < self.presign_ttl:
+            raise ConfigError(
+                "GATEWAY_PRESIGN_WINDOW",
+                f"expected 1 to {self.presign_ttl - 1} seconds, less than GATEWAY_PRESIGN_TTL"
+                f" (got {self.presign_window})",
+            )
+        if not 0 < self.s3_timeout <= 300:
+            raise ConfigError(
+                "GATEWAY_S3_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.s3_timeout})"
+            )
+        domain = self.aws_s3_custom_domain
+        if domain is not None:
+            # django-storages takes a bare domain and prepends https://; a full URL works too.
+            base = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
+            if any(c in base for c in " ?#"):
+                raise ConfigError(
+                    "AWS_S3_CUSTOM_DOMAIN",
+                    f"expected a domain like cdn.example.com (got {domain!r})",
+                )
+            object.__setattr__(self, "aws_s3_custom_domain", base.rstrip("/"))
+
+    @property
+    def addressing_style(self) -> str:
+        """The resolved addressing style: ``path`` or ``virtual``."""
+        if self.aws_s3_addressing_style != "auto":
+            return self.aws_s3_addressing_style
+        return "path" if self.aws_s3_endpoint_url else "virtual"
+
+    @property
+    def s3_endpoint_url(self) -> str:
+        """The endpoint the gateway talks to."""
+        return self.aws_s3_endpoint_url or f"https://s3.{self.aws_s3_region_name}.amazonaws.com"
+
+    @property
+    def public_endpoint_url(self) -> str:
+        """The endpoint presigned URLs are made for: the one clients can reach."""
+        return self.s3_public_endpoint_url or self.s3_endpoint_url
+
+    def key_for(self, relpath: str) -> str:
+        """The S3 key of a relative media path."""
+        return f"{self.aws_location}/{relpath}" if self.aws_location else relpath
 
     @classmethod
     def from_env(
@@ -139,15 +221,33 @@ class Settings:
             "aws_s3_region_name": text("AWS_S3_REGION_NAME") or "us-east-1",
             "aws_s3_endpoint_url": text("AWS_S3_ENDPOINT_URL"),
             "aws_location": env.get("AWS_LOCATION", "media").strip(),
+            "aws_session_token": text("AWS_SESSION_TOKEN"),
+            "aws_s3_addressing_style": (text("AWS_S3_ADDRESSING_STYLE") or "auto").lower(),
+            "aws_s3_custom_domain": text("AWS_S3_CUSTOM_DOMAIN"),
+            "s3_delivery": (text("GATEWAY_S3_DELIVERY") or "redirect").lower(),
+            "s3_public_endpoint_url": text("GATEWAY_S3_PUBLIC_ENDPOINT_URL"),
+            "local_fallback": _bool(
+                "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
+            ),
         }
         for field, variable in (
             ("url_ttl", "GATEWAY_URL_TTL"),
             ("url_window", "GATEWAY_URL_WINDOW"),
             ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE"),
+            ("presign_ttl", "GATEWAY_PRESIGN_TTL"),
+            ("presign_window", "GATEWAY_PRESIGN_WINDOW"),
         ):
             raw = text(variable)
             if raw is not None:
                 kwargs[field] = _int(variable, raw)
+        timeout = text("GATEWAY_S3_TIMEOUT")
+        if timeout is not None:
+            try:
+                kwargs["s3_timeout"] = float(timeout)
+            except ValueError:
+                raise ConfigError(
+                    "GATEWAY_S3_TIMEOUT", f"expected seconds (got {timeout!r})"
+                ) from None
         return cls(**kwargs)
 
     def is_public(self, relpath: str) -> bool:

@@ -1,0 +1,255 @@
+"""Helpers every benchmark shares: ports, CPU pinning, servers, load and downloads.
+
+Servers run as subprocesses on 127.0.0.1 and a free port, pinned to one core; the load
+generator runs pinned to the other, so neither steals the other's CPU and the numbers
+compare the servers rather than the scheduler. The result writer lives in ``_results``
+and is re-exported here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import http.client
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import IO
+from urllib.parse import urlsplit
+
+from ._results import Report as Report, Row as Row, write_report as write_report
+
+HOST = "127.0.0.1"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# Core 0 serves, core 1 generates load: the machine has two and that is the split that
+# keeps a Python server from competing with its own client.
+SERVER_CPU, CLIENT_CPU = 0, 1
+# Long enough for uvicorn to import Starlette and scan a media root; a server that takes
+# longer is broken, and the run should say so rather than wait.
+READY_TIMEOUT = 20.0
+# What a stopped server gets before SIGKILL: uvicorn drains keep-alive connections first.
+STOP_TIMEOUT = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Knobs shared by the benchmarks; the defaults keep ``python -m bench`` near 2 minutes."""
+
+    duration: float = 5.0  # seconds of measured load per case
+    warmup: float = 1.0  # seconds of load thrown away first (imports, caches, JIT-less warmup)
+    connections: int = 32
+    runs: int = 3  # downloads per large-file case; the best one counts
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1 (the server binds it right after)."""
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        return int(sock.getsockname()[1])
+
+
+def pinned(cpu: int) -> list[str]:
+    """A ``taskset`` prefix for ``cpu``, or nothing when pinning is impossible here."""
+    if shutil.which("taskset") is None or len(os.sched_getaffinity(0)) < 2:
+        return []
+    if cpu not in os.sched_getaffinity(0):
+        return []
+    return ["taskset", "-c", str(cpu)]
+
+
+def pinning_note() -> str:
+    if pinned(SERVER_CPU) and pinned(CLIENT_CPU):
+        return f"server pinned to CPU {SERVER_CPU}, client to CPU {CLIENT_CPU} (taskset)"
+    return "no CPU pinning (taskset missing or fewer than 2 usable CPUs)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Server:
+    name: str
+    url: str
+    pid: int
+
+
+@contextlib.contextmanager
+def serve(
+    name: str, argv: Sequence[str], port: int, *, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """Run ``argv`` pinned to the server core until the block ends, even on error.
+
+    Ready means the port accepts connections. Whatever the server printed (warnings,
+    tracebacks during the load) is echoed to stderr when it stops.
+    """
+    log = tempfile.TemporaryFile()
+    process = subprocess.Popen(
+        [*pinned(SERVER_CPU), *argv],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_ready(name, process, port, log)
+        yield Server(name, f"http://{HOST}:{port}", process.pid)
+    finally:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        output = _tail(log)
+        if output:
+            print(f"[{name} said]\n{output}", file=sys.stderr)
+        log.close()
+
+
+def uvicorn(factory: str, port: int) -> list[str]:
+    """uvicorn argv for an app factory, with the defaults a deployment would use
+    (uvloop and httptools when installed) and no per-request logging."""
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        factory,
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+        "--lifespan",
+        "off",
+    ]
+
+
+def _wait_ready(name: str, process: subprocess.Popen[bytes], port: int, log: IO[bytes]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}:\n{_tail(log)}")
+        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"{name} did not accept connections within {READY_TIMEOUT:.0f} s")
+
+
+def _tail(log: IO[bytes], lines: int = 30) -> str:
+    log.seek(0)
+    text = log.read().decode("utf-8", "replace").strip()
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def request(url: str, method: str = "GET") -> tuple[int, dict[str, str], int]:
+    """One request: status, lower-cased headers and body length (read and dropped)."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname or HOST, parts.port, timeout=30)
+    try:
+        conn.request(method, f"{parts.path}?{parts.query}" if parts.query else parts.path)
+        response = conn.getresponse()
+        length = 0
+        while chunk := response.read(1 << 20):
+            length += len(chunk)
+        headers = {k.lower(): v for k, v in response.getheaders()}
+        return response.status, headers, length
+    finally:
+        conn.close()
+
+
+# --- load -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Load:
+    requests_per_s: float
+    requests: int
+    errors: int  # non-2xx/3xx responses plus socket errors
+
+
+def load_generator() -> str:
+    """``wrk`` when installed, else the Python client; BENCH_NO_WRK=1 forces the latter."""
+    if shutil.which("wrk") and not os.environ.get("BENCH_NO_WRK"):
+        return "wrk"
+    return "python"
+
+
+def run_load(url: str, *, connections: int, duration: float) -> Load:
+    """Keep ``connections`` keep-alive connections busy on ``url`` for ``duration`` s."""
+    if load_generator() == "wrk":
+        # wrk takes whole seconds; one thread because it has one core to itself.
+        seconds = max(1, round(duration))
+        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+        out = _run([*pinned(CLIENT_CPU), *argv], timeout=seconds + 30)
+        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+        total = re.search(r"(\d+) requests in", out)
+        if rate is None or total is None:
+            raise RuntimeError(f"could not parse wrk output:\n{out}")
+        errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+        errors += int(bad.group(1)) if bad else 0
+        return Load(float(rate.group(1)), int(total.group(1)), errors)
+    argv = [sys.executable, "-m", "bench._loadgen", "load", url]
+    argv += ["--connections", str(connections), "--duration", str(duration)]
+    result = json.loads(_run([*pinned(CLIENT_CPU), *argv], timeout=duration + 30))
+    errors = int(result["non_2xx_3xx"] + result["socket_errors"])
+    return Load(result["requests_per_s"], int(result["requests"]), errors)
+
+
+def downloader() -> str:
+    """``curl`` when installed, else the Python client; BENCH_NO_CURL=1 forces the latter."""
+    if shutil.which("curl") and not os.environ.get("BENCH_NO_CURL"):
+        return "curl"
+    return "python"
+
+
+def download(url: str, size: int) -> float:
+    """Download ``url`` once with one client into nothing; return bytes per second."""
+    if downloader() == "curl":
+        fmt = "%{http_code} %{size_download} %{speed_download}"
+        argv = ["curl", "-s", "-o", "/dev/null", "--max-time", "120", "-w", fmt, url]
+        code, received, speed = _run([*pinned(CLIENT_CPU), *argv], timeout=150).split()
+        status, got, rate = int(code), int(received), float(speed)
+    else:
+        argv = [sys.executable, "-m", "bench._loadgen", "download", url]
+        result = json.loads(_run([*pinned(CLIENT_CPU), *argv], timeout=150))
+        status, got, rate = int(result["status"]), int(result["bytes"]), result["bytes_per_s"]
+    if status != 200 or got != size:
+        raise RuntimeError(f"download of {url} gave {status} with {got} of {size} bytes")
+    return rate
+
+
+def _run(argv: list[str], *, timeout: float) -> str:
+    done = subprocess.run(
+        argv, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{argv[0]} failed ({done.returncode}): {done.stderr.strip()}")
+    return done.stdout
+
+
+# --- memory -----------------------------------------------------------------------
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """``field`` of /proc/PID/status (VmRSS now, VmHWM peak) summed over PID and its
+    children, so that nginx's worker counts with its master."""
+    total = 0
+    with contextlib.suppress(FileNotFoundError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                total += int(line.split()[1])
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += memory_kib(int(child), field)
+    return total

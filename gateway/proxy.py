@@ -1,0 +1,175 @@
+"""Proxy mode: stream an S3 object through the gateway, for buckets clients cannot reach.
+
+The gateway fetches a presigned URL with httpx and copies the body chunk by chunk, so
+memory stays constant for any object size. Range and conditional headers go to S3,
+which answers 200, 206, 304, 412 or 416 itself; its validators come back unchanged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import anyio
+import httpx
+from starlette.types import Receive, Send
+
+from .exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
+from .presign import Presigner
+
+__all__ = ["S3Proxy"]
+
+logger = logging.getLogger("gateway.proxy")
+
+FORWARDED_REQUEST_HEADERS = (
+    "range",
+    "if-match",
+    "if-none-match",
+    "if-modified-since",
+    "if-unmodified-since",
+    "if-range",
+)
+FORWARDED_RESPONSE_HEADERS = (
+    "content-type",
+    "content-length",
+    "content-range",
+    "content-encoding",
+    "etag",
+    "last-modified",
+    "accept-ranges",
+)
+PASSED_STATUSES = frozenset({200, 206, 304, 412, 416})
+# One retry for a refused connection or a 500/503: enough to ride out one dropped
+# connection or a SlowDown without holding the client for long.
+ATTEMPTS = 2
+RETRY_DELAY = 0.2
+
+
+class S3Proxy:
+    """Stream objects from S3 through the gateway.
+
+    :param presigner: signs URLs for the endpoint the gateway itself reaches.
+    :param timeout: seconds for connecting and for each read; beyond it, 504.
+    :param transport: an httpx transport; injected for tests.
+    """
+
+    def __init__(
+        self,
+        presigner: Presigner,
+        *,
+        timeout: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.presigner = presigner
+        self.timeout = timeout
+        self.transport = transport
+        self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
+
+    def _client(self) -> httpx.AsyncClient:
+        # An AsyncClient belongs to one event loop; a server has one loop per worker.
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.timeout),
+                limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                transport=self.transport,
+            )
+            self._clients = {loop: client}
+        return client
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients = {}
+
+    async def send(
+        self,
+        send: Send,
+        receive: Receive,
+        *,
+        key: str,
+        request_headers: dict[str, str],
+        head: bool,
+        extra_headers: list[tuple[bytes, bytes]],
+        content_disposition: str | None = None,
+    ) -> None:
+        """Fetch ``key`` and stream it to the client. Raises :class:`RequestError`
+        before the response starts; afterwards a failure aborts the connection."""
+        method = "HEAD" if head else "GET"
+        url = self.presigner.presign(
+            key, content_disposition=content_disposition, method=method
+        ).url
+        forwarded = {k: v for k, v in request_headers.items() if k in FORWARDED_REQUEST_HEADERS}
+        response = await self._fetch(method, url, forwarded)
+        try:
+            headers = [
+                (name.encode("latin-1"), value.encode("latin-1"))
+                for name, value in response.headers.items()
+                if name in FORWARDED_RESPONSE_HEADERS
+            ]
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": response.status_code,
+                    "headers": headers + extra_headers,
+                }
+            )
+            if head or response.status_code == 304:
+                await send({"type": "http.response.body", "body": b""})
+                return
+            await _copy(send, receive, response)
+        finally:
+            await response.aclose()
+
+    async def _fetch(self, method: str, url: str, headers: dict[str, str]) -> httpx.Response:
+        client = self._client()
+        for attempt in range(1, ATTEMPTS + 1):
+            try:
+                response = await client.send(
+                    client.build_request(method, url, headers=headers), stream=True
+                )
+            except httpx.TimeoutException:
+                raise GatewayTimeout() from None
+            except httpx.TransportError as exc:
+                if attempt < ATTEMPTS:
+                    await anyio.sleep(RETRY_DELAY)
+                    continue
+                logger.error("S3 unreachable: %s", exc)
+                raise BadGateway("Storage unreachable") from None
+            if response.status_code in PASSED_STATUSES:
+                return response
+            await response.aread()
+            await response.aclose()
+            if response.status_code in (500, 503) and attempt < ATTEMPTS:
+                await anyio.sleep(RETRY_DELAY)
+                continue
+            raise _error_for(response)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _error_for(response: httpx.Response) -> RequestError:
+    status = response.status_code
+    if status == 404:
+        return NotFound()
+    if status in (500, 503):
+        return ServiceUnavailable()
+    # 400/403 from S3 mean our credentials, clock or bucket are wrong: an operator's
+    # problem, logged with S3's reason; the client only learns that storage failed.
+    logger.error("S3 answered %s: %s", status, response.text[:300])
+    return BadGateway()
+
+
+async def _copy(send: Send, receive: Receive, response: httpx.Response) -> None:
+    async with anyio.create_task_group() as tg:
+
+        async def watch_disconnect() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch_disconnect)
+        async for chunk in response.aiter_raw():
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+        tg.cancel_scope.cancel()

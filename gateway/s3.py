@@ -1,0 +1,101 @@
+"""S3 plumbing: boto3 session, client and credentials, and the presigner built on them.
+
+Everything here is built from :class:`Settings` once, at start-up. Requests never call
+boto3: presigning is done by :mod:`gateway.presign`, and proxying by httpx.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import boto3
+from botocore.config import Config
+
+from .exceptions import ConfigError
+from .presign import Credentials, Presigner
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["client_config", "credentials_provider", "make_presigner", "make_s3_client"]
+
+
+def _session(settings: Settings) -> boto3.Session:
+    # Explicit keys when configured, otherwise boto3's chain: environment, shared
+    # files, container and instance roles, SSO.
+    return boto3.Session(
+        aws_access_key_id=settings.aws_access_key_id,
+        aws_secret_access_key=settings.aws_secret_access_key,
+        aws_session_token=settings.aws_session_token,
+        region_name=settings.aws_s3_region_name,
+    )
+
+
+def client_config(settings: Settings, **overrides: Any) -> Config:
+    """botocore options shared by every client we make."""
+    options: dict[str, Any] = {
+        "signature_version": "s3v4",
+        "s3": {"addressing_style": settings.addressing_style},
+        "connect_timeout": settings.s3_timeout,
+        "read_timeout": settings.s3_timeout,
+        "retries": {"mode": "standard", "max_attempts": 3},
+        # boto3 >= 1.36 adds CRC32 checksums and aws-chunked bodies by default, which
+        # MinIO releases and other S3-compatible servers reject or store verbatim.
+        "request_checksum_calculation": "when_required",
+        "response_checksum_validation": "when_required",
+    }
+    options.update(overrides)
+    return Config(**options)
+
+
+def make_s3_client(settings: Settings, **config: Any) -> S3Client:
+    """A boto3 S3 client for the configured endpoint (check, upload, verify, pull)."""
+    client: S3Client = _session(settings).client(
+        "s3",
+        endpoint_url=settings.aws_s3_endpoint_url,
+        config=client_config(settings, **config),
+    )
+    return client
+
+
+def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
+    """Return a function giving the current credentials from boto3's chain.
+
+    Refreshable credentials (roles, SSO) are refreshed by botocore when they near
+    expiry; static ones cost a lock and an attribute read.
+    """
+    found = _session(settings).get_credentials()
+    if found is None:
+        raise ConfigError(
+            "AWS_ACCESS_KEY_ID",
+            "no S3 credentials found: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            " (or use a role or profile that boto3 can find)",
+        )
+    chain = found
+
+    def current() -> Credentials:
+        frozen = chain.get_frozen_credentials()
+        return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+
+    return current
+
+
+def make_presigner(
+    settings: Settings, *, public: bool = True, clock: Callable[[], float] = time.time
+) -> Presigner:
+    """A presigner for the bucket, for the public endpoint (redirects) or the internal one
+    (proxy mode, where the gateway itself fetches the URL)."""
+    assert settings.aws_storage_bucket_name is not None  # checked by Settings
+    return Presigner(
+        bucket=settings.aws_storage_bucket_name,
+        region=settings.aws_s3_region_name,
+        endpoint_url=settings.public_endpoint_url if public else settings.s3_endpoint_url,
+        addressing_style=settings.addressing_style,
+        credentials=credentials_provider(settings),
+        ttl=settings.presign_ttl,
+        window=settings.presign_window,
+        clock=clock,
+    )
