@@ -87,30 +87,29 @@ def serve(
     Ready means the port accepts connections. Whatever the server printed (warnings,
     tracebacks during the load) is echoed to stderr when it stops.
     """
-    log = tempfile.TemporaryFile()
-    process = subprocess.Popen(
-        [*pinned(SERVER_CPU), *argv],
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        stdin=subprocess.DEVNULL,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        _wait_ready(name, process, port, log)
-        yield Server(name, f"http://{HOST}:{port}", process.pid)
-    finally:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        output = _tail(log)
-        if output:
-            print(f"[{name} said]\n{output}", file=sys.stderr)
-        log.close()
+    with tempfile.TemporaryFile() as log:
+        process = subprocess.Popen(
+            [*pinned(SERVER_CPU), *argv],
+            cwd=REPO_ROOT,
+            env={**os.environ, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            _wait_ready(name, process, port, log)
+            yield Server(name, f"http://{HOST}:{port}", process.pid)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(STOP_TIMEOUT)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            output = _tail(log)
+            if output:
+                print(f"[{name} said]\n{output}", file=sys.stderr)
 
 
 def uvicorn(factory: str, port: int) -> list[str]:

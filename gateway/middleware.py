@@ -85,10 +85,24 @@ class MediaGateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix):
             await self.handle(scope, receive, send)
-        elif self.app is not None:
+            return
+        if scope["type"] == "lifespan":
+            receive = self._closing_on_shutdown(receive)
+        if self.app is not None:
             await self.app(scope, receive, send)
         else:
             await _standalone(scope, receive, send)
+
+    def _closing_on_shutdown(self, receive: Receive) -> Receive:
+        # The proxy's connection pool is closed when the server shuts down, before the
+        # wrapped app hears of it.
+        async def wrapped() -> Message:
+            message = await receive()
+            if message["type"] == "lifespan.shutdown" and self.proxy is not None:
+                await self.proxy.aclose()
+            return message
+
+        return wrapped
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one media request. Per-request state lives here, never on ``self``."""
@@ -105,15 +119,19 @@ class MediaGateway:
                 await self._redirect(send, access, head)
             else:
                 assert self.proxy is not None
+                headers = self._headers(access, access.relpath)
                 disposition = _disposition(access)
+                if disposition is not None:
+                    # Set here rather than through response-content-disposition,
+                    # which some S3-compatible servers ignore.
+                    headers.append((b"content-disposition", disposition.encode("latin-1")))
                 await self.proxy.send(
                     send,
                     receive,
                     key=self.settings.key_for(access.relpath),
                     request_headers=request_headers,
                     head=head,
-                    extra_headers=self._headers(access, access.relpath),
-                    content_disposition=disposition,
+                    extra_headers=headers,
                 )
         except RequestError as exc:  # raised only before a response started
             await send_error(send, exc, head=head)

@@ -92,14 +92,11 @@ class S3Proxy:
         request_headers: dict[str, str],
         head: bool,
         extra_headers: list[tuple[bytes, bytes]],
-        content_disposition: str | None = None,
     ) -> None:
         """Fetch ``key`` and stream it to the client. Raises :class:`RequestError`
         before the response starts; afterwards a failure aborts the connection."""
         method = "HEAD" if head else "GET"
-        url = self.presigner.presign(
-            key, content_disposition=content_disposition, method=method
-        ).url
+        url = self.presigner.presign(key, method=method).url
         forwarded = {k: v for k, v in request_headers.items() if k in FORWARDED_REQUEST_HEADERS}
         response = await self._fetch(method, url, forwarded)
         try:
@@ -108,10 +105,15 @@ class S3Proxy:
                 for name, value in response.headers.items()
                 if name in FORWARDED_RESPONSE_HEADERS
             ]
+            status = response.status_code
+            if status == 200 and "content-range" in response.headers:
+                # Some S3-compatible servers (rclone's, measured) send a partial body
+                # with 200; the Content-Range says what it is, so call it a 206.
+                status = 206
             await send(
                 {
                     "type": "http.response.start",
-                    "status": response.status_code,
+                    "status": status,
                     "headers": headers + extra_headers,
                 }
             )

@@ -1,0 +1,74 @@
+"""The ASGI apps the benchmarks serve, as uvicorn ``--factory`` callables.
+
+The benchmark process passes the media root and key in ``BENCH_*`` variables rather than
+the gateway's own (``MEDIA_ROOT``, ``GATEWAY_SECRET_KEY``) so that a developer's ``.env``
+or shell settings cannot change what is measured.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.routing import Mount
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway import MediaGateway, Settings
+
+MEDIA_URL = "/media/"
+PUBLIC_PREFIX = "public"
+
+
+def settings(media_root: Path, secret: str) -> Settings:
+    """The gateway settings both the server and the URL signer in the benchmark use."""
+    return Settings(
+        secret_keys=(secret,),
+        media_root=media_root,
+        media_url=MEDIA_URL,
+        public_prefixes=(PUBLIC_PREFIX,),
+    )
+
+
+def gateway() -> ASGIApp:
+    """Our gateway, standalone, as deployed in front of a media root."""
+    return MediaGateway(settings=settings(_root(), os.environ["BENCH_SECRET"]))
+
+
+def redirect() -> ASGIApp:
+    """The cheapest useful answer an ASGI app can give on this server: a fixed 302.
+
+    Every other app is measured against it, so the ratio shows what serving a file costs
+    on top of uvicorn's own per-request work.
+    """
+    start = {
+        "type": "http.response.start",
+        "status": 302,
+        "headers": [(b"location", b"/elsewhere"), (b"content-length", b"0")],
+    }
+    body = {"type": "http.response.body", "body": b""}
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            await send(start)
+            await send(body)
+
+    return app
+
+
+def starlette_static() -> ASGIApp:
+    """Starlette's StaticFiles mounted as an app would mount it (FileResponse inside)."""
+    return Starlette(routes=[Mount(MEDIA_URL.rstrip("/"), app=StaticFiles(directory=_root()))])
+
+
+def servestatic() -> ASGIApp:
+    """servestatic's ASGI server (whitenoise's successor), files indexed at start-up."""
+    from servestatic import ServeStaticASGI  # type: ignore[import-untyped]
+
+    app: ASGIApp = ServeStaticASGI(None, root=_root(), prefix=MEDIA_URL)
+    return app
+
+
+def _root() -> Path:
+    return Path(os.environ["BENCH_MEDIA_ROOT"])

@@ -1,0 +1,401 @@
+"""S3 delivery against a real S3 server (rclone): redirects, stable URLs, public
+endpoints, CDN domains, hybrid mode and proxy mode. RELIABILITY items 13, 36-41."""
+
+from __future__ import annotations
+
+import datetime
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
+
+import httpx
+import pytest
+
+from gateway import ConfigError, MediaGateway, Settings
+from tests.conftest import SECRET
+from tests.helpers import call, raw_request
+
+DATA = bytes(range(256)) * 40  # 10 KiB
+
+
+@pytest.fixture
+def s3_settings(s3_server, s3_bucket, media_root) -> Callable[..., Settings]:
+    def make(**overrides) -> Settings:
+        values = {
+            "secret_keys": (SECRET,),
+            "media_root": media_root,
+            "use_s3": True,
+            "aws_access_key_id": s3_server.access_key,
+            "aws_secret_access_key": s3_server.secret_key,
+            "aws_storage_bucket_name": s3_bucket,
+            "aws_s3_endpoint_url": s3_server.endpoint_url,
+            "public_prefixes": ("public",),
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    return make
+
+
+@pytest.fixture
+def put(s3_server, s3_bucket):
+    client = s3_server.client()
+
+    def put(key: str, data: bytes = DATA, **extra) -> None:
+        client.put_object(Bucket=s3_bucket, Key=key, Body=data, **extra)
+
+    yield put
+    client.close()
+
+
+def follow(location: str, **kwargs) -> httpx.Response:
+    return httpx.get(location, **kwargs)
+
+
+def test_redirect_to_presigned_url(s3_settings, put, serve, s3_server):
+    """An authorised GET gets a 302 to a presigned URL that serves the exact bytes."""
+    put("media/docs/a b#1.bin")
+    gateway = MediaGateway(settings=s3_settings())
+    base = serve(gateway)
+    r = httpx.get(base + gateway.signer.sign_url("docs/a b#1.bin"))
+    assert r.status_code == 302
+    location = r.headers["location"]
+    assert location.startswith(f"{s3_server.endpoint_url}/")
+    assert "X-Amz-Signature=" in location
+    assert r.headers["x-content-type-options"] == "nosniff"
+    cache = re.fullmatch(r"private, max-age=(\d+)", r.headers["cache-control"])
+    assert cache and 0 < int(cache.group(1)) <= 3600 - 60
+    assert follow(location).content == DATA
+    head = httpx.head(base + gateway.signer.sign_url("docs/a b#1.bin"))
+    assert head.status_code == 302
+    assert head.headers["location"] == location
+
+
+def test_unsigned_is_denied_before_s3(s3_settings, serve):
+    """Deny by default: no signature, no redirect."""
+    gateway = MediaGateway(settings=s3_settings())
+    r = httpx.get(serve(gateway) + "/media/docs/a.bin")
+    assert r.status_code == 403
+    assert "location" not in r.headers
+
+
+def test_urls_are_stable_across_workers_and_windows(s3_settings):
+    """Every worker hands out the byte-identical URL within a window; each stays valid
+    at least TTL minus the window; the next window gives a new one."""
+    now = [1_800_000_000.0]
+    settings = s3_settings(presign_ttl=3600, presign_window=300)
+    workers = [MediaGateway(settings=settings, clock=lambda: now[0]) for _ in range(2)]
+    signed = workers[0].signer.sign_url("docs/a.bin", expires_in=7200)
+    locations = set()
+    for offset in (0, 120, 299):
+        now[0] = 1_800_000_000.0 + offset
+        for worker in workers:
+            reply = call(worker, signed)
+            locations.add(reply.headers["location"])
+            age = int(reply.headers["cache-control"].split("=")[1])
+            assert age >= 3600 - 300 - 60
+    assert len(locations) == 1
+    now[0] += 1
+    assert call(workers[0], signed).headers["location"] not in locations
+
+
+def test_presigned_url_expires_at_s3(s3_settings, put):
+    """S3 itself refuses the URL once its TTL has passed (rclone checks expiry)."""
+    put("media/a.bin")
+    past = time.time() - 7200
+    gateway = MediaGateway(settings=s3_settings(presign_ttl=3600), clock=lambda: past)
+    signed = gateway.signer.sign_url("a.bin", expires_in=10**6)
+    location = call(gateway, signed).headers["location"]
+    assert follow(location).status_code in (400, 403)
+
+
+def test_download_disposition(s3_settings, put):
+    """download=True makes S3 answer with an attachment disposition, non-ASCII included."""
+    put('media/docs/caf\u00e9 "x".txt')
+    gateway = MediaGateway(settings=s3_settings())
+    location = call(
+        gateway, gateway.signer.sign_url('docs/caf\u00e9 "x".txt', download=True)
+    ).headers["location"]
+    params = dict(parse_qsl(urlsplit(location).query))
+    assert params["response-content-disposition"] == (
+        "attachment; filename=\"cafe _x_.txt\"; filename*=UTF-8''caf%C3%A9%20%22x%22.txt"
+    )
+    r = follow(location)
+    assert r.status_code == 200
+    assert r.content == DATA
+
+
+def test_public_endpoint_is_signed_for_its_host(s3_settings, put, s3_server):
+    """With GATEWAY_S3_PUBLIC_ENDPOINT_URL the URL is signed for that host; rewriting
+    the host afterwards would break the signature."""
+    put("media/a.bin")
+    public = s3_server.endpoint_url.replace("127.0.0.1", "localhost")
+    gateway = MediaGateway(settings=s3_settings(s3_public_endpoint_url=public))
+    location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
+    assert location.startswith(public + "/")
+    assert follow(location).content == DATA
+    rewritten = location.replace("localhost", "127.0.0.1", 1)
+    assert follow(rewritten).status_code == 403
+
+
+def test_public_prefix_and_custom_domain(s3_settings):
+    """Public prefixes redirect to the CDN domain, unsigned, with a public max-age."""
+    gateway = MediaGateway(
+        settings=s3_settings(aws_s3_custom_domain="cdn.example.com", public_max_age=86400)
+    )
+    reply = call(gateway, "/media/public/logo%20x.png")
+    assert reply.status == 302
+    assert reply.headers["location"] == "https://cdn.example.com/media/public/logo%20x.png"
+    assert reply.headers["cache-control"] == "public, max-age=86400"
+    private = call(gateway, gateway.signer.sign_url("docs/a.bin"))
+    assert "cdn.example.com" not in private.headers["location"]
+
+
+def test_public_prefix_without_cdn_is_presigned(s3_settings, put):
+    """Without a custom domain a public file gets a presigned URL and public caching."""
+    put("media/public/p.bin")
+    gateway = MediaGateway(settings=s3_settings())
+    reply = call(gateway, "/media/public/p.bin")
+    assert reply.status == 302
+    assert reply.headers["cache-control"].startswith("public, max-age=")
+    assert follow(reply.headers["location"]).content == DATA
+
+
+@pytest.mark.parametrize("host", [b"evil.example", b"attacker:1"])
+def test_location_host_comes_from_config(s3_settings, serve, s3_server, host):
+    """Item 13: a hostile Host header never reaches the Location."""
+    gateway = MediaGateway(settings=s3_settings())
+    base = serve(gateway)
+    reply = raw_request(
+        base, gateway.signer.sign_url("a.bin").encode(), headers=b"Host: " + host + b"\r\n"
+    )
+    assert reply.status == 302
+    assert reply.headers["location"].startswith(s3_server.endpoint_url + "/")
+
+
+def test_missing_key_redirects_to_s3_404(s3_settings):
+    """Item 39, documented: redirect mode does not ask S3 first (that would cost a call
+    per request); a missing key is S3's 404 after the redirect."""
+    gateway = MediaGateway(settings=s3_settings())
+    location = call(gateway, gateway.signer.sign_url("missing.bin")).headers["location"]
+    assert follow(location).status_code == 404
+
+
+def test_hybrid_mode(s3_settings, put, media_root):
+    """During a migration: on disk means served from disk; only in S3 means redirect;
+    so no file in either place ever gets a 404 from the gateway."""
+    (media_root / "local.bin").write_bytes(b"on disk")
+    put("media/remote.bin")
+    gateway = MediaGateway(settings=s3_settings(local_fallback=True))
+    local = call(gateway, gateway.signer.sign_url("local.bin"))
+    assert (local.status, local.body) == (200, b"on disk")
+    remote = call(gateway, gateway.signer.sign_url("remote.bin"))
+    assert remote.status == 302
+    assert follow(remote.headers["location"]).content == DATA
+    (media_root / "local.bin").unlink()
+    assert call(gateway, gateway.signer.sign_url("local.bin")).status == 302
+
+
+def test_wrong_credentials(s3_settings, put):
+    """Item 38: presigning works offline, so the gateway still redirects; S3 refuses the
+    URL, and `media-gateway check` reports it (tests/test_cli_s3.py)."""
+    put("media/a.bin")
+    gateway = MediaGateway(settings=s3_settings(aws_secret_access_key="wrong-secret"))
+    location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
+    assert follow(location).status_code == 403
+
+
+def test_presign_ttl_over_seven_days_is_refused(s3_settings):
+    """Item 41: an expiry over 604800 seconds is refused when the settings load."""
+    with pytest.raises(ConfigError, match="GATEWAY_PRESIGN_TTL"):
+        s3_settings(presign_ttl=604801)
+    assert s3_settings(presign_ttl=604800).presign_ttl == 604800
+
+
+class TestProxy:
+    """GATEWAY_S3_DELIVERY=proxy streams through the gateway."""
+
+    @pytest.fixture
+    def client(self, s3_settings, put, serve):
+        put("media/docs/p.bin")
+        gateway = MediaGateway(settings=s3_settings(s3_delivery="proxy"))
+        with httpx.Client(base_url=serve(gateway)) as client:
+            client.gateway = gateway
+            yield client
+
+    def url(self, client, path="docs/p.bin", **kwargs):
+        return client.gateway.signer.sign_url(path, **kwargs)
+
+    def test_body_and_headers(self, client):
+        """200 with S3's validators and our cache policy."""
+        r = client.get(self.url(client))
+        assert r.status_code == 200
+        assert r.content == DATA
+        assert r.headers["content-length"] == str(len(DATA))
+        assert r.headers["etag"]
+        assert r.headers["cache-control"].startswith("private, max-age=")
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+    def test_range_and_conditionals(self, client):
+        """Range gives 206, a matching If-None-Match 304, bad ranges 416."""
+        r = client.get(self.url(client), headers={"range": "bytes=10-19"})
+        assert r.status_code == 206
+        assert r.content == DATA[10:20]
+        assert r.headers["content-range"] == f"bytes 10-19/{len(DATA)}"
+        etag = client.get(self.url(client)).headers["etag"]
+        assert client.get(self.url(client), headers={"if-none-match": etag}).status_code == 304
+        assert (
+            client.get(self.url(client), headers={"range": f"bytes={len(DATA) + 5}-"}).status_code
+            == 416
+        )
+
+    def test_head_and_missing(self, client):
+        """HEAD has the length and no body; a missing key is 404."""
+        r = client.head(self.url(client))
+        assert r.status_code == 200
+        assert r.headers["content-length"] == str(len(DATA))
+        assert r.content == b""
+        assert client.get(self.url(client, "docs/missing.bin")).status_code == 404
+
+    def test_download(self, client):
+        """download=True gives an attachment disposition through the proxy."""
+        r = client.get(self.url(client, download=True))
+        assert r.headers["content-disposition"] == 'attachment; filename="p.bin"'
+
+
+@pytest.fixture
+def blackhole():
+    """A TCP server on loopback that accepts connections and never answers."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)
+    accepted = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        sock.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(sock.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    stop.set()
+    thread.join(2)
+    for conn in accepted:
+        conn.close()
+    sock.close()
+
+
+def test_blackholed_s3_gives_504_in_time(s3_settings, blackhole, media_root, serve):
+    """Item 36: a silent endpoint gives 504 within the timeout, and local files served
+    by the same gateway are unaffected meanwhile."""
+    (media_root / "local.bin").write_bytes(b"local")
+    gateway = MediaGateway(
+        settings=s3_settings(
+            s3_delivery="proxy", aws_s3_endpoint_url=blackhole, s3_timeout=1.0, local_fallback=True
+        )
+    )
+    base = serve(gateway)
+    results = {}
+
+    def slow() -> None:
+        started = time.monotonic()
+        results["status"] = httpx.get(
+            base + gateway.signer.sign_url("remote.bin"), timeout=10
+        ).status_code
+        results["seconds"] = time.monotonic() - started
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert httpx.get(base + gateway.signer.sign_url("local.bin")).content == b"local"
+    assert time.monotonic() - started < 0.5
+    thread.join(10)
+    assert results["status"] == 504
+    assert results["seconds"] < 3
+
+
+def test_refused_connection_gives_502(s3_settings, media_root):
+    """A closed port gives 502 after one retry, with a short reason."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    gateway = MediaGateway(
+        settings=s3_settings(s3_delivery="proxy", aws_s3_endpoint_url=f"http://127.0.0.1:{port}")
+    )
+    reply = call(gateway, gateway.signer.sign_url("a.bin"))
+    assert reply.status == 502
+    assert reply.body == b"Storage unreachable\n"
+
+
+@pytest.mark.parametrize(("status", "expected"), [(500, 503), (503, 503), (403, 502), (400, 502)])
+def test_s3_errors_are_mapped(s3_settings, status, expected):
+    """Item 37: 500/503 are retried once, then 503 with Retry-After; 4xx auth errors 502."""
+    attempts = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        attempts.append(request)
+        return httpx.Response(status, text="<Error><Code>SlowDown</Code></Error>")
+
+    gateway = MediaGateway(
+        settings=s3_settings(s3_delivery="proxy"), transport=httpx.MockTransport(handler)
+    )
+    reply = call(gateway, gateway.signer.sign_url("a.bin"))
+    assert reply.status == expected
+    assert len(attempts) == (2 if status in (500, 503) else 1)
+    if expected == 503:
+        assert reply.headers["retry-after"] == "1"
+
+
+def test_presign_needs_no_network(s3_settings, blackhole):
+    """Presigning is offline: an unreachable endpoint does not slow redirects."""
+    gateway = MediaGateway(settings=s3_settings(aws_s3_endpoint_url=blackhole))
+    started = time.monotonic()
+    for _ in range(100):
+        assert call(gateway, gateway.signer.sign_url("a.bin")).status == 302
+    assert time.monotonic() - started < 5
+
+
+def test_credentials_from_boto3_chain(s3_settings, monkeypatch, put):
+    """Without explicit keys, credentials (session token included) come from boto3's
+    chain, here the environment."""
+    put("media/a.bin")
+    settings = s3_settings(aws_access_key_id=None, aws_secret_access_key=None)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_settings().aws_access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_settings().aws_secret_access_key)
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token/+=")
+    gateway = MediaGateway(settings=settings)
+    location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
+    assert "X-Amz-Security-Token=session-token%2F%2B%3D" in location
+    assert dict(parse_qsl(urlsplit(location).query))["X-Amz-Credential"].startswith(
+        s3_settings().aws_access_key_id
+    )
+
+
+def test_no_credentials_fails_at_start(s3_settings, monkeypatch, tmp_path: Path):
+    """No credentials anywhere stops start-up with a message naming the variables."""
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    with pytest.raises(ConfigError, match="AWS_ACCESS_KEY_ID"):
+        MediaGateway(settings=s3_settings(aws_access_key_id=None, aws_secret_access_key=None))
+
+
+def test_datetime_is_utc_window_start(s3_settings):
+    """X-Amz-Date is the window start, in UTC."""
+    gateway = MediaGateway(settings=s3_settings(presign_window=300), clock=lambda: 1_800_000_123.0)
+    location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
+    amz_date = dict(parse_qsl(urlsplit(location).query))["X-Amz-Date"]
+    expected = datetime.datetime.fromtimestamp(1_800_000_000, datetime.UTC).strftime(
+        "%Y%m%dT%H%M%SZ"
+    )
+    assert amz_date == expected
