@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -252,3 +253,32 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
             for child in (task / "children").read_text().split():
                 total += memory_kib(int(child), field)
     return total
+
+
+class PeakMemory:
+    """The peak memory of a server process tree over a block: VmRSS sampled every few
+    milliseconds, and the kernel's VmHWM, which is exact but only for the main process
+    and updated lazily."""
+
+    # Fine enough to catch a buffer that lives as long as one chunk's send.
+    INTERVAL = 0.005
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.idle_kib = memory_kib(pid)
+        self.peak_kib = self.idle_kib
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_kib = max(self.peak_kib, memory_kib(self.pid, "VmHWM"))
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.INTERVAL):
+            self.peak_kib = max(self.peak_kib, memory_kib(self.pid))

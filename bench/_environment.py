@@ -14,8 +14,9 @@ from ._common import Options, downloader, load_generator, pinning_note
 def describe(options: Options) -> list[str]:
     """Notes for a report, so that numbers from two machines are never compared blindly."""
     if load_generator() == "wrk":
+        version = " ".join(_first_line(["wrk", "-v"]).split()[:2])
         load = (
-            f"Load: {_first_line(['wrk', '-v'])}, -t1 -c{options.connections}, "
+            f"Load: {version}, -t1 -c{options.connections}, "
             f"{options.warmup:g} s warm-up then {round(options.duration)} s measured."
         )
     else:

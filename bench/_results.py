@@ -114,7 +114,7 @@ def _chart(report: Report, path: Path) -> str:
             if row.target_value is not None:
                 axis.axvline(row.target_value, color="#cc4444", linestyle="--", linewidth=1)
         axis.set_title(f"{group} ({rows[0].unit})", fontsize=10, loc="left")
-        axis.set_xlim(0, max(r.value for r in rows) * 1.45)
+        axis.set_xlim(0, max(max(r.value, r.target_value or 0) for r in rows) * 1.45)
         axis.tick_params(labelsize=8)
     figure.suptitle(f"bench {report.name}: {report.title}", fontsize=11)
     figure.tight_layout()

@@ -28,12 +28,12 @@ from . import _apps
 from ._common import (
     HOST,
     Options,
+    PeakMemory,
     Report,
     Row,
     Server,
     download,
     free_port,
-    memory_kib,
     request,
     run_load,
     serve,
@@ -161,10 +161,9 @@ def _large_file(
             status, headers, _ = request(url, "HEAD")
             if status != 200 or headers.get("content-length") != str(LARGE_SIZE):
                 raise RuntimeError(f"{case}: HEAD gave {status}, {headers.get('content-length')}")
-            idle = memory_kib(server.pid) / 1024
-            speeds[case] = max(download(url, LARGE_SIZE) for _ in range(options.runs)) / MB
-            # The high-water mark since start: nothing sampled can miss a short peak.
-            peak = memory_kib(server.pid, "VmHWM") / 1024
+            with PeakMemory(server.pid) as memory:
+                speeds[case] = max(download(url, LARGE_SIZE) for _ in range(options.runs)) / MB
+            idle, peak = memory.idle_kib / 1024, memory.peak_kib / 1024
         rows.append(Row("512 MiB peak RSS", case, peak, "MiB", f"idle {idle:.0f} MiB"))
         if case == OURS:
             limit = idle + RSS_GROWTH_LIMIT_MIB
@@ -200,7 +199,8 @@ def _compare(
             if case == OURS:
                 row = dataclasses.replace(row, target=f">= {target}x {baseline} (not measured)")
         else:
-            row = Row(group, case, value, unit, baseline, value / base)
+            label = "(the baseline)" if case == baseline else baseline
+            row = Row(group, case, value, unit, label, value / base)
             if case == OURS:
                 row = dataclasses.replace(
                     row,

@@ -1,27 +1,37 @@
-"""``make run``: the gateway in front of a small demo app, with sample media.
+"""``make run``: the gateway in front of a small demo app, on an embedded S3 server.
 
-Writes sample files under ``var/demo/media``, keeps a generated signing key in
-``var/demo/secret-key`` (so URLs survive a restart), prints URLs to try and serves
-on http://127.0.0.1:8000. Real settings in the environment or ``.env`` win.
+Writes sample files under ``var/demo/media``, starts ``rclone serve s3`` on loopback
+with its data in ``var/demo/s3``, uploads the samples, prints URLs to try and serves
+on http://127.0.0.1:8000. A signing key is kept in ``var/demo/secret-key`` so URLs
+survive a restart. Real settings in the environment or ``.env`` win: with your own
+``AWS_STORAGE_BUCKET_NAME`` no embedded server starts; ``USE_S3=false`` serves from disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import html
 import os
 import secrets
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
+from dotenv import dotenv_values
 from starlette.types import Receive, Scope, Send
 
+from .embedded_s3 import serve_s3
+from .http import content_type
 from .settings import Settings
 from .signing import URLSigner
 
 __all__ = ["DemoApp", "main", "write_samples"]
 
-HOST, PORT = "127.0.0.1", 8000
+HOST = "127.0.0.1"
+# Overridable so the test suite can run the demo next to a developer's own.
+PORT = int(os.environ.get("MEDIA_GATEWAY_DEMO_PORT", "8000"))
 DEMO_DIR = Path("var/demo")
+DEMO_BUCKET = "media-demo"
 SAMPLES = {
     "public/logo.svg": (
         b'<svg xmlns="http://www.w3.org/2000/svg" width="120" height="40">'
@@ -82,6 +92,56 @@ def _demo_environment() -> None:
     os.environ.setdefault("GATEWAY_PUBLIC_PREFIXES", "public/")
 
 
+def _wants_embedded_s3() -> bool:
+    # The embedded server stands in for S3 unless the user configured their own
+    # bucket, or asked for local mode with USE_S3=false.
+    env = {**{k: v or "" for k, v in dotenv_values(".env").items()}, **os.environ}
+    if env.get("AWS_STORAGE_BUCKET_NAME"):
+        return False
+    return env.get("USE_S3", "true").strip().lower() not in ("0", "false", "no", "off")
+
+
+@contextlib.contextmanager
+def _embedded_s3() -> Iterator[str]:
+    import boto3
+    from botocore.config import Config
+
+    access_key, secret_key = "demo-access-key", secrets.token_hex(20)
+    data = DEMO_DIR / "s3"
+    data.mkdir(parents=True, exist_ok=True)
+    with serve_s3(
+        data, access_key=access_key, secret_key=secret_key, log_path=DEMO_DIR / "rclone.log"
+    ) as endpoint:
+        os.environ.update(
+            USE_S3="true",
+            AWS_ACCESS_KEY_ID=access_key,
+            AWS_SECRET_ACCESS_KEY=secret_key,
+            AWS_STORAGE_BUCKET_NAME=DEMO_BUCKET,
+            AWS_S3_ENDPOINT_URL=endpoint,
+        )
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name="us-east-1",
+            config=Config(request_checksum_calculation="when_required"),
+        )
+        if DEMO_BUCKET not in [b["Name"] for b in client.list_buckets().get("Buckets", [])]:
+            client.create_bucket(Bucket=DEMO_BUCKET)
+        yield endpoint
+
+
+def _upload_samples(settings: Settings) -> None:
+    from .s3 import make_s3_client
+
+    client = make_s3_client(settings)
+    for name, data in SAMPLES.items():
+        mime = content_type(name)
+        key = settings.key_for(name)
+        client.put_object(Bucket=DEMO_BUCKET, Key=key, Body=data, ContentType=mime)
+
+
 def main() -> int:
     import uvicorn
 
@@ -89,32 +149,42 @@ def main() -> int:
     from .middleware import MediaGateway
 
     _demo_environment()
-    try:
-        settings = Settings.from_env()
-        write_samples(settings.media_root)
-        signer = URLSigner(
-            secret_keys=settings.secret_keys,
-            media_url=settings.media_url,
-            ttl=settings.url_ttl,
-            window=settings.url_window,
+    with contextlib.ExitStack() as stack:
+        endpoint = stack.enter_context(_embedded_s3()) if _wants_embedded_s3() else None
+        try:
+            settings = Settings.from_env()
+            write_samples(settings.media_root)
+            if endpoint is not None:
+                _upload_samples(settings)
+            signer = URLSigner(
+                secret_keys=settings.secret_keys,
+                media_url=settings.media_url,
+                ttl=settings.url_ttl,
+                window=settings.url_window,
+            )
+            app = MediaGateway(DemoApp(signer), settings=settings)
+        except ConfigError as exc:
+            print(f"media-gateway: {exc}", file=sys.stderr)
+            return 2
+        base = f"http://{HOST}:{PORT}"
+        where = (
+            f"S3 bucket {settings.aws_storage_bucket_name!r} at {settings.s3_endpoint_url}"
+            if settings.use_s3
+            else f"local disk {settings.media_root}"
         )
-        app = MediaGateway(DemoApp(signer), settings=settings)
-    except ConfigError as exc:
-        print(f"media-gateway: {exc}", file=sys.stderr)
-        return 2
-    base = f"http://{HOST}:{PORT}"
-    print(f"\nmedia-gateway demo: media from {settings.media_root}\n")
-    print(f"  demo app page       {base}/")
-    print(f"  public file         {base}{settings.media_url}public/logo.svg")
-    for name in SAMPLES:
-        if not name.startswith("public/"):
-            print(f"  signed              {base}{signer.sign_url(name)}")
-    print(f"  download            {base}{signer.sign_url('documents/report.txt', download=True)}")
-    print(f"  unsigned (403)      {base}{settings.media_url}documents/report.txt")
-    print(
-        f"\n  try: curl -i -H 'Range: bytes=0-99' '{base}{signer.sign_url('videos/sample.bin')}'\n"
-    )
-    uvicorn.run(app, host=HOST, port=PORT, log_level="info")
+        print(f"\nmedia-gateway demo: media served from {where}\n")
+        print(f"  demo app page       {base}/")
+        print(f"  public file         {base}{settings.media_url}public/logo.svg")
+        for name in SAMPLES:
+            if not name.startswith("public/"):
+                print(f"  signed              {base}{signer.sign_url(name)}")
+        report = signer.sign_url("documents/report.txt", download=True)
+        print(f"  download            {base}{report}")
+        print(f"  unsigned (403)      {base}{settings.media_url}documents/report.txt")
+        video = signer.sign_url("videos/sample.bin")
+        print(f"\n  try: curl -iL -H 'Range: bytes=0-99' '{base}{video}'")
+        print("  local mode instead: USE_S3=false make run\n")
+        uvicorn.run(app, host=HOST, port=PORT, log_level="info")
     return 0
 
 

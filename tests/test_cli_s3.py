@@ -1,0 +1,64 @@
+"""`media-gateway check` against a real S3 server (item 38)."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+
+from gateway.cli import main
+from tests.conftest import SECRET
+
+
+@pytest.fixture
+def s3_env(monkeypatch, s3_server, s3_bucket):
+    monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
+    for name, value in s3_server.env(s3_bucket).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("GATEWAY_S3_TIMEOUT", "2")
+    return s3_bucket
+
+
+def run_check(capsys) -> tuple[int, dict, str]:
+    code = main(["check", "--json"])
+    captured = capsys.readouterr()
+    return code, json.loads(captured.out), captured.err
+
+
+def test_check_ok(s3_env, capsys):
+    """A reachable bucket with working credentials: exit 0, clock skew reported."""
+    code, report, _ = run_check(capsys)
+    assert code == 0
+    assert report["bucket_reachable"] is True
+    assert abs(report["clock_skew_seconds"]) < 60
+    assert report["bucket"] == s3_env
+
+
+def test_check_missing_bucket(s3_env, monkeypatch, capsys):
+    """A missing bucket is named."""
+    monkeypatch.setenv("AWS_STORAGE_BUCKET_NAME", "no-such-bucket-here")
+    code, report, _ = run_check(capsys)
+    assert code == 1
+    assert report["problems"] == [
+        "AWS_STORAGE_BUCKET_NAME: bucket 'no-such-bucket-here' does not exist"
+    ]
+
+
+def test_check_wrong_credentials(s3_env, monkeypatch, capsys):
+    """Wrong credentials fail the check and name the variables to fix."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+    code, report, _ = run_check(capsys)
+    assert code == 1
+    assert report["problems"][0].startswith("AWS_ACCESS_KEY_ID: S3 refused the credentials")
+
+
+def test_check_unreachable(s3_env, monkeypatch, capsys):
+    """A closed port names AWS_S3_ENDPOINT_URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("AWS_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    code, report, _ = run_check(capsys)
+    assert code == 1
+    assert report["problems"][0].startswith("AWS_S3_ENDPOINT_URL: cannot reach")
