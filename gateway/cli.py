@@ -65,6 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate the settings and report what they say")
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check)
+
+    from .migrate_cli import add_commands
+
+    add_commands(commands)
     return parser
 
 

@@ -8,6 +8,7 @@ The names follow django-storages (``AWS_*``, ``MEDIA_*``) so that a project's ex
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -81,6 +82,9 @@ class Settings:
     local_fallback: bool = False
     #: Seconds before an S3 call (proxy, check) gives up with 504.
     s3_timeout: float = 5.0
+    #: Extra PutObject parameters for uploads, as django-storages'
+    #: ``AWS_S3_OBJECT_PARAMETERS`` (JSON): ``{"CacheControl": "max-age=86400"}``.
+    aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         keys = self.secret_keys
@@ -240,6 +244,11 @@ class Settings:
             raw = text(variable)
             if raw is not None:
                 kwargs[field] = _int(variable, raw)
+        parameters = text("AWS_S3_OBJECT_PARAMETERS")
+        if parameters is not None:
+            kwargs["aws_s3_object_parameters"] = _json_object(
+                "AWS_S3_OBJECT_PARAMETERS", parameters
+            )
         timeout = text("GATEWAY_S3_TIMEOUT")
         if timeout is not None:
             try:
@@ -275,6 +284,19 @@ def _int(variable: str, raw: str) -> int:
         raise ConfigError(
             variable, f"expected an integer number of seconds (got {raw!r})"
         ) from None
+
+
+def _json_object(variable: str, raw: str) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ConfigError(
+            variable,
+            f'expected a JSON object like {{"CacheControl": "max-age=86400"}} (got {raw!r})',
+        )
+    return value
 
 
 def _public_prefix(prefix: str) -> str:
