@@ -6,6 +6,7 @@
     ├── ConfigError                 bad settings; stops start-up (CLI exit code 2)
     └── RequestError                a media request that cannot be answered (status_code)
         ├── BadRequest              400
+        ├── Unauthorized            401: the app's delegate asks for credentials
         ├── Forbidden               403
         │   ├── BadSignature        403: missing, altered or foreign signature
         │   └── SignatureExpired    403: a valid signature past its expiry
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceUnavailable",
     "SignatureExpired",
     "URITooLong",
+    "Unauthorized",
 ]
 
 
@@ -73,6 +75,11 @@ class RequestError(MediaGatewayError):
 class BadRequest(RequestError):
     status_code = 400
     default_reason = "Bad request"
+
+
+class Unauthorized(RequestError):
+    status_code = 401
+    default_reason = "Authentication required"
 
 
 class Forbidden(RequestError):

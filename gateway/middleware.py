@@ -11,7 +11,8 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .exceptions import ConfigError, MethodNotAllowed, NotFound, RequestError
+from .delegate import Delegate
+from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
 from .http import ACTIVE_TYPES, SANDBOX_CSP, content_disposition, content_type, plan_response
 from .local import send_file
 from .paths import open_regular_file, relative_path
@@ -72,6 +73,20 @@ class MediaGateway:
                 raise ConfigError(
                     "MEDIA_ROOT", f"directory {str(settings.media_root)!r} does not exist"
                 )
+        self.delegate: Delegate | None = None
+        if settings.auth_delegate is not None:
+            if app is None and not settings.auth_delegate.startswith(("http://", "https://")):
+                raise ConfigError(
+                    "GATEWAY_AUTH_DELEGATE",
+                    "a path needs a wrapped app; a standalone gateway takes an http(s) URL",
+                )
+            self.delegate = Delegate(
+                settings.auth_delegate,
+                app=app,
+                timeout=settings.auth_timeout,
+                cache_ttl=settings.auth_cache_ttl,
+                transport=transport,
+            )
         self.presigner: Presigner | None = None
         self.proxy: S3Proxy | None = None
         if settings.use_s3:
@@ -98,8 +113,11 @@ class MediaGateway:
         # wrapped app hears of it.
         async def wrapped() -> Message:
             message = await receive()
-            if message["type"] == "lifespan.shutdown" and self.proxy is not None:
-                await self.proxy.aclose()
+            if message["type"] == "lifespan.shutdown":
+                if self.proxy is not None:
+                    await self.proxy.aclose()
+                if self.delegate is not None:
+                    await self.delegate.aclose()
             return message
 
         return wrapped
@@ -108,7 +126,7 @@ class MediaGateway:
         """Answer one media request. Per-request state lives here, never on ``self``."""
         head = scope["method"] == "HEAD"
         try:
-            access = self.authorize(scope)
+            access = await self.authorize(scope)
             request_headers = _header_dict(scope["headers"])
             if self.root is not None:
                 opened = self._open_local(access.relpath)
@@ -136,8 +154,9 @@ class MediaGateway:
         except RequestError as exc:  # raised only before a response started
             await send_error(send, exc, head=head)
 
-    def authorize(self, scope: Scope) -> Access:
-        """Check the method, the path and the signature; deny by default."""
+    async def authorize(self, scope: Scope) -> Access:
+        """Check the method, the path, then a public prefix, a signature or the app's
+        delegate, in that order; deny by default."""
         if scope["method"] not in ALLOWED_METHODS:
             raise MethodNotAllowed(headers={"allow": ", ".join(ALLOWED_METHODS)})
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
@@ -145,7 +164,14 @@ class MediaGateway:
         if self.settings.is_public(relpath):
             return Access(relpath, public=True)
         query = scope.get("query_string", b"").decode("latin-1")
-        grant = self.signer.verify(relpath, query)
+        try:
+            grant = self.signer.verify(relpath, query)
+        except Forbidden:
+            if self.delegate is None:
+                raise
+            # No valid signature (an expired link, say): the app decides per request.
+            await self.delegate.check(scope, relpath)
+            return Access(relpath, public=False, delegated=True)
         return Access(relpath, public=False, expires=grant.expires, download=grant.download)
 
     def _open_local(self, relpath: str) -> tuple[int, os.stat_result] | None:
@@ -212,6 +238,9 @@ class MediaGateway:
         if access.public:
             age = self.settings.public_max_age if max_age is None else max_age
             cache_control = f"public, max-age={age}"
+        elif access.delegated:
+            # The app decided for this request only: browsers revalidate every time.
+            cache_control = "private, no-cache"
         else:
             age = max(0, access.expires - int(self.clock())) if max_age is None else max_age
             cache_control = f"private, max-age={age}"
@@ -226,6 +255,8 @@ class Access:
     public: bool
     expires: int = 0
     download: bool = False
+    #: Allowed by the app's delegate rather than by a signature.
+    delegated: bool = False
 
 
 def _disposition(access: Access) -> str | None:

@@ -82,6 +82,13 @@ class Settings:
     local_fallback: bool = False
     #: Seconds before an S3 call (proxy, check) gives up with 504.
     s3_timeout: float = 5.0
+    #: Ask the app whether an unsigned request may have a file: a path on the wrapped
+    #: app (``/media-auth/``, in-process) or an http(s) URL. Unset: signatures only.
+    auth_delegate: str | None = None
+    #: Seconds the delegate has to answer before the client gets 504.
+    auth_timeout: float = 5.0
+    #: Seconds a delegate decision is remembered per (Cookie/Authorization, path); 0 = never.
+    auth_cache_ttl: int = 0
     #: Extra PutObject parameters for uploads, as django-storages'
     #: ``AWS_S3_OBJECT_PARAMETERS`` (JSON): ``{"CacheControl": "max-age=86400"}``.
     aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -124,6 +131,7 @@ class Settings:
                 "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
             )
         self._check_s3()
+        self._check_delegate()
         object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
         if self.use_s3 and not self.aws_storage_bucket_name:
             raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
@@ -173,6 +181,27 @@ class Settings:
                     f"expected a domain like cdn.example.com (got {domain!r})",
                 )
             object.__setattr__(self, "aws_s3_custom_domain", base.rstrip("/"))
+
+    def _check_delegate(self) -> None:
+        target = self.auth_delegate
+        if target is not None:
+            if not target.startswith(("/", "http://", "https://")):
+                raise ConfigError(
+                    "GATEWAY_AUTH_DELEGATE",
+                    f"expected a path like /media-auth/ or an http(s) URL (got {target!r})",
+                )
+            if target.startswith(self.media_url):
+                raise ConfigError(
+                    "GATEWAY_AUTH_DELEGATE", f"must not lie under MEDIA_URL {self.media_url}"
+                )
+        if not 0 < self.auth_timeout <= 300:
+            raise ConfigError(
+                "GATEWAY_AUTH_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.auth_timeout})"
+            )
+        if self.auth_cache_ttl < 0:
+            raise ConfigError(
+                "GATEWAY_AUTH_CACHE_TTL", f"expected seconds >= 0 (got {self.auth_cache_ttl})"
+            )
 
     @property
     def addressing_style(self) -> str:
@@ -230,6 +259,7 @@ class Settings:
             "aws_s3_custom_domain": text("AWS_S3_CUSTOM_DOMAIN"),
             "s3_delivery": (text("GATEWAY_S3_DELIVERY") or "redirect").lower(),
             "s3_public_endpoint_url": text("GATEWAY_S3_PUBLIC_ENDPOINT_URL"),
+            "auth_delegate": text("GATEWAY_AUTH_DELEGATE"),
             "local_fallback": _bool(
                 "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
             ),
@@ -240,6 +270,7 @@ class Settings:
             ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE"),
             ("presign_ttl", "GATEWAY_PRESIGN_TTL"),
             ("presign_window", "GATEWAY_PRESIGN_WINDOW"),
+            ("auth_cache_ttl", "GATEWAY_AUTH_CACHE_TTL"),
         ):
             raw = text(variable)
             if raw is not None:
@@ -249,14 +280,13 @@ class Settings:
             kwargs["aws_s3_object_parameters"] = _json_object(
                 "AWS_S3_OBJECT_PARAMETERS", parameters
             )
-        timeout = text("GATEWAY_S3_TIMEOUT")
-        if timeout is not None:
-            try:
-                kwargs["s3_timeout"] = float(timeout)
-            except ValueError:
-                raise ConfigError(
-                    "GATEWAY_S3_TIMEOUT", f"expected seconds (got {timeout!r})"
-                ) from None
+        for field, variable in (
+            ("s3_timeout", "GATEWAY_S3_TIMEOUT"),
+            ("auth_timeout", "GATEWAY_AUTH_TIMEOUT"),
+        ):
+            raw = text(variable)
+            if raw is not None:
+                kwargs[field] = _float(variable, raw)
         return cls(**kwargs)
 
     def is_public(self, relpath: str) -> bool:
@@ -284,6 +314,13 @@ def _int(variable: str, raw: str) -> int:
         raise ConfigError(
             variable, f"expected an integer number of seconds (got {raw!r})"
         ) from None
+
+
+def _float(variable: str, raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigError(variable, f"expected a number of seconds (got {raw!r})") from None
 
 
 def _json_object(variable: str, raw: str) -> dict[str, Any]:

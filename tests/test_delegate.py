@@ -1,0 +1,187 @@
+"""Authorization delegated to the app, in-process and over HTTP: RELIABILITY item 19."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway import ConfigError, MediaGateway
+from tests.helpers import call
+
+
+class AuthApp:
+    """A stand-in app: /auth answers by the Cookie; every call is recorded."""
+
+    def __init__(self, status_by_cookie: dict[str, int] | None = None, delay: float = 0.0) -> None:
+        self.status_by_cookie = status_by_cookie or {}
+        self.delay = delay
+        self.calls: list[dict] = []
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
+        self.calls.append({"path": scope["path"], "method": scope["method"], "headers": headers})
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        status = (
+            self.status_by_cookie.get(headers.get("cookie", ""), 403)
+            if scope["path"] == "/auth"
+            else 200
+        )
+        if status == -1:
+            raise RuntimeError("the app crashed")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"text/plain")],
+            }
+        )
+        await send({"type": "http.response.body", "body": b"app says"})
+
+
+@pytest.fixture
+def tree(media_root: Path) -> Path:
+    (media_root / "docs").mkdir()
+    (media_root / "docs" / "caf\u00e9 #1.txt").write_bytes(b"secret doc")
+    return media_root
+
+
+def gateway_for(app, make_settings, **overrides) -> MediaGateway:
+    return MediaGateway(app, settings=make_settings(auth_delegate="/auth", **overrides))
+
+
+TARGET = "/media/docs/caf%C3%A9%20%231.txt"
+
+
+@pytest.mark.parametrize(
+    ("cookie", "app_status", "expected"),
+    [
+        ("ok", 200, 200),
+        ("nocontent", 204, 200),
+        ("who", 401, 401),
+        ("no", 403, 403),
+        ("gone", 404, 404),
+        ("boom", 500, 502),
+        ("moved", 302, 503),
+        ("crash", -1, 502),
+    ],
+)
+def test_status_mapping(tree, make_settings, cookie, app_status, expected):
+    """Item 19: 2xx allows; 401/403 pass on; 404 stays; 5xx and crashes give 502;
+    anything else 503: failing closed."""
+    app = AuthApp({cookie: app_status})
+    reply = call(gateway_for(app, make_settings), TARGET, headers={"cookie": cookie})
+    assert reply.status == expected
+    if expected == 200:
+        assert reply.body == b"secret doc"
+        assert reply.headers["cache-control"] == "private, no-cache"
+    else:
+        assert reply.body != b"secret doc"
+        assert b"app says" not in reply.body
+
+
+def test_timeout_gives_504(tree, make_settings):
+    """Item 19: an app that does not answer in time gives 504."""
+    app = AuthApp({"slow": 200}, delay=5)
+    gateway = gateway_for(app, make_settings, auth_timeout=0.2)
+    reply = call(gateway, TARGET, headers={"cookie": "slow"})
+    assert reply.status == 504
+
+
+def test_sub_request_shape(tree, make_settings):
+    """The sub-request is a GET to the delegate path with the credentials, X-Media-Path
+    and X-Original-URI; range and conditional headers are not forwarded."""
+    app = AuthApp({"ok": 200})
+    headers = {
+        "cookie": "ok",
+        "authorization": "Bearer t",
+        "range": "bytes=0-1",
+        "if-none-match": '"x"',
+        "x-media-path": "forged",
+    }
+    call(gateway_for(app, make_settings), TARGET + "?x=1", method="HEAD", headers=headers)
+    (sub,) = app.calls
+    assert sub["method"] == "GET"
+    assert sub["path"] == "/auth"
+    assert sub["headers"]["cookie"] == "ok"
+    assert sub["headers"]["authorization"] == "Bearer t"
+    assert sub["headers"]["x-media-path"] == "docs/caf%C3%A9%20%231.txt"
+    assert sub["headers"]["x-original-uri"] == TARGET + "?x=1"
+    assert "range" not in sub["headers"] and "if-none-match" not in sub["headers"]
+
+
+def test_signed_and_public_skip_the_delegate(tree, make_settings):
+    """A valid signature or a public prefix never asks the app."""
+    (tree / "pub").mkdir()
+    (tree / "pub" / "a.txt").write_bytes(b"pub")
+    app = AuthApp()
+    gateway = MediaGateway(
+        app, settings=make_settings(auth_delegate="/auth", public_prefixes=("pub",))
+    )
+    assert call(gateway, gateway.signer.sign_url("docs/caf\u00e9 #1.txt")).status == 200
+    assert call(gateway, "/media/pub/a.txt").status == 200
+    assert app.calls == []
+
+
+def test_no_cache_by_default(tree, make_settings):
+    """Without GATEWAY_AUTH_CACHE_TTL every request asks the app again."""
+    app = AuthApp({"ok": 200})
+    gateway = gateway_for(app, make_settings)
+    for _ in range(3):
+        call(gateway, TARGET, headers={"cookie": "ok"})
+    assert len(app.calls) == 3
+
+
+def test_cache_per_credentials_and_path(tree, make_settings):
+    """With a cache TTL, a decision is reused for the same credentials and path only."""
+    (tree / "docs" / "b.txt").write_bytes(b"b")
+    app = AuthApp({"ok": 200, "other": 403})
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    for _ in range(3):
+        assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 200
+    assert len(app.calls) == 1
+    assert call(gateway, TARGET, headers={"cookie": "other"}).status == 403
+    assert call(gateway, "/media/docs/b.txt", headers={"cookie": "ok"}).status == 200
+    assert len(app.calls) == 3
+
+
+def test_http_delegate(tree, make_settings, serve):
+    """An http:// delegate gets the same check over the network (loopback here)."""
+    app = AuthApp({"ok": 200, "no": 403})
+    base = serve(app)
+    gateway = MediaGateway(settings=make_settings(auth_delegate=f"{base}/auth"))
+    with httpx.Client(base_url=serve(gateway)) as client:
+        assert client.get(TARGET, headers={"cookie": "ok"}).content == b"secret doc"
+        assert client.get(TARGET, headers={"cookie": "no"}).status_code == 403
+    assert app.calls[0]["headers"]["x-media-path"] == "docs/caf%C3%A9%20%231.txt"
+
+
+def test_http_delegate_unreachable(tree, make_settings):
+    """An unreachable delegate fails closed with 502."""
+    from tests.conftest import free_port
+
+    gateway = MediaGateway(
+        settings=make_settings(auth_delegate=f"http://127.0.0.1:{free_port()}/auth")
+    )
+    assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 502
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [("media-auth", "expected a path"), ("/media/auth", "must not lie under MEDIA_URL")],
+)
+def test_bad_delegate_settings(make_settings, value, message):
+    """A delegate that is not a path or URL, or lies under MEDIA_URL, is refused."""
+    with pytest.raises(ConfigError, match=message):
+        make_settings(auth_delegate=value)
+
+
+def test_path_delegate_needs_an_app(make_settings):
+    """A standalone gateway cannot ask an in-process app."""
+    with pytest.raises(ConfigError, match="needs a wrapped app"):
+        MediaGateway(settings=make_settings(auth_delegate="/auth"))
