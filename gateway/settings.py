@@ -40,7 +40,7 @@ class Settings:
     """The gateway's configuration. Build it with :meth:`from_env` or with keywords."""
 
     #: Signing keys. The last one signs; every one verifies (key rotation).
-    secret_keys: tuple[str, ...]
+    secret_keys: tuple[str, ...] = dataclasses.field(repr=False)
     #: Serve from S3 (true) or from ``media_root`` (false).
     use_s3: bool = False
     media_root: Path = Path("media")
@@ -57,13 +57,13 @@ class Settings:
     #: ``Cache-Control: public, max-age`` for public prefixes.
     public_max_age: int = 86400
     aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = None
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
     aws_storage_bucket_name: str | None = None
     aws_s3_region_name: str = "us-east-1"
     aws_s3_endpoint_url: str | None = None
     #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
     aws_location: str = "media"
-    aws_session_token: str | None = None
+    aws_session_token: str | None = dataclasses.field(default=None, repr=False)
     #: ``path`` (host/bucket/key) or ``virtual`` (bucket.host/key); ``auto`` picks path
     #: for a custom endpoint (MinIO and most S3-compatible servers) and virtual for AWS.
     aws_s3_addressing_style: str = "auto"

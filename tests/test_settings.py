@@ -111,3 +111,33 @@ def test_window_follows_a_short_ttl():
     """Without GATEWAY_URL_WINDOW, a TTL under five minutes gets a window equal to it."""
     assert Settings.from_env({**BASE, "GATEWAY_URL_TTL": "60"}).url_window == 60
     assert Settings.from_env({**BASE, "GATEWAY_URL_TTL": "7200"}).url_window == 300
+
+
+def test_env_example_lists_every_variable():
+    """.env.example documents every variable the settings read, with a comment."""
+    import re
+
+    import gateway.settings
+
+    source = Path(gateway.settings.__file__).read_text()
+    read = set(re.findall(r'"((?:GATEWAY|AWS)_[A-Z0-9_]+|USE_S3|MEDIA_ROOT|MEDIA_URL)"', source))
+    example = (Path(__file__).parent.parent / ".env.example").read_text()
+    documented = set(re.findall(r"^([A-Z0-9_]+)=", example, re.MULTILINE))
+    assert read <= documented, read - documented
+    lines = example.splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^[A-Z0-9_]+=", line):
+            assert lines[index - 1].startswith("#") or re.match(
+                r"^[A-Z0-9_]+=", lines[index - 1]
+            ), line
+
+
+def test_repr_hides_secrets():
+    """Settings never print their keys or S3 secrets (logs, tracebacks)."""
+    s = Settings(
+        secret_keys=(SECRET,),
+        aws_secret_access_key="s3-secret-value",
+        aws_session_token="tok-value",
+    )
+    text = repr(s)
+    assert SECRET not in text and "s3-secret-value" not in text and "tok-value" not in text
