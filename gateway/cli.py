@@ -11,7 +11,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,8 +24,6 @@ __all__ = ["build_app", "main"]
 # uvicorn starts each worker from an import string, so they cannot take arguments.
 APP_VARIABLE = "MEDIA_GATEWAY_APP"
 INTERFACE_VARIABLE = "MEDIA_GATEWAY_INTERFACE"
-# S3 refuses SigV4 requests more than 15 minutes off its clock.
-MAX_CLOCK_SKEW = 15 * 60
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -114,7 +111,9 @@ def _check(args: argparse.Namespace) -> int:
             delivery=settings.s3_delivery,
             local_fallback=settings.local_fallback,
         )
-        s3_report, s3_problems = check_s3(settings)
+        from .s3 import check_bucket
+
+        s3_report, s3_problems = check_bucket(settings)
         report.update(s3_report)
         problems += s3_problems
     report["ok"] = not problems
@@ -128,55 +127,6 @@ def _check(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"media-gateway: {problem}", file=sys.stderr)
     return 0 if not problems else 1
-
-
-def check_s3(settings: Settings) -> tuple[dict[str, Any], list[str]]:
-    """HeadBucket with the configured credentials, and the clock skew against S3."""
-    from email.utils import parsedate_to_datetime
-
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    from .s3 import credentials_provider, make_s3_client
-
-    bucket = settings.aws_storage_bucket_name
-    try:
-        credentials_provider(settings)
-    except ConfigError as exc:
-        return {"bucket_reachable": False}, [str(exc)]
-    client = make_s3_client(settings, retries={"max_attempts": 1, "mode": "standard"})
-    try:
-        response = client.head_bucket(Bucket=str(bucket))
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 404 or code in ("404", "NoSuchBucket"):
-            problem = f"AWS_STORAGE_BUCKET_NAME: bucket {bucket!r} does not exist"
-        elif status in (401, 403) or code in ("403", "AccessDenied", "SignatureDoesNotMatch"):
-            problem = (
-                f"AWS_ACCESS_KEY_ID: S3 refused the credentials for bucket {bucket!r}"
-                f" ({code or status}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        else:
-            problem = f"AWS_S3_ENDPOINT_URL: S3 answered {code or status} for bucket {bucket!r}"
-        return {"bucket_reachable": False}, [problem]
-    except BotoCoreError as exc:
-        return {"bucket_reachable": False}, [
-            f"AWS_S3_ENDPOINT_URL: cannot reach {settings.s3_endpoint_url}: {exc}"
-        ]
-    finally:
-        client.close()
-    report: dict[str, Any] = {"bucket_reachable": True}
-    problems = []
-    date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-    if date:
-        skew = round(time.time() - parsedate_to_datetime(date).timestamp())
-        report["clock_skew_seconds"] = skew
-        if abs(skew) > MAX_CLOCK_SKEW:
-            problems.append(
-                f"clock: this machine is {skew} s off the S3 server's clock; S3 refuses"
-                " signatures beyond 15 minutes, so presigned URLs will fail: sync with NTP"
-            )
-    return report, problems
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from urllib.parse import quote
 
 import httpx
@@ -13,8 +14,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .delegate import Delegate
 from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
+from .health import Readiness, json_response
 from .http import ACTIVE_TYPES, SANDBOX_CSP, content_disposition, content_type, plan_response
 from .local import send_file
+from .observe import Metrics, Observer, access_logger
 from .paths import open_regular_file, relative_path
 from .presign import Presigner
 from .proxy import S3Proxy
@@ -23,6 +26,8 @@ from .settings import Settings
 from .signing import URLSigner
 
 __all__ = ["MediaGateway"]
+
+logger = logging.getLogger("gateway")
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
@@ -87,6 +92,17 @@ class MediaGateway:
                 cache_ttl=settings.auth_cache_ttl,
                 transport=transport,
             )
+        self.metrics: Metrics | None = None
+        if settings.metrics_path or settings.metrics_port:
+            self.metrics = Metrics()
+        self.readiness = Readiness(settings)
+        self._operations: dict[str, Callable[[Send], Awaitable[None]]] = {}
+        if settings.metrics_path:
+            self._operations[settings.metrics_path] = self._send_metrics
+        if settings.ready_path:
+            self._operations[settings.ready_path] = self._send_ready
+        if settings.live_path:
+            self._operations[settings.live_path] = self._send_live
         self.presigner: Presigner | None = None
         self.proxy: S3Proxy | None = None
         if settings.use_s3:
@@ -98,9 +114,14 @@ class MediaGateway:
                 self.presigner = make_presigner(settings, clock=clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith(self.prefix):
-            await self.handle(scope, receive, send)
-            return
+        if scope["type"] == "http":
+            path = scope["path"]
+            if path.startswith(self.prefix):
+                await self.handle(scope, receive, send)
+                return
+            if path in self._operations:
+                await self._operations[path](send)
+                return
         if scope["type"] == "lifespan":
             receive = self._closing_on_shutdown(receive)
         if self.app is not None:
@@ -108,11 +129,45 @@ class MediaGateway:
         else:
             await _standalone(scope, receive, send)
 
+    def _start_metrics_server(self) -> None:
+        from prometheus_client import start_http_server
+
+        assert self.metrics is not None and self.settings.metrics_port is not None
+        try:
+            start_http_server(
+                self.settings.metrics_port,
+                addr=self.settings.metrics_addr,
+                registry=self.metrics.registry,
+            )
+        except OSError as exc:
+            # With several workers only the first can bind the port; the others say so
+            # once and keep serving media (use GATEWAY_METRICS_PATH for per-worker data).
+            logger.warning("metrics port %s not opened: %s", self.settings.metrics_port, exc)
+
+    async def _send_metrics(self, send: Send) -> None:
+        assert self.metrics is not None
+        body = self.metrics.render()
+        headers = [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"cache-control", b"no-store"),
+        ]
+        await _send_whole(send, 200, headers, body)
+
+    async def _send_ready(self, send: Send) -> None:
+        ok, details = await self.readiness.check()
+        await _send_whole(send, *json_response(200 if ok else 503, {"ready": ok, **details}))
+
+    async def _send_live(self, send: Send) -> None:
+        await _send_whole(send, *json_response(200, {"live": True}))
+
     def _closing_on_shutdown(self, receive: Receive) -> Receive:
         # The proxy's connection pool is closed when the server shuts down, before the
-        # wrapped app hears of it.
+        # wrapped app hears of it; the metrics port opens at start-up.
         async def wrapped() -> Message:
             message = await receive()
+            if message["type"] == "lifespan.startup" and self.settings.metrics_port:
+                self._start_metrics_server()
             if message["type"] == "lifespan.shutdown":
                 if self.proxy is not None:
                     await self.proxy.aclose()
@@ -124,6 +179,19 @@ class MediaGateway:
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one media request. Per-request state lives here, never on ``self``."""
+        if self.metrics is None and not access_logger.isEnabledFor(logging.INFO):
+            await self._answer(scope, receive, send)
+            return
+        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
+        observer = Observer(self.metrics, scope["method"], raw_path.decode("latin-1"))
+        outcome = None
+        try:
+            outcome = await self._answer(scope, receive, observer.wrap(send))
+        finally:
+            observer.finish(outcome)
+
+    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+        """Serve, redirect or proxy; return which, or None for an error response."""
         head = scope["method"] == "HEAD"
         try:
             access = await self.authorize(scope)
@@ -132,27 +200,29 @@ class MediaGateway:
                 opened = self._open_local(access.relpath)
                 if opened is not None:
                     await self._send_local(send, receive, access, request_headers, head, *opened)
-                    return
+                    return "local"
             if self.presigner is not None:
                 await self._redirect(send, access, head)
-            else:
-                assert self.proxy is not None
-                headers = self._headers(access, access.relpath)
-                disposition = _disposition(access)
-                if disposition is not None:
-                    # Set here rather than through response-content-disposition,
-                    # which some S3-compatible servers ignore.
-                    headers.append((b"content-disposition", disposition.encode("latin-1")))
-                await self.proxy.send(
-                    send,
-                    receive,
-                    key=self.settings.key_for(access.relpath),
-                    request_headers=request_headers,
-                    head=head,
-                    extra_headers=headers,
-                )
+                return "redirect"
+            assert self.proxy is not None
+            headers = self._headers(access, access.relpath)
+            disposition = _disposition(access)
+            if disposition is not None:
+                # Set here rather than through response-content-disposition, which
+                # some S3-compatible servers ignore.
+                headers.append((b"content-disposition", disposition.encode("latin-1")))
+            await self.proxy.send(
+                send,
+                receive,
+                key=self.settings.key_for(access.relpath),
+                request_headers=request_headers,
+                head=head,
+                extra_headers=headers,
+            )
+            return "proxy"
         except RequestError as exc:  # raised only before a response started
             await send_error(send, exc, head=head)
+            return None
 
     async def authorize(self, scope: Scope) -> Access:
         """Check the method, the path, then a public prefix, a signature or the app's
@@ -263,6 +333,13 @@ def _disposition(access: Access) -> str | None:
     if not access.download:
         return None
     return content_disposition(access.relpath.rsplit("/", 1)[-1], attachment=True)
+
+
+async def _send_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> None:

@@ -89,6 +89,14 @@ class Settings:
     auth_timeout: float = 5.0
     #: Seconds a delegate decision is remembered per (Cookie/Authorization, path); 0 = never.
     auth_cache_ttl: int = 0
+    #: Prometheus metrics at this path of the gateway (never under MEDIA_URL); unset: off.
+    metrics_path: str | None = None
+    #: Prometheus metrics on a port of their own (127.0.0.1 unless GATEWAY_METRICS_ADDR).
+    metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
+    #: Readiness (settings valid, bucket reachable) and liveness paths; unset: off.
+    ready_path: str | None = None
+    live_path: str | None = None
     #: Extra PutObject parameters for uploads, as django-storages'
     #: ``AWS_S3_OBJECT_PARAMETERS`` (JSON): ``{"CacheControl": "max-age=86400"}``.
     aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -132,6 +140,7 @@ class Settings:
             )
         self._check_s3()
         self._check_delegate()
+        self._check_operations()
         object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
         if self.use_s3 and not self.aws_storage_bucket_name:
             raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
@@ -203,6 +212,23 @@ class Settings:
                 "GATEWAY_AUTH_CACHE_TTL", f"expected seconds >= 0 (got {self.auth_cache_ttl})"
             )
 
+    def _check_operations(self) -> None:
+        for variable, path in (
+            ("GATEWAY_METRICS_PATH", self.metrics_path),
+            ("GATEWAY_READY_PATH", self.ready_path),
+            ("GATEWAY_LIVE_PATH", self.live_path),
+        ):
+            if path is None:
+                continue
+            if not path.startswith("/"):
+                raise ConfigError(variable, f"expected a path like /metrics (got {path!r})")
+            if path.startswith(self.media_url):
+                # Media paths are answered as media; an operations path there would
+                # be unreachable, or worse, shadow a file.
+                raise ConfigError(variable, f"must not lie under MEDIA_URL {self.media_url}")
+        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+            raise ConfigError("GATEWAY_METRICS_PORT", f"expected a port (got {self.metrics_port})")
+
     @property
     def addressing_style(self) -> str:
         """The resolved addressing style: ``path`` or ``virtual``."""
@@ -260,6 +286,10 @@ class Settings:
             "s3_delivery": (text("GATEWAY_S3_DELIVERY") or "redirect").lower(),
             "s3_public_endpoint_url": text("GATEWAY_S3_PUBLIC_ENDPOINT_URL"),
             "auth_delegate": text("GATEWAY_AUTH_DELEGATE"),
+            "metrics_path": text("GATEWAY_METRICS_PATH"),
+            "metrics_addr": text("GATEWAY_METRICS_ADDR") or "127.0.0.1",
+            "ready_path": text("GATEWAY_READY_PATH"),
+            "live_path": text("GATEWAY_LIVE_PATH"),
             "local_fallback": _bool(
                 "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
             ),
@@ -271,6 +301,7 @@ class Settings:
             ("presign_ttl", "GATEWAY_PRESIGN_TTL"),
             ("presign_window", "GATEWAY_PRESIGN_WINDOW"),
             ("auth_cache_ttl", "GATEWAY_AUTH_CACHE_TTL"),
+            ("metrics_port", "GATEWAY_METRICS_PORT"),
         ):
             raw = text(variable)
             if raw is not None:

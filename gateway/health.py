@@ -1,0 +1,67 @@
+"""Readiness and liveness: is this gateway able to serve, and is it alive at all."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+
+from .s3 import check_bucket
+from .settings import Settings
+
+__all__ = ["Readiness", "json_response"]
+
+# A readiness probe every second from several load balancers must not become a
+# HeadBucket every second: the answer is reused this long.
+CACHE_SECONDS = 5.0
+
+
+class Readiness:
+    """Checks that the settings work: MEDIA_ROOT exists, and in S3 mode the bucket
+    answers HeadBucket with our credentials. Results are cached for a few seconds."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock
+        self._result: tuple[float, bool, dict[str, Any]] | None = None
+        self._lock = anyio.Lock()
+
+    async def check(self) -> tuple[bool, dict[str, Any]]:
+        async with self._lock:  # one probe at a time; the others reuse its answer
+            cached = self._result
+            if cached is not None and self.clock() - cached[0] < CACHE_SECONDS:
+                return cached[1], cached[2]
+            # HeadBucket is a blocking boto3 call: off the event loop.
+            ok, details = await anyio.to_thread.run_sync(self._check_now)
+            self._result = (self.clock(), ok, details)
+            return ok, details
+
+    def _check_now(self) -> tuple[bool, dict[str, Any]]:
+        settings = self.settings
+        details: dict[str, Any] = {"mode": "s3" if settings.use_s3 else "local"}
+        problems: list[str] = []
+        needs_root = not settings.use_s3 or settings.local_fallback
+        if needs_root and not os.path.isdir(settings.media_root):
+            problems.append("MEDIA_ROOT: directory does not exist")
+        if settings.use_s3:
+            report, s3_problems = check_bucket(settings)
+            details["bucket_reachable"] = report.get("bucket_reachable", False)
+            problems += s3_problems
+        details["problems"] = problems
+        return not problems, details
+
+
+def json_response(
+    status: int, payload: dict[str, Any]
+) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    body = json.dumps(payload).encode("utf-8")
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode("ascii")),
+        (b"cache-control", b"no-store"),
+    ]
+    return status, headers, body

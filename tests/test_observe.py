@@ -1,0 +1,110 @@
+"""Metrics, readiness, liveness and the access log."""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import httpx
+import pytest
+
+from gateway import ConfigError, MediaGateway
+from tests.conftest import free_port
+from tests.helpers import call
+
+
+@pytest.fixture
+def gateway(media_root, make_settings) -> MediaGateway:
+    (media_root / "a.txt").write_bytes(b"12345")
+    return MediaGateway(
+        settings=make_settings(
+            metrics_path="/-/metrics", ready_path="/-/ready", live_path="/-/live"
+        )
+    )
+
+
+def metric(text: str, name: str, **labels: str) -> float:
+    label_text = ",".join(f'{k}="{v}"' for k, v in labels.items())
+    pattern = rf"^{re.escape(name)}{re.escape('{' + label_text + '}') if labels else ''} (\S+)$"
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match[1]) if match else 0.0
+
+
+def test_metrics_count_outcomes(gateway):
+    """Requests are counted by outcome, with latency and local bytes."""
+    call(gateway, gateway.signer.sign_url("a.txt"))
+    call(gateway, "/media/a.txt")
+    call(gateway, gateway.signer.sign_url("missing.txt"))
+    call(gateway, "/media/../x")
+    text = call(gateway, "/-/metrics").body.decode()
+    assert metric(text, "media_gateway_requests_total", outcome="local") == 1
+    assert metric(text, "media_gateway_requests_total", outcome="denied") == 1
+    assert metric(text, "media_gateway_requests_total", outcome="not_found") == 2
+    assert metric(text, "media_gateway_local_bytes_total") == 5
+    assert metric(text, "media_gateway_request_duration_seconds_count", outcome="local") == 1
+
+
+def test_metrics_never_under_media_url(make_settings):
+    """An operations path under MEDIA_URL is refused at start-up."""
+    with pytest.raises(ConfigError, match="GATEWAY_METRICS_PATH"):
+        make_settings(metrics_path="/media/metrics")
+
+
+def test_metrics_off_by_default(media_root, make_settings):
+    """Without a metrics path the request goes to the app (here: a standalone 404)."""
+    gateway = MediaGateway(settings=make_settings())
+    assert gateway.metrics is None
+    assert call(gateway, "/metrics").status == 404
+
+
+def test_metrics_on_separate_port(media_root, make_settings, serve):
+    """GATEWAY_METRICS_PORT serves the metrics on a port of their own, on loopback."""
+    port = free_port()
+    gateway = MediaGateway(settings=make_settings(metrics_port=port))
+    base = serve(gateway)
+    httpx.get(base + "/media/a.txt")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+    assert metric(text, "media_gateway_requests_total", outcome="denied") == 1
+
+
+def test_ready_and_live(gateway, media_root):
+    """Readiness reports the settings' health; liveness only that we run."""
+    live = call(gateway, "/-/live")
+    assert (live.status, live.body) == (200, b'{"live": true}')
+    ready = call(gateway, "/-/ready")
+    assert ready.status == 200
+    assert ready.headers["cache-control"] == "no-store"
+    assert b'"ready": true' in ready.body
+
+
+def test_ready_fails_without_bucket(s3_server, s3_bucket, media_root, make_settings):
+    """In S3 mode readiness fails (503) when the bucket cannot be reached."""
+    settings = make_settings(
+        use_s3=True,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        aws_storage_bucket_name="no-such-bucket",
+        aws_s3_endpoint_url=s3_server.endpoint_url,
+        ready_path="/ready",
+    )
+    reply = call(MediaGateway(settings=settings), "/ready")
+    assert reply.status == 503
+    assert b"does not exist" in reply.body
+    good = MediaGateway(
+        settings=settings.__class__(**{**settings.__dict__, "aws_storage_bucket_name": s3_bucket})
+    )
+    assert call(good, "/ready").status == 200
+
+
+def test_access_log_line(gateway, caplog):
+    """One line per media request: method, path, status, outcome, duration, bytes;
+    never the signature."""
+    url = gateway.signer.sign_url("a.txt")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, url)
+        call(gateway, "/media/nope.txt")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(lines) == 2
+    assert re.fullmatch(r"GET /media/a\.txt 200 local \d+\.\dms 5B", lines[0])
+    assert re.fullmatch(r"GET /media/nope\.txt 403 denied \d+\.\dms \d+B", lines[1])
+    assert "sig=" not in caplog.text
