@@ -270,9 +270,9 @@ class MediaGateway:
             os.close(fd)
             raise
         headers = self._headers(access, access.relpath)
-        headers.append((b"content-type", content_type(access.relpath).encode("latin-1")))
-        mime = content_type(access.relpath).split(";", 1)[0]
-        if mime in ACTIVE_TYPES:
+        mime = content_type(access.relpath)
+        headers.append((b"content-type", mime.encode("latin-1")))
+        if mime.split(";", 1)[0] in ACTIVE_TYPES:
             headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
         disposition = _disposition(access)
         if disposition is not None:
