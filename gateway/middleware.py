@@ -18,7 +18,7 @@ from .health import Readiness, json_response
 from .http import ACTIVE_TYPES, SANDBOX_CSP, content_disposition, content_type, plan_response
 from .local import send_file
 from .observe import Metrics, Observer, access_logger
-from .paths import open_regular_file, relative_path
+from .paths import decoded_relative_path, open_regular_file, relative_path
 from .presign import Presigner
 from .proxy import S3Proxy
 from .s3 import make_presigner
@@ -229,8 +229,11 @@ class MediaGateway:
         delegate, in that order; deny by default."""
         if scope["method"] not in ALLOWED_METHODS:
             raise MethodNotAllowed(headers={"allow": ", ".join(ALLOWED_METHODS)})
-        raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
-        relpath = relative_path(raw_path.split(b"?", 1)[0], self.prefix)
+        raw_path = scope.get("raw_path")
+        if raw_path:
+            relpath = relative_path(raw_path.split(b"?", 1)[0], self.prefix)
+        else:
+            relpath = decoded_relative_path(scope["path"], self.prefix)
         if self.settings.is_public(relpath):
             return Access(relpath, public=True)
         query = scope.get("query_string", b"").decode("latin-1")

@@ -15,7 +15,7 @@ from urllib.parse import unquote_to_bytes
 
 from .exceptions import BadRequest, NotFound, URITooLong
 
-__all__ = ["open_regular_file", "relative_path", "validate_relpath"]
+__all__ = ["decoded_relative_path", "open_regular_file", "relative_path", "validate_relpath"]
 
 # PATH_MAX on Linux. A longer path cannot name a file, so it is refused before any
 # work is done (RELIABILITY item 12).
@@ -49,6 +49,12 @@ def relative_path(raw_path: bytes, prefix: str) -> str:
     except UnicodeDecodeError:
         # S3 keys are UTF-8, so a name that is not cannot be served in either mode.
         raise NotFound() from None
+    return decoded_relative_path(path, prefix)
+
+
+def decoded_relative_path(path: str, prefix: str) -> str:
+    """Like :func:`relative_path` for a path that is already percent-decoded (an ASGI
+    scope without ``raw_path``, a WSGI ``PATH_INFO``): it is never decoded again."""
     if not path.startswith(prefix):
         raise NotFound()
     return validate_relpath(path[len(prefix) :])
