@@ -322,7 +322,7 @@ class Settings:
 
     def is_public(self, relpath: str) -> bool:
         """True when ``relpath`` lies under one of the public prefixes."""
-        return any(relpath.startswith(prefix) for prefix in self.public_prefixes)
+        return relpath.startswith(self.public_prefixes)
 
 
 def _split(value: str) -> list[str]:

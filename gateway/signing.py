@@ -17,10 +17,10 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import quote, urlencode
+from urllib.parse import quote
 
 from itsdangerous import Signer
-from itsdangerous.encoding import base64_decode
+from itsdangerous.encoding import base64_decode, base64_encode
 
 from .exceptions import BadSignature, SignatureExpired
 from .paths import validate_relpath
@@ -83,12 +83,12 @@ class URLSigner:
         if not isinstance(lifetime, int) or lifetime < 1:
             raise ValueError(f"expires_in must be a positive number of seconds, not {lifetime!r}")
         expires = math.ceil((self.clock() + lifetime) / self.window) * self.window
-        params = [("exp", str(expires))]
-        if download:
-            params.append(("dl", "1"))
-        signature = self._signer.get_signature(_payload(relpath, expires, download))
-        params.append(("sig", signature.decode("ascii")))
-        return f"{self.media_url}{quote(relpath, safe='/')}?{urlencode(params)}"
+        payload = _payload(relpath, expires, download)
+        raw = self._signer.algorithm.get_signature(self._derived_keys[0], payload)
+        signature = base64_encode(raw).decode("ascii")
+        # exp is digits and sig URL-safe base64: nothing to escape, so no urlencode.
+        options = "&dl=1" if download else ""
+        return f"{self.media_url}{quote(relpath, safe='/')}?exp={expires}{options}&sig={signature}"
 
     def verify(self, relpath: str, query_string: str) -> Grant:
         """Check the signature in ``query_string`` for ``relpath``; return what it grants.

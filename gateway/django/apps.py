@@ -15,8 +15,8 @@ class MediaGatewayConfig(AppConfig):
     """Makes ``{% load media_gateway %}`` available and checks the gateway's settings."""
 
     name = "gateway.django"
-    # "django" would clash with nothing today, but a label names the app everywhere
-    # (templates, checks, admin); this one says which app it is.
+    # The default label is the last part of the name, "django": it would read as Django
+    # itself in check ids and migrations.
     label = "media_gateway"
     verbose_name = "Media gateway"
 

@@ -18,6 +18,9 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
+    # {% load media_gateway %} and the check of the gateway's settings.
+    "gateway.django",
+    "tests.djangoproject.docs",
 ]
 
 MIDDLEWARE = [
@@ -69,3 +72,5 @@ TIME_ZONE = "UTC"
 MEDIA_URL = "/media/"
 # Signs the media links Django renders; the gateway in front must verify with it.
 GATEWAY_SECRET_KEY = "django-project-gateway-key-0123456789"
+# As in the gateway in front: PublicMediaStorage's files are linked without a signature.
+GATEWAY_PUBLIC_PREFIXES = ["public"]

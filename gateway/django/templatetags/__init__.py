@@ -1,0 +1,1 @@
+"""Template tag libraries of ``gateway.django``: ``{% load media_gateway %}``."""

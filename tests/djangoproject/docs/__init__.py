@@ -1,0 +1,1 @@
+"""An app with a model whose files are served through the gateway."""
