@@ -111,9 +111,9 @@ def _check(args: argparse.Namespace) -> int:
             delivery=settings.s3_delivery,
             local_fallback=settings.local_fallback,
         )
-        from .s3 import check_bucket
+        from .bucket import check_bucket
 
-        s3_report, s3_problems = check_bucket(settings)
+        s3_report, s3_problems = check_bucket(settings, inventory=True)
         report.update(s3_report)
         problems += s3_problems
     report["ok"] = not problems

@@ -10,7 +10,7 @@ from typing import Any
 
 import anyio
 
-from .s3 import check_bucket
+from .bucket import check_bucket
 from .settings import Settings
 
 __all__ = ["Readiness", "json_response"]

@@ -17,14 +17,10 @@ from .exceptions import ConfigError
 from .presign import Credentials, Presigner
 from .settings import Settings
 
-# S3 refuses SigV4 requests more than 15 minutes off its clock.
-MAX_CLOCK_SKEW = 15 * 60
-
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = [
-    "check_bucket",
     "client_config",
     "credentials_provider",
     "make_presigner",
@@ -108,50 +104,3 @@ def make_presigner(
         window=settings.presign_window,
         clock=clock,
     )
-
-
-def check_bucket(settings: Settings) -> tuple[dict[str, Any], list[str]]:
-    """HeadBucket with the configured credentials, and the clock skew against S3."""
-    from email.utils import parsedate_to_datetime
-
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    bucket = settings.aws_storage_bucket_name
-    try:
-        credentials_provider(settings)
-    except ConfigError as exc:
-        return {"bucket_reachable": False}, [str(exc)]
-    client = make_s3_client(settings, retries={"max_attempts": 1, "mode": "standard"})
-    try:
-        response = client.head_bucket(Bucket=str(bucket))
-    except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-        if status == 404 or code in ("404", "NoSuchBucket"):
-            problem = f"AWS_STORAGE_BUCKET_NAME: bucket {bucket!r} does not exist"
-        elif status in (401, 403) or code in ("403", "AccessDenied", "SignatureDoesNotMatch"):
-            problem = (
-                f"AWS_ACCESS_KEY_ID: S3 refused the credentials for bucket {bucket!r}"
-                f" ({code or status}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        else:
-            problem = f"AWS_S3_ENDPOINT_URL: S3 answered {code or status} for bucket {bucket!r}"
-        return {"bucket_reachable": False}, [problem]
-    except BotoCoreError as exc:
-        return {"bucket_reachable": False}, [
-            f"AWS_S3_ENDPOINT_URL: cannot reach {settings.s3_endpoint_url}: {exc}"
-        ]
-    finally:
-        client.close()
-    report: dict[str, Any] = {"bucket_reachable": True}
-    problems = []
-    date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
-    if date:
-        skew = round(time.time() - parsedate_to_datetime(date).timestamp())
-        report["clock_skew_seconds"] = skew
-        if abs(skew) > MAX_CLOCK_SKEW:
-            problems.append(
-                f"clock: this machine is {skew} s off the S3 server's clock; S3 refuses"
-                " signatures beyond 15 minutes, so presigned URLs will fail: sync with NTP"
-            )
-    return report, problems

@@ -62,3 +62,36 @@ def test_check_unreachable(s3_env, monkeypatch, capsys):
     code, report, _ = run_check(capsys)
     assert code == 1
     assert report["problems"][0].startswith("AWS_S3_ENDPOINT_URL: cannot reach")
+
+
+def test_check_inventory(s3_env, s3_server, capsys):
+    """check reports versioning, encryption, and objects and bytes under the prefix."""
+    client = s3_server.client()
+    try:
+        client.put_object(Bucket=s3_env, Key="media/a.bin", Body=b"12345")
+        client.put_object(Bucket=s3_env, Key="media/d/b.bin", Body=b"123")
+        client.put_object(Bucket=s3_env, Key="other/c.bin", Body=b"1")
+    finally:
+        client.close()
+    code, report, _ = run_check(capsys)
+    assert code == 0
+    assert (report["objects"], report["bytes"]) == (2, 8)
+    assert report["versioning"] in ("Enabled", "Suspended", "Disabled", "unknown")
+    assert report["default_encryption"] in ("none", "unknown") or report[
+        "default_encryption"
+    ].startswith(("AES", "aws"))
+
+
+@pytest.mark.parametrize(("offset", "alert"), [(16 * 60, True), (-16 * 60, True), (14 * 60, False)])
+def test_clock_skew(s3_env, offset, alert):
+    """Item 40: 16 minutes of skew against S3 raise an alert; 14 minutes are fine."""
+    import time
+
+    from gateway import Settings
+    from gateway.bucket import check_bucket
+
+    report, problems = check_bucket(Settings.from_env(), clock=lambda: time.time() + offset)
+    assert abs(report["clock_skew_seconds"] - offset) < 60
+    assert bool(problems) is alert
+    if alert:
+        assert problems[0].startswith("clock: this machine is")

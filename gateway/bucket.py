@@ -1,0 +1,114 @@
+"""What an operator must know about the bucket before switching over.
+
+``check_bucket`` answers the readiness probe (HeadBucket and clock skew) and, with
+``inventory=True``, ``media-gateway check`` (versioning, default encryption, objects and
+bytes under the prefix).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from .exceptions import ConfigError
+from .s3 import credentials_provider, make_s3_client
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["MAX_CLOCK_SKEW", "check_bucket"]
+
+# S3 refuses SigV4 requests more than 15 minutes off its clock.
+MAX_CLOCK_SKEW = 15 * 60
+
+
+def check_bucket(
+    settings: Settings, *, inventory: bool = False, clock: Callable[[], float] = time.time
+) -> tuple[dict[str, Any], list[str]]:
+    """Return ``(report, problems)``; each problem is one line naming the variable."""
+    bucket = str(settings.aws_storage_bucket_name)
+    try:
+        credentials_provider(settings)
+    except ConfigError as exc:
+        return {"bucket_reachable": False}, [str(exc)]
+    client = make_s3_client(settings, retries={"max_attempts": 1, "mode": "standard"})
+    try:
+        try:
+            response = client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            return {"bucket_reachable": False}, [_explain(exc, settings)]
+        except BotoCoreError as exc:
+            return {"bucket_reachable": False}, [
+                f"AWS_S3_ENDPOINT_URL: cannot reach {settings.s3_endpoint_url}: {exc}"
+            ]
+        report: dict[str, Any] = {"bucket_reachable": True}
+        problems = []
+        date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
+        if date:
+            skew = round(clock() - parsedate_to_datetime(date).timestamp())
+            report["clock_skew_seconds"] = skew
+            if abs(skew) > MAX_CLOCK_SKEW:
+                problems.append(
+                    f"clock: this machine is {skew} s off the S3 server's clock; S3 refuses"
+                    " signatures beyond 15 minutes, so presigned URLs will fail: sync with NTP"
+                )
+        if inventory:
+            report.update(_inventory(client, bucket, settings.aws_location))
+        return report, problems
+    finally:
+        client.close()
+
+
+def _explain(exc: ClientError, settings: Settings) -> str:
+    bucket = settings.aws_storage_bucket_name
+    code = exc.response.get("Error", {}).get("Code", "")
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if status == 404 or code in ("404", "NoSuchBucket"):
+        return f"AWS_STORAGE_BUCKET_NAME: bucket {bucket!r} does not exist"
+    if status in (401, 403) or code in ("403", "AccessDenied", "SignatureDoesNotMatch"):
+        return (
+            f"AWS_ACCESS_KEY_ID: S3 refused the credentials for bucket {bucket!r}"
+            f" ({code or status}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+        )
+    return f"AWS_S3_ENDPOINT_URL: S3 answered {code or status} for bucket {bucket!r}"
+
+
+def _inventory(client: S3Client, bucket: str, location: str) -> dict[str, Any]:
+    # Each call may be unsupported by an S3-compatible server: "unknown", not an error.
+    found: dict[str, Any] = {}
+    try:
+        found["versioning"] = client.get_bucket_versioning(Bucket=bucket).get("Status", "Disabled")
+    except (ClientError, BotoCoreError):
+        found["versioning"] = "unknown"
+    try:
+        config = client.get_bucket_encryption(Bucket=bucket)
+        rules = config.get("ServerSideEncryptionConfiguration", {}).get("Rules", [])
+        algorithms = [
+            rule["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"]
+            for rule in rules
+            if "ApplyServerSideEncryptionByDefault" in rule
+        ]
+        found["default_encryption"] = ",".join(algorithms) or "none"
+    except ClientError as exc:
+        missing = exc.response.get("Error", {}).get("Code") in (
+            "ServerSideEncryptionConfigurationNotFoundError",
+        )
+        found["default_encryption"] = "none" if missing else "unknown"
+    except BotoCoreError:
+        found["default_encryption"] = "unknown"
+    prefix = f"{location}/" if location else ""
+    objects = size = 0
+    try:
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                objects += 1
+                size += item.get("Size", 0)
+        found.update(objects=objects, bytes=size)
+    except (ClientError, BotoCoreError) as exc:
+        found.update(objects="unknown", bytes="unknown", inventory_error=str(exc))
+    return found
