@@ -28,6 +28,7 @@ run: $(STAMP)
 	$(BIN)/python -m gateway.demo
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

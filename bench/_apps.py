@@ -13,7 +13,7 @@ from pathlib import Path
 from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway import MediaGateway, Settings
 
@@ -31,7 +31,7 @@ def settings(media_root: Path, secret: str) -> Settings:
     )
 
 
-def gateway() -> ASGIApp:
+def gateway() -> MediaGateway:
     """Our gateway, standalone, as deployed in front of a media root."""
     return MediaGateway(settings=settings(_root(), os.environ["BENCH_SECRET"]))
 
@@ -53,6 +53,44 @@ def redirect() -> ASGIApp:
         if scope["type"] == "http":
             await send(start)
             await send(body)
+
+    return app
+
+
+def replay() -> ASGIApp:
+    """The gateway's own response to ``BENCH_REPLAY_TARGET``, recorded once and replayed.
+
+    Same status, headers and body as the gateway, none of its per-request work: the
+    ceiling for any code that answers the way the gateway does. Its gap to the bare 302
+    is uvicorn's cost of the response's shape; the gateway's gap to it is our own code.
+    """
+    target = os.environ["BENCH_REPLAY_TARGET"].encode("latin-1")
+    path, _, query = target.partition(b"?")
+    recorded: Scope = {
+        "type": "http",
+        "method": "GET",
+        "path": path.decode("latin-1"),
+        "raw_path": path,
+        "query_string": query,
+        "headers": [(b"host", b"127.0.0.1")],
+    }
+    messages: list[Message] = []
+
+    async def record(message: Message) -> None:
+        messages.append(message)
+
+    async def disconnected() -> Message:
+        return {"type": "http.disconnect"}
+
+    media = gateway()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if not messages:  # the first request records; the warm-up absorbs it
+            await media(recorded, disconnected, record)
+        for message in messages:
+            await send(message)
 
     return app
 

@@ -42,12 +42,19 @@ STOP_TIMEOUT = 10.0
 
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Knobs shared by the benchmarks; the defaults keep ``python -m bench`` near 2 minutes."""
+    """Knobs shared by the benchmarks; the defaults keep ``python -m bench local`` near
+    two minutes on two cores."""
 
-    duration: float = 5.0  # seconds of measured load per case
-    warmup: float = 1.0  # seconds of load thrown away first (imports, caches, JIT-less warmup)
+    # Seconds of measured load per case and round. Every round measures every case back
+    # to back, so a slow spell of this (virtual) machine hits a round, not one case.
+    duration: float = 2.0
+    rounds: int = 5
+    warmup: float = 1.0  # seconds of load thrown away first: imports, caches, pools
     connections: int = 32
     runs: int = 3  # downloads per large-file case; the best one counts
+    # Seconds of downloading after which a slow server gets no further runs: servestatic
+    # takes ~11 s for 512 MiB here and is far from any target.
+    run_budget: float = 12.0
 
 
 def free_port() -> int:
@@ -111,6 +118,16 @@ def serve(
             output = _tail(log)
             if output:
                 print(f"[{name} said]\n{output}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def serve_uvicorn(
+    name: str, factory: str, *, env: Mapping[str, str] | None = None
+) -> Iterator[Server]:
+    """``serve`` an app factory (``module:function``) under uvicorn on a free port."""
+    port = free_port()
+    with serve(name, uvicorn(factory, port), port, env=env) as server:
+        yield server
 
 
 def uvicorn(factory: str, port: int) -> list[str]:
@@ -202,6 +219,8 @@ def run_load(url: str, *, connections: int, duration: float) -> Load:
     argv = [sys.executable, "-m", "bench._loadgen", "load", url]
     argv += ["--connections", str(connections), "--duration", str(duration)]
     result = json.loads(_run([*pinned(CLIENT_CPU), *argv], timeout=duration + 30))
+    if not result["requests"]:
+        raise RuntimeError(f"no response from {url} in {duration:g} s")
     errors = int(result["non_2xx_3xx"] + result["socket_errors"])
     return Load(result["requests_per_s"], int(result["requests"]), errors)
 
@@ -252,6 +271,19 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
         for task in Path(f"/proc/{pid}/task").iterdir():
             for child in (task / "children").read_text().split():
                 total += memory_kib(int(child), field)
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of PID (every thread) and its children, in seconds."""
+    total = 0.0
+    with contextlib.suppress(FileNotFoundError):
+        # Fields after the parenthesised command name; utime and stime are 14 and 15.
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            for child in (task / "children").read_text().split():
+                total += cpu_seconds(int(child))
     return total
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import os
 import platform
 import subprocess
+import time
 
 from ._common import Options, downloader, load_generator, pinning_note
 
@@ -17,21 +18,22 @@ def describe(options: Options) -> list[str]:
         version = " ".join(_first_line(["wrk", "-v"]).split()[:2])
         load = (
             f"Load: {version}, -t1 -c{options.connections}, "
-            f"{options.warmup:g} s warm-up then {round(options.duration)} s measured."
+            f"{options.warmup:g} s warm-up, then {round(options.duration)} s per round."
         )
     else:
         load = (
             f"Load: the Python asyncio client (bench/_loadgen.py; wrk missing or BENCH_NO_WRK "
-            f"set), {options.connections} connections, {options.warmup:g} s warm-up then "
-            f"{options.duration:g} s measured. It saturates well below wrk, so fast servers "
-            f"are capped and ratios are compressed towards 1."
+            f"set), {options.connections} connections, {options.warmup:g} s warm-up, then "
+            f"{options.duration:g} s per round. It can saturate before a fast server does, "
+            "which compresses requests/s ratios towards 1; the server-CPU rows are immune."
         )
     fetch = "curl" if downloader() == "curl" else "the Python client (bench/_loadgen.py)"
+    fetch = f"one at a time with {fetch}"
     loop = "uvloop" if importlib.util.find_spec("uvloop") else "asyncio"
     http = "httptools" if importlib.util.find_spec("httptools") else "h11"
     return [
         load,
-        f"Downloads: one {fetch} at a time, best of {options.runs}; MB = 10^6 bytes.",
+        f"Downloads: {fetch}, best of {options.runs}; MB = 10^6 bytes.",
         f"Servers: uvicorn {_version('uvicorn')} ({loop}, {http}), one process, no access "
         f"log; Starlette {_version('starlette')}; servestatic {_version('servestatic')}; "
         f"{_first_line(['nginx', '-v'])}.",
@@ -65,3 +67,47 @@ def _cpu() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown CPU"
+
+
+class ForeignLoad:
+    """How busy other processes kept the machine during a block: CPU time in user and
+    system mode, minus what this process and its (waited-for) children used.
+
+    Benchmarks share the machine with whatever else runs; this says when to distrust a
+    result rather than silently publishing it.
+    """
+
+    def __enter__(self) -> ForeignLoad:
+        self._start = (time.monotonic(), _busy_seconds(), _own_seconds())
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        elapsed = time.monotonic() - self._start[0]
+        busy = _busy_seconds() - self._start[1]
+        own = _own_seconds() - self._start[2]
+        self.fraction = max(0.0, busy - own) / (elapsed * (os.cpu_count() or 1))
+
+    def note(self) -> str:
+        text = f"Other processes used {self.fraction:.0%} of the CPUs during the run"
+        if self.fraction > NOISY:
+            return f"{text}: **noisy run**, compare ratios only, and rerun on a quiet machine."
+        return f"{text} (quiet enough)."
+
+
+# A rough line: 5% of two cores is a tenth of the core the server is pinned to.
+NOISY = 0.05
+
+
+def _busy_seconds() -> float:
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return 0.0
+    user, nice, system = (int(x) for x in fields[1:4])
+    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system

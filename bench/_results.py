@@ -79,7 +79,7 @@ def _markdown(report: Report, date: str, notes: list[str]) -> str:
 
 
 def _value(row: Row) -> str:
-    digits = 0 if row.value >= 100 else 1
+    digits = 0 if row.value >= 100 else 1 if row.value >= 10 else 2
     return f"{row.value:,.{digits}f} {row.unit}"
 
 

@@ -1,8 +1,10 @@
 """Benchmark ``local``: serving files from local disk, against baselines in the same run.
 
-(a) Many small files: a 4 KiB file behind a signed URL, in requests/s, as a ratio of a
-    bare ASGI app answering a fixed 302 on the same uvicorn (the ceiling for any Python
-    app here), next to Starlette's StaticFiles and servestatic.
+(a) Many small files: a 4 KiB file behind a signed URL, in requests/s and in server CPU
+    per request, as a ratio of a bare ASGI app answering a fixed 302 on the same uvicorn
+    (the ceiling for any Python app here), next to Starlette's StaticFiles, servestatic,
+    and the gateway's own response replayed from memory (what uvicorn alone charges for
+    a response of that shape, so the rest of the gap is our code).
 (b) One big file: a 512 MiB download by a single client, in MB/s, as a ratio of nginx
     with sendfile, next to Starlette and servestatic; plus each server's peak RSS, which
     must not grow with the file.
@@ -15,57 +17,72 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib.util
+import os
 import secrets
-import shutil
+import statistics
 import sys
 import tempfile
-from collections.abc import Iterator
+import time
 from pathlib import Path
 
 from gateway import URLSigner
 
 from . import _apps
 from ._common import (
-    HOST,
     Options,
     PeakMemory,
     Report,
     Row,
-    Server,
+    cpu_seconds,
     download,
-    free_port,
+    memory_kib,
     request,
     run_load,
-    serve,
-    uvicorn,
+    serve_uvicorn,
 )
 from ._environment import describe
+from ._nginx import available as nginx_available, serve_nginx
 
 SMALL_SIZE = 4 * 1024
 LARGE_SIZE = 512 * 1024 * 1024
 SMALL_TARGET = 0.35
 LARGE_TARGET = 0.5
-# A streaming server holds a few chunks per download (256 KiB in the gateway) plus
-# socket buffers; anything near the file's size would mean it buffers the body.
+# A streaming server holds a chunk or two per download plus socket buffers; growth
+# anywhere near the file's size would mean it buffers the body.
 RSS_GROWTH_LIMIT_MIB = 32
 MB = 1_000_000
 
 SMALL_PATH = "docs/small.jpg"
 PUBLIC_PATH = f"{_apps.PUBLIC_PREFIX}/small.jpg"
 LARGE_PATH = "video/large.bin"
+
 BARE = "bare ASGI 302"
 NGINX = "nginx sendfile"
 OURS = "gateway, signed URL"
+PUBLIC = "gateway, public prefix"
+REPLAY = "gateway's response, replayed"
 STARLETTE = "Starlette StaticFiles"
 SERVESTATIC = "servestatic (ASGI)"
+# The Python servers of both parts, as uvicorn app factories.
+FACTORIES = {
+    BARE: "bench._apps:redirect",
+    OURS: "bench._apps:gateway",
+    PUBLIC: "bench._apps:gateway",
+    REPLAY: "bench._apps:replay",
+    STARLETTE: "bench._apps:starlette_static",
+    SERVESTATIC: "bench._apps:servestatic",
+}
 
 
 def run(options: Options) -> Report:
     report = Report("local", "local-disk delivery")
+    if not importlib.util.find_spec("servestatic"):
+        report.notes.append("servestatic is not installed: skipped (pip install servestatic).")
+    if not nginx_available():
+        report.notes.append("nginx is not installed: no 512 MiB baseline (nginx-light).")
     with tempfile.TemporaryDirectory(prefix="bench-local-") as tmp:
         base = Path(tmp)
-        # nginx's worker drops root privileges and must still reach the files.
-        base.chmod(0o755)
+        base.chmod(0o755)  # nginx's worker runs as nobody and must reach the files
         root = base / "media"
         _make_media(root)
         secret = secrets.token_urlsafe(32)
@@ -77,9 +94,13 @@ def run(options: Options) -> Report:
             ttl=settings.url_ttl,
             window=settings.url_window,
         )
-        report.rows += _small_files(env, signer, options, report.notes)
-        report.rows += _large_file(base, env, signer, options, report.notes)
-    report.notes += describe(options)
+        report.rows += _small_files(env, signer.sign_url(SMALL_PATH), options, report.notes)
+        report.rows += _large_file(base, env, signer.sign_url(LARGE_PATH), options, report.notes)
+    report.notes += [
+        f"4 KiB: {options.rounds} rounds of {options.duration:g} s per server, every server "
+        "once per round; value = median requests/s, ratio = median of the per-round ratios.",
+        *describe(options),
+    ]
     return report
 
 
@@ -89,167 +110,170 @@ def _make_media(root: Path) -> None:
     small = secrets.token_bytes(SMALL_SIZE)
     (root / SMALL_PATH).write_bytes(small)
     (root / PUBLIC_PATH).write_bytes(small)
-    # Real blocks (not a sparse file, whose holes read differently) written fast: one
-    # random 8 MiB block repeated. Nothing here compresses, so the repeats cost nothing.
+    # Real blocks (a sparse file's holes read differently), written fast: one random
+    # 8 MiB block repeated. fsync, or the kernel writes 512 MiB back during the first
+    # measurements, which cut them by two thirds in a trial run.
     block = secrets.token_bytes(8 * 1024 * 1024)
     with open(root / LARGE_PATH, "wb") as file:
         for _ in range(LARGE_SIZE // len(block)):
             file.write(block)
+        file.flush()
+        os.fsync(file.fileno())
 
 
-# --- (a) 4 KiB ----------------------------------------------------------------------
+def _python_cases(*names: str) -> list[str]:
+    return [n for n in names if n != SERVESTATIC or importlib.util.find_spec("servestatic")]
 
 
-def _small_files(
-    env: dict[str, str], signer: URLSigner, options: Options, notes: list[str]
-) -> list[Row]:
-    signed = signer.sign_url(SMALL_PATH)
-    # (case, app factory, request target, expected status). Every app gets the same
-    # signed URL so the request bytes are identical; the others ignore the query.
-    cases = [
-        (BARE, "bench._apps:redirect", signed, 302),
-        (OURS, "bench._apps:gateway", signed, 200),
-        ("gateway, public prefix", "bench._apps:gateway", f"/media/{PUBLIC_PATH}", 200),
-        (STARLETTE, "bench._apps:starlette_static", signed, 200),
-    ]
-    if importlib.util.find_spec("servestatic"):
-        cases.append((SERVESTATIC, "bench._apps:servestatic", signed, 200))
-    else:
-        notes.append("servestatic is not installed: skipped (pip install servestatic).")
-    rates: dict[str, float] = {}
-    for case, factory, target, status in cases:
-        port = free_port()
-        with serve(case, uvicorn(factory, port), port, env=env) as server:
-            url = server.url + target
-            got, _, length = request(url)
-            expected_length = SMALL_SIZE if status == 200 else 0
-            if (got, length) != (status, expected_length):
-                raise RuntimeError(
-                    f"{case}: expected {status} with {expected_length} bytes, "
-                    f"got {got} with {length}"
-                )
+def _small_files(env: dict[str, str], signed: str, options: Options, notes: list[str]) -> list[Row]:
+    # Every app but the public case gets the same signed URL, so the request bytes are
+    # identical; the apps that do not check signatures ignore the query.
+    targets = {BARE: signed, OURS: signed, PUBLIC: f"/media/{PUBLIC_PATH}"}
+    cases = _python_cases(BARE, REPLAY, OURS, PUBLIC, STARLETTE, SERVESTATIC)
+    env = {**env, "BENCH_REPLAY_TARGET": signed}
+    rates: dict[str, list[float]] = {case: [] for case in cases}
+    cpu: dict[str, list[float]] = {case: [] for case in cases}  # server CPU us per request
+    with contextlib.ExitStack() as stack:
+        # All servers at once, idle but for the one under load, so rounds can interleave.
+        servers = {}
+        for case in cases:
+            server = stack.enter_context(serve_uvicorn(case, FACTORIES[case], env=env))
+            url = server.url + targets.get(case, signed)
+            _expect(case, url, status=302 if case == BARE else 200, size=SMALL_SIZE)
             run_load(url, connections=options.connections, duration=options.warmup)
-            load = run_load(url, connections=options.connections, duration=options.duration)
-        if load.errors:
-            notes.append(f"{case}: {load.errors} errors in {load.requests} requests.")
-        rates[case] = load.requests_per_s
-        _progress(f"4 KiB  {case:<26} {load.requests_per_s:>10,.0f} req/s")
-
-    return _compare("4 KiB file", "req/s", rates, BARE, SMALL_TARGET)
-
-
-# --- (b) 512 MiB --------------------------------------------------------------------
+            servers[case] = url, server.pid
+        for number in range(1, options.rounds + 1):
+            for case, (url, pid) in servers.items():
+                before = cpu_seconds(pid)
+                load = run_load(url, connections=options.connections, duration=options.duration)
+                cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
+                if load.errors:
+                    notes.append(f"4 KiB, {case}: {load.errors} errors in {load.requests}.")
+                rates[case].append(load.requests_per_s)
+            _progress(f"4 KiB round {number}: " + _summary(rates, "req/s"))
+    notes.append(
+        "4 KiB, server CPU: CPU time of the server process per request, and the throughput "
+        "ratio it implies (baseline CPU / case CPU). Unlike requests/s it does not depend on "
+        "the share of the core the server got, nor on how fast the client is: trust it more "
+        "when the run is noisy or the Python load generator ran."
+    )
+    return [
+        *_compare("4 KiB file", "req/s", rates, BARE, SMALL_TARGET),
+        *_compare("4 KiB file, server CPU", "us/req", cpu, BARE, SMALL_TARGET, inverse=True),
+    ]
 
 
 def _large_file(
-    base: Path, env: dict[str, str], signer: URLSigner, options: Options, notes: list[str]
+    base: Path, env: dict[str, str], signed: str, options: Options, notes: list[str]
 ) -> list[Row]:
-    signed = signer.sign_url(LARGE_PATH)
-    servers: list[tuple[str, contextlib.AbstractContextManager[Server], str]] = []
-    if shutil.which("nginx"):
-        servers.append((NGINX, _nginx(base / "nginx", base / "media"), f"/media/{LARGE_PATH}"))
-    else:
-        notes.append("nginx is not installed: no 512 MiB baseline (apt-get install nginx-light).")
-    for case, factory in _python_servers():
-        servers.append((case, _uvicorn(case, factory, env), signed))
+    with contextlib.ExitStack() as stack:
+        servers: dict[str, tuple[str, int]] = {}  # case -> (URL, server pid)
+        if nginx_available():
+            nginx = serve_nginx(base / "nginx", url=_apps.MEDIA_URL, root=base / "media")
+            server = stack.enter_context(nginx)
+            servers[NGINX] = f"{server.url}/media/{LARGE_PATH}", server.pid
+        for case in _python_cases(OURS, STARLETTE, SERVESTATIC):
+            server = stack.enter_context(serve_uvicorn(case, FACTORIES[case], env=env))
+            servers[case] = server.url + signed, server.pid
+        idle = {case: memory_kib(pid) / 1024 for case, (_, pid) in servers.items()}
+        peak = dict(idle)
+        speeds: dict[str, list[float]] = {case: [] for case in servers}
+        cpu: dict[str, list[float]] = {case: [] for case in servers}  # server CPU s per GB
+        spent = dict.fromkeys(servers, 0.0)
+        for case, (url, _) in servers.items():
+            _expect(case, url, status=200, size=LARGE_SIZE, method="HEAD")
+        for _ in range(options.runs):
+            for case, (url, pid) in servers.items():
+                if speeds[case] and spent[case] * (1 + 1 / len(speeds[case])) > options.run_budget:
+                    continue  # the next run would overrun this server's time budget
+                started, before = time.monotonic(), cpu_seconds(pid)
+                with PeakMemory(pid) as memory:
+                    speeds[case].append(download(url, LARGE_SIZE) / MB)
+                cpu[case].append((cpu_seconds(pid) - before) / (LARGE_SIZE / 1e9))
+                spent[case] += time.monotonic() - started
+                peak[case] = max(peak[case], memory.peak_kib / 1024)
+    _progress("512 MiB best: " + _summary(speeds, "MB/s", best=True))
+    notes += [
+        f"512 MiB, {case}: only {len(runs)} run(s) within the {options.run_budget:g} s budget."
+        for case, runs in speeds.items()
+        if len(runs) < options.runs
+    ]
 
-    speeds: dict[str, float] = {}
-    rows = []
-    for case, context, target in servers:
-        with context as server:
-            url = server.url + target
-            status, headers, _ = request(url, "HEAD")
-            if status != 200 or headers.get("content-length") != str(LARGE_SIZE):
-                raise RuntimeError(f"{case}: HEAD gave {status}, {headers.get('content-length')}")
-            with PeakMemory(server.pid) as memory:
-                speeds[case] = max(download(url, LARGE_SIZE) for _ in range(options.runs)) / MB
-            idle, peak = memory.idle_kib / 1024, memory.peak_kib / 1024
-        rows.append(Row("512 MiB peak RSS", case, peak, "MiB", f"idle {idle:.0f} MiB"))
+    best = {case: [max(runs)] for case, runs in speeds.items()}
+    rows = _compare("512 MiB file", "MB/s", best, NGINX, LARGE_TARGET)
+    # Without a target: one client on loopback can cap every server alike, and CPU per
+    # gigabyte still shows what each one would cost under many concurrent downloads.
+    cheapest = {case: [min(runs)] for case, runs in cpu.items()}
+    rows += _compare("512 MiB, server CPU", "s/GB", cheapest, NGINX, None, inverse=True)
+    for case in servers:
+        row = Row("512 MiB peak RSS", case, peak[case], "MiB", f"idle {idle[case]:.1f} MiB")
         if case == OURS:
-            limit = idle + RSS_GROWTH_LIMIT_MIB
-            rows[-1] = dataclasses.replace(
-                rows[-1],
+            limit = idle[case] + RSS_GROWTH_LIMIT_MIB
+            row = dataclasses.replace(
+                row,
                 target=f"<= idle + {RSS_GROWTH_LIMIT_MIB} MiB",
-                met=peak <= limit,
+                met=peak[case] <= limit,
                 target_value=limit,
             )
-        _progress(
-            f"512 MiB {case:<24} {speeds[case]:>8,.0f} MB/s  RSS {idle:.0f} -> {peak:.0f} MiB"
-        )
-    return _compare("512 MiB file", "MB/s", speeds, NGINX, LARGE_TARGET) + rows
-
-
-def _python_servers() -> list[tuple[str, str]]:
-    """(case, uvicorn factory) of the Python servers that deliver the big file."""
-    servers = [(OURS, "bench._apps:gateway"), (STARLETTE, "bench._apps:starlette_static")]
-    if importlib.util.find_spec("servestatic"):
-        servers.append((SERVESTATIC, "bench._apps:servestatic"))
-    return servers
-
-
-def _compare(
-    group: str, unit: str, values: dict[str, float], baseline: str, target: float
-) -> list[Row]:
-    """Rows for ``values`` as ratios of ``values[baseline]``; ours carries the target."""
-    base = values.get(baseline)
-    rows = []
-    for case, value in values.items():
-        if base is None:
-            row = Row(group, case, value, unit)
-            if case == OURS:
-                row = dataclasses.replace(row, target=f">= {target}x {baseline} (not measured)")
-        else:
-            label = "(the baseline)" if case == baseline else baseline
-            row = Row(group, case, value, unit, label, value / base)
-            if case == OURS:
-                row = dataclasses.replace(
-                    row,
-                    target=f">= {target}x",
-                    met=value / base >= target,
-                    target_value=target * base,
-                )
         rows.append(row)
     return rows
 
 
-@contextlib.contextmanager
-def _uvicorn(name: str, factory: str, env: dict[str, str]) -> Iterator[Server]:
-    port = free_port()
-    with serve(name, uvicorn(factory, port), port, env=env) as server:
-        yield server
+def _expect(case: str, url: str, *, status: int, size: int, method: str = "GET") -> None:
+    """Fail before measuring a server that answers something else (a fast 403 is no win)."""
+    got, headers, length = request(url, method)
+    if method == "HEAD":
+        length = int(headers.get("content-length", -1))
+    expected = size if status == 200 else 0
+    if (got, length) != (status, expected):
+        raise RuntimeError(f"{case}: expected {status} with {expected} bytes, got {got}, {length}")
 
 
-@contextlib.contextmanager
-def _nginx(prefix: Path, root: Path) -> Iterator[Server]:
-    """nginx set up as a fast static server would be: one worker, sendfile, no logs,
-    every path it writes (pid, logs, temp files) inside ``prefix``."""
-    prefix.mkdir()
-    port = free_port()
-    temp_paths = "".join(
-        f"    {kind}_temp_path {prefix}/{kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+def _compare(
+    group: str,
+    unit: str,
+    samples: dict[str, list[float]],
+    baseline: str,
+    target: float | None,
+    *,
+    inverse: bool = False,
+) -> list[Row]:
+    """Rows with each case's median sample and its ratio to ``baseline``; ours carries
+    ``target`` unless it is None. The ratio is the median of per-round ratios, which
+    cancels a slow spell that hit every case of one round. ``inverse``: lower values are
+    better (CPU per request), so the ratio is baseline / case, still "x of the
+    baseline's throughput"."""
+    rows = []
+    for case, runs in samples.items():
+        row = Row(group, case, statistics.median(runs), unit)
+        if baseline in samples:
+            pairs = zip(runs, samples[baseline], strict=True)
+            ratio = statistics.median(b / v if inverse else v / b for v, b in pairs)
+            label = "(the baseline)" if case == baseline else baseline
+            row = dataclasses.replace(row, baseline=label, ratio=ratio)
+        if case == OURS and target is not None:
+            row = _with_target(row, samples, baseline, target, inverse=inverse)
+        rows.append(row)
+    return rows
+
+
+def _with_target(
+    row: Row, samples: dict[str, list[float]], baseline: str, target: float, *, inverse: bool
+) -> Row:
+    if row.ratio is None:
+        return dataclasses.replace(row, target=f">= {target}x {baseline} (not measured)")
+    base = statistics.median(samples[baseline])
+    return dataclasses.replace(
+        row,
+        target=f">= {target}x",
+        met=row.ratio >= target,
+        target_value=base / target if inverse else base * target,
     )
-    config = prefix / "nginx.conf"
-    config.write_text(
-        "daemon off;\n"
-        "worker_processes 1;\n"
-        f"pid {prefix}/nginx.pid;\n"
-        f"error_log {prefix}/error.log warn;\n"
-        "events { worker_connections 256; }\n"
-        "http {\n"
-        "    access_log off;\n"
-        "    sendfile on;\n"
-        "    tcp_nopush on;\n"
-        "    default_type application/octet-stream;\n"
-        f"{temp_paths}"
-        f"    server {{\n        listen {HOST}:{port};\n"
-        f"        location {_apps.MEDIA_URL} {{ alias {root}/; }}\n    }}\n"
-        "}\n"
-    )
-    # -e: nginx opens its compiled-in error log before it reads the config.
-    argv = ["nginx", "-p", f"{prefix}/", "-c", str(config), "-e", f"{prefix}/error.log"]
-    with serve("nginx", argv, port) as server:
-        yield server
+
+
+def _summary(samples: dict[str, list[float]], unit: str, *, best: bool = False) -> str:
+    pick = max if best else (lambda values: values[-1])
+    return ", ".join(f"{case} {pick(values):,.0f}" for case, values in samples.items()) + f" {unit}"
 
 
 def _progress(line: str) -> None:

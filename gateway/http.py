@@ -17,11 +17,13 @@ from urllib.parse import quote
 from .exceptions import PreconditionFailed, RangeNotSatisfiable
 
 __all__ = [
+    "CONDITIONAL_HEADERS",
     "Plan",
     "content_disposition",
     "content_type",
     "etag_for",
     "plan_response",
+    "validator_headers",
 ]
 
 # Types a browser would run script in when the URL is opened directly. Uploaded
@@ -30,6 +32,18 @@ ACTIVE_TYPES = frozenset(
     {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
 )
 SANDBOX_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+# Request headers that change a GET's answer (Range and preconditions), in bytes as
+# they appear in an ASGI scope.
+CONDITIONAL_HEADERS = frozenset(
+    {
+        b"range",
+        b"if-range",
+        b"if-match",
+        b"if-none-match",
+        b"if-modified-since",
+        b"if-unmodified-since",
+    }
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,16 +97,19 @@ def content_disposition(filename: str, *, attachment: bool) -> str:
 def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     """Evaluate preconditions (RFC 9110 section 13.2.2) and Range for a GET/HEAD.
 
-    ``request_headers`` has lower-case names. Returns a 200, 206 or 304 plan; raises
-    :class:`PreconditionFailed` or :class:`RangeNotSatisfiable`.
+    ``request_headers`` has lower-case names. Returns a 200, 206 or 304 plan whose
+    headers are the per-request ones (``content-range``); the validators are the
+    file's (:func:`validator_headers`). Raises :class:`PreconditionFailed` or
+    :class:`RangeNotSatisfiable`.
 
     Multiple ranges are answered with the whole file (200), which RFC 9110 allows;
     that keeps 1,000 hostile overlapping ranges as cheap as one (RELIABILITY 25, 26).
     """
     size = st.st_size
+    if not request_headers:
+        return Plan(200, {}, 0, size)
     etag = etag_for(st)
     mtime = int(st.st_mtime)
-    headers = {"etag": etag, "last-modified": _http_date(mtime)}
 
     if_match = request_headers.get("if-match")
     if if_match is not None:
@@ -106,21 +123,44 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     if_none_match = request_headers.get("if-none-match")
     if if_none_match is not None:
         if _etag_matches(if_none_match, etag, weak=True):
-            return Plan(304, headers)
+            return Plan(304, {})
     else:
         modified_since = _parse_date(request_headers.get("if-modified-since"))
         if modified_since is not None and mtime <= modified_since:
-            return Plan(304, headers)
+            return Plan(304, {})
 
-    headers["accept-ranges"] = "bytes"
     range_header = request_headers.get("range")
     if range_header is not None and _if_range_holds(request_headers.get("if-range"), etag, mtime):
         span = _parse_range(range_header, size)
         if span is not None:
             start, end = span
-            headers["content-range"] = f"bytes {start}-{end}/{size}"
-            return Plan(206, headers, start, end - start + 1)
-    return Plan(200, headers, 0, size)
+            return Plan(
+                206, {"content-range": f"bytes {start}-{end}/{size}"}, start, end - start + 1
+            )
+    return Plan(200, {}, 0, size)
+
+
+def validator_headers(relpath: str, st: os.stat_result) -> tuple[tuple[bytes, bytes], ...]:
+    """The headers that depend only on the file: type, sandbox, ETag, Last-Modified."""
+    return _validator_headers(relpath, st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+
+
+@functools.lru_cache(maxsize=4096)
+def _validator_headers(
+    relpath: str, dev: int, ino: int, mtime_ns: int, size: int
+) -> tuple[tuple[bytes, bytes], ...]:
+    # Cached per file version: building and encoding them is a fifth of the cost of a
+    # small-file request (bench/local.py); a changed file has a new key.
+    mime = content_type(relpath)
+    headers = [
+        (b"content-type", mime.encode("latin-1")),
+        (b"etag", f'"{mtime_ns:x}-{size:x}"'.encode("ascii")),
+        (b"last-modified", _http_date(mtime_ns // 1_000_000_000).encode("ascii")),
+        (b"accept-ranges", b"bytes"),
+    ]
+    if mime.split(";", 1)[0] in ACTIVE_TYPES:
+        headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
+    return tuple(headers)
 
 
 @functools.lru_cache(maxsize=4096)

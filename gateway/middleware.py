@@ -15,7 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .delegate import Delegate
 from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
 from .health import Readiness, json_response
-from .http import ACTIVE_TYPES, SANDBOX_CSP, content_disposition, content_type, plan_response
+from .http import (
+    CONDITIONAL_HEADERS,
+    content_disposition,
+    plan_response,
+    validator_headers,
+)
 from .local import send_file
 from .observe import Metrics, Observer, access_logger
 from .paths import decoded_relative_path, open_regular_file, relative_path
@@ -195,7 +200,7 @@ class MediaGateway:
         head = scope["method"] == "HEAD"
         try:
             access = await self.authorize(scope)
-            request_headers = _header_dict(scope["headers"])
+            request_headers = _conditional_headers(scope["headers"])
             if self.root is not None:
                 opened = self._open_local(access.relpath)
                 if opened is not None:
@@ -272,11 +277,7 @@ class MediaGateway:
         except BaseException:
             os.close(fd)
             raise
-        headers = self._headers(access, access.relpath)
-        mime = content_type(access.relpath)
-        headers.append((b"content-type", mime.encode("latin-1")))
-        if mime.split(";", 1)[0] in ACTIVE_TYPES:
-            headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
+        headers = [*validator_headers(access.relpath, st), *self._headers(access, access.relpath)]
         disposition = _disposition(access)
         if disposition is not None:
             headers.append((b"content-disposition", disposition.encode("latin-1")))
@@ -374,10 +375,13 @@ async def _standalone(scope: Scope, receive: Receive, send: Send) -> None:
         await send_error(send, NotFound(), head=scope.get("method") == "HEAD")
 
 
-def _header_dict(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
-    # Repeated fields (two If-None-Match lines) combine as one list (RFC 9110 5.3).
+def _conditional_headers(raw: list[tuple[bytes, bytes]]) -> dict[str, str]:
+    # Only Range and the preconditions matter to a GET's answer; most requests carry
+    # none, and then nothing is decoded. Repeated fields (two If-None-Match lines)
+    # combine as one list (RFC 9110 5.3).
     headers: dict[str, str] = {}
     for key, value in raw:
-        name, text = key.decode("latin-1").lower(), value.decode("latin-1")
-        headers[name] = f"{headers[name]}, {text}" if name in headers else text
+        if key in CONDITIONAL_HEADERS:  # ASGI header names are lower-case
+            name, text = key.decode("latin-1").lower(), value.decode("latin-1")
+            headers[name] = f"{headers[name]}, {text}" if name in headers else text
     return headers

@@ -222,3 +222,29 @@ def test_sign_rejects_bad_expiry(signer):
     """expires_in must be a positive integer."""
     with pytest.raises(ValueError, match="expires_in"):
         signer.sign_url("a.jpg", expires_in=0)
+
+
+@pytest.mark.parametrize("keys", [[SECRET], [OLD_KEY, NEW_KEY]])
+def test_fast_path_agrees_with_itsdangerous(keys, clock):
+    """The fast verification accepts what itsdangerous's Signer accepts, except other
+    spellings of the same bytes, which it refuses."""
+    import os
+
+    signer = URLSigner(secret_keys=keys, clock=clock)
+    reference = Signer(
+        keys, salt="media-gateway.url.v1", digest_method=hashlib.sha256, key_derivation="hmac"
+    )
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    for index in range(200):
+        payload = _payload(
+            f"dir/{index}/{os.urandom(4).hex()}.bin", 1_900_000_000 + index, bool(index % 2)
+        )
+        good = reference.get_signature(payload).decode()
+        other = reference.get_signature(payload + b"x").decode()
+        for sig in (good, other):
+            assert signer._verify_fast(payload, sig) == reference.verify_signature(
+                payload, sig.encode()
+            )
+        respelled = good[:-1] + alphabet[alphabet.index(good[-1]) ^ 1]
+        assert reference.verify_signature(payload, respelled.encode())
+        assert not signer._verify_fast(payload, respelled)
