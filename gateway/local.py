@@ -12,6 +12,7 @@ ranges and headers agree with FileResponse's.
 
 from __future__ import annotations
 
+import logging
 import os
 
 import anyio
@@ -21,6 +22,8 @@ from .exceptions import FileChanged
 from .http import Plan
 
 __all__ = ["SMALL_FILE", "send_file"]
+
+logger = logging.getLogger("gateway.local")
 
 # Bodies up to this size are read on the event loop in one pread: cheaper than the
 # ~50 us of a thread hop, and short enough to never stall other requests noticeably.
@@ -39,6 +42,7 @@ async def send_file(
     plan: Plan,
     headers: list[tuple[bytes, bytes]],
     head: bool,
+    idle_timeout: float = 60.0,
 ) -> None:
     """Send ``plan`` for the open file ``fd`` and close it, with ``headers`` (a list of
     its own: ``send_file`` appends to it)."""
@@ -54,7 +58,7 @@ async def send_file(
             await send({"type": "http.response.body", "body": body})
         else:
             await _start(send, plan, headers)
-            await _stream(send, receive, fd, plan.start, plan.length)
+            await _stream(send, receive, fd, plan.start, plan.length, idle_timeout)
     finally:
         os.close(fd)
 
@@ -70,7 +74,9 @@ async def _start(send: Send, plan: Plan, headers: list[tuple[bytes, bytes]]) -> 
     await send({"type": "http.response.start", "status": plan.status, "headers": headers})
 
 
-async def _stream(send: Send, receive: Receive, fd: int, start: int, length: int) -> None:
+async def _stream(
+    send: Send, receive: Receive, fd: int, start: int, length: int, idle_timeout: float
+) -> None:
     # uvicorn drops sends after a disconnect without raising, so a watcher stops the
     # copy when the client goes away instead of reading the rest of a 5 GB file.
     async with anyio.create_task_group() as tg:
@@ -90,5 +96,11 @@ async def _stream(send: Send, receive: Receive, fd: int, start: int, length: int
                 # client sees a short body, never padding (RELIABILITY item 33).
                 raise FileChanged()
             offset += len(chunk)
-            await send({"type": "http.response.body", "body": chunk, "more_body": offset < end})
+            # A client that takes no bytes for idle_timeout seconds (a 1 B/s reader)
+            # is dropped: the send waits on flow control, so nothing piles up meanwhile.
+            with anyio.move_on_after(idle_timeout) as idle:
+                await send({"type": "http.response.body", "body": chunk, "more_body": offset < end})
+            if idle.cancelled_caught:
+                logger.warning("client took no bytes for %s s: stream stopped", idle_timeout)
+                break
         tg.cancel_scope.cancel()

@@ -114,7 +114,12 @@ class MediaGateway:
             # Presigning is offline: no S3 call here, so start-up never waits on S3.
             if settings.s3_delivery == "proxy":
                 internal = make_presigner(settings, public=False, clock=clock)
-                self.proxy = S3Proxy(internal, timeout=settings.s3_timeout, transport=transport)
+                self.proxy = S3Proxy(
+                    internal,
+                    timeout=settings.s3_timeout,
+                    idle_timeout=settings.send_timeout,
+                    transport=transport,
+                )
             else:
                 self.presigner = make_presigner(settings, clock=clock)
 
@@ -281,7 +286,15 @@ class MediaGateway:
         disposition = _disposition(access)
         if disposition is not None:
             headers.append((b"content-disposition", disposition.encode("latin-1")))
-        await send_file(send, receive, fd=fd, plan=plan, headers=headers, head=head)
+        await send_file(
+            send,
+            receive,
+            fd=fd,
+            plan=plan,
+            headers=headers,
+            head=head,
+            idle_timeout=self.settings.send_timeout,
+        )
 
     async def _redirect(self, send: Send, access: Access, head: bool) -> None:
         assert self.presigner is not None

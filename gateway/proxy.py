@@ -50,6 +50,7 @@ class S3Proxy:
 
     :param presigner: signs URLs for the endpoint the gateway itself reaches.
     :param timeout: seconds for connecting and for each read; beyond it, 504.
+    :param idle_timeout: seconds a client may take no bytes before it is dropped.
     :param transport: an httpx transport; injected for tests.
     """
 
@@ -58,10 +59,12 @@ class S3Proxy:
         presigner: Presigner,
         *,
         timeout: float,
+        idle_timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.presigner = presigner
         self.timeout = timeout
+        self.idle_timeout = idle_timeout
         self.transport = transport
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
@@ -120,7 +123,7 @@ class S3Proxy:
             if head or response.status_code == 304:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            await _copy(send, receive, response)
+            await _copy(send, receive, response, self.idle_timeout)
         finally:
             await response.aclose()
 
@@ -162,7 +165,9 @@ def _error_for(response: httpx.Response) -> RequestError:
     return BadGateway()
 
 
-async def _copy(send: Send, receive: Receive, response: httpx.Response) -> None:
+async def _copy(
+    send: Send, receive: Receive, response: httpx.Response, idle_timeout: float
+) -> None:
     async with anyio.create_task_group() as tg:
 
         async def watch_disconnect() -> None:
@@ -172,6 +177,12 @@ async def _copy(send: Send, receive: Receive, response: httpx.Response) -> None:
 
         tg.start_soon(watch_disconnect)
         async for chunk in response.aiter_raw():
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+            with anyio.move_on_after(idle_timeout) as idle:  # a client that stopped reading
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            if idle.cancelled_caught:
+                # Left incomplete on purpose: the server then closes the connection.
+                logger.warning("client took no bytes for %s s: stream stopped", idle_timeout)
+                break
+        else:
+            await send({"type": "http.response.body", "body": b""})
         tg.cancel_scope.cancel()

@@ -82,6 +82,9 @@ class Settings:
     local_fallback: bool = False
     #: Seconds before an S3 call (proxy, check) gives up with 504.
     s3_timeout: float = 5.0
+    #: Seconds a client may accept no bytes of a streamed body before it is dropped,
+    #: so slow readers cannot hold descriptors and buffers forever.
+    send_timeout: float = 60.0
     #: Ask the app whether an unsigned request may have a file: a path on the wrapped
     #: app (``/media-auth/``, in-process) or an http(s) URL. Unset: signatures only.
     auth_delegate: str | None = None
@@ -203,6 +206,10 @@ class Settings:
                 raise ConfigError(
                     "GATEWAY_AUTH_DELEGATE", f"must not lie under MEDIA_URL {self.media_url}"
                 )
+        if not 0 < self.send_timeout <= 3600:
+            raise ConfigError(
+                "GATEWAY_SEND_TIMEOUT", f"expected 0 < seconds <= 3600 (got {self.send_timeout})"
+            )
         if not 0 < self.auth_timeout <= 300:
             raise ConfigError(
                 "GATEWAY_AUTH_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.auth_timeout})"
@@ -314,6 +321,7 @@ class Settings:
         for field, variable in (
             ("s3_timeout", "GATEWAY_S3_TIMEOUT"),
             ("auth_timeout", "GATEWAY_AUTH_TIMEOUT"),
+            ("send_timeout", "GATEWAY_SEND_TIMEOUT"),
         ):
             raw = text(variable)
             if raw is not None:
