@@ -33,13 +33,23 @@ __all__ = [
 ]
 
 
-def sign_url(path: str, *, expires_in: int | None = None, download: bool = False) -> str:
+def sign_url(
+    path: str,
+    *,
+    expires_in: int | None = None,
+    download: bool = False,
+    content_type: str | None = None,
+) -> str:
     """Return a signed relative URL (``/media/docs/a.pdf?exp=...&sig=...``) for ``path``.
 
-    Uses the settings from the environment and ``.env``, read once. Build a
+    ``download`` asks browsers to save the file; ``content_type`` overrides the type
+    guessed from the name. Both are covered by the signature. Uses the settings from
+    the environment and ``.env``, read once. Build a
     :class:`URLSigner` yourself to sign with explicit settings.
     """
-    return _default_signer().sign_url(path, expires_in=expires_in, download=download)
+    return _default_signer().sign_url(
+        path, expires_in=expires_in, download=download, content_type=content_type
+    )
 
 
 @functools.cache

@@ -57,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     sign.add_argument("path", help="relative media path, such as docs/report.pdf")
     sign.add_argument("--expires", type=int, default=None, metavar="SECONDS")
     sign.add_argument("--download", action="store_true", help="ask browsers to save the file")
+    sign.add_argument("--content-type", help="answer with this type instead of the guessed one")
     sign.set_defaults(handler=_sign)
 
     check = commands.add_parser("check", help="validate the settings and report what they say")
@@ -78,7 +79,12 @@ def _sign(args: argparse.Namespace) -> int:
         window=settings.url_window,
     )
     try:
-        url = signer.sign_url(args.path, expires_in=args.expires, download=args.download)
+        url = signer.sign_url(
+            args.path,
+            expires_in=args.expires,
+            download=args.download,
+            content_type=args.content_type,
+        )
     except ValueError as exc:
         print(f"media-gateway: {exc}", file=sys.stderr)
         return 2

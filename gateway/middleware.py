@@ -221,6 +221,8 @@ class MediaGateway:
                 # Set here rather than through response-content-disposition, which
                 # some S3-compatible servers ignore.
                 headers.append((b"content-disposition", disposition.encode("latin-1")))
+            if access.content_type is not None:
+                headers.append((b"content-type", access.content_type.encode("ascii")))
             await self.proxy.send(
                 send,
                 receive,
@@ -255,7 +257,13 @@ class MediaGateway:
             # No valid signature (an expired link, say): the app decides per request.
             await self.delegate.check(scope, relpath)
             return Access(relpath, public=False, delegated=True)
-        return Access(relpath, public=False, expires=grant.expires, download=grant.download)
+        return Access(
+            relpath,
+            public=False,
+            expires=grant.expires,
+            download=grant.download,
+            content_type=grant.content_type,
+        )
 
     def _open_local(self, relpath: str) -> tuple[int, os.stat_result] | None:
         assert self.root is not None
@@ -283,6 +291,9 @@ class MediaGateway:
             os.close(fd)
             raise
         headers = [*validator_headers(access.relpath, st), *self._headers(access, access.relpath)]
+        if access.content_type is not None:  # a signed override replaces the guess
+            headers = [h for h in headers if h[0] != b"content-type"]
+            headers.append((b"content-type", access.content_type.encode("ascii")))
         disposition = _disposition(access)
         if disposition is not None:
             headers.append((b"content-disposition", disposition.encode("latin-1")))
@@ -305,7 +316,9 @@ class MediaGateway:
             location = f"{custom}/{quote(key)}"
             max_age = self.settings.public_max_age
         else:
-            presigned = self.presigner.presign(key, content_disposition=_disposition(access))
+            presigned = self.presigner.presign(
+                key, content_disposition=_disposition(access), content_type=access.content_type
+            )
             location = presigned.url
             # A cached redirect must never outlive the URL it points to.
             max_age = presigned.expires_at - now - REDIRECT_MARGIN
@@ -344,6 +357,8 @@ class Access:
     download: bool = False
     #: Allowed by the app's delegate rather than by a signature.
     delegated: bool = False
+    #: A signed Content-Type override.
+    content_type: str | None = None
 
 
 def _disposition(access: Access) -> str | None:

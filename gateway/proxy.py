@@ -103,10 +103,12 @@ class S3Proxy:
         forwarded = {k: v for k, v in request_headers.items() if k in FORWARDED_REQUEST_HEADERS}
         response = await self._fetch(method, url, forwarded)
         try:
+            # Our own headers (a signed content-type override) win over S3's.
+            ours = {name for name, _ in extra_headers}
             headers = [
                 (name.encode("latin-1"), value.encode("latin-1"))
                 for name, value in response.headers.items()
-                if name in FORWARDED_RESPONSE_HEADERS
+                if name in FORWARDED_RESPONSE_HEADERS and name.encode("latin-1") not in ours
             ]
             status = response.status_code
             if status == 200 and "content-range" in response.headers:

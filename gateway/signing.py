@@ -19,7 +19,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 from itsdangerous import Signer
 from itsdangerous.encoding import base64_encode
@@ -34,8 +34,16 @@ __all__ = ["Grant", "URLSigner"]
 SALT = "media-gateway.url.v1"
 # Expiries are Unix seconds; 12 digits last until the year 33658 and bound the parse.
 _MAX_EXP_DIGITS = 12
-_CANONICAL_ORDERS = (("exp", "sig"), ("exp", "dl", "sig"))
-_PARAMS = frozenset({"exp", "dl", "sig"})
+_CANONICAL_ORDERS = (
+    ("exp", "sig"),
+    ("exp", "dl", "sig"),
+    ("exp", "ct", "sig"),
+    ("exp", "dl", "ct", "sig"),
+)
+_PARAMS = frozenset({"exp", "dl", "ct", "sig"})
+# A content-type override: a MIME type and at most a charset, nothing a header could
+# be smuggled through.
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[\w.+-]+(; ?charset=[\w-]+)?")
 # The query exactly as sign_url writes it, verified without a general parse.
 _FAST_QUERY = re.compile(r"exp=(?P<exp>\d{1,12})(?P<dl>&dl=1)?&sig=(?P<sig>[A-Za-z0-9_-]{43})")
 # URL-safe base64 of a SHA-256 HMAC, without padding.
@@ -48,6 +56,8 @@ class Grant:
 
     expires: int
     download: bool = False
+    #: A Content-Type to answer with instead of the one guessed from the name.
+    content_type: str | None = None
 
 
 class URLSigner:
@@ -80,18 +90,31 @@ class URLSigner:
         self.window = window
         self.clock = clock
 
-    def sign_url(self, path: str, *, expires_in: int | None = None, download: bool = False) -> str:
+    def sign_url(
+        self,
+        path: str,
+        *,
+        expires_in: int | None = None,
+        download: bool = False,
+        content_type: str | None = None,
+    ) -> str:
         """Return the relative signed URL of ``path`` (``docs/a.pdf`` or ``/media/docs/a.pdf``)."""
         relpath = self._relpath(path)
         lifetime = self.ttl if expires_in is None else expires_in
         if not isinstance(lifetime, int) or lifetime < 1:
             raise ValueError(f"expires_in must be a positive number of seconds, not {lifetime!r}")
+        if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
+            raise ValueError(
+                f"content_type must be a MIME type like text/plain, not {content_type!r}"
+            )
         expires = math.ceil((self.clock() + lifetime) / self.window) * self.window
-        payload = _payload(relpath, expires, download)
+        payload = _payload(relpath, expires, download, content_type)
         raw = self._signer.algorithm.get_signature(self._derived_keys[0], payload)
         signature = base64_encode(raw).decode("ascii")
         # exp is digits and sig URL-safe base64: nothing to escape, so no urlencode.
         options = "&dl=1" if download else ""
+        if content_type is not None:
+            options += f"&ct={quote(content_type, safe='')}"
         return f"{self.media_url}{quote(relpath, safe='/')}?exp={expires}{options}&sig={signature}"
 
     def verify(self, relpath: str, query_string: str) -> Grant:
@@ -125,17 +148,20 @@ class URLSigner:
         exp, download = values["exp"], "dl" in values
         if not exp.isdigit() or len(exp) > _MAX_EXP_DIGITS or values.get("dl", "1") != "1":
             raise BadSignature("Malformed signature parameters")
+        content_type = unquote(values["ct"]) if "ct" in values else None
+        if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
+            raise BadSignature("Malformed signature parameters")
         signature = values["sig"]
         # Only the exact form we issue: itsdangerous's decoder tolerates padding and
         # stray characters, which would give one signature many spellings.
         if not _SIGNATURE.fullmatch(signature):
             raise BadSignature("Invalid signature")
-        payload = _payload(relpath, int(exp), download)
+        payload = _payload(relpath, int(exp), download, content_type)
         if not self._verify_fast(payload, signature):
             raise BadSignature("Invalid signature")
         if int(exp) < self.clock():
             raise SignatureExpired("Signature expired")
-        return Grant(expires=int(exp), download=download)
+        return Grant(expires=int(exp), download=download, content_type=content_type)
 
     def _verify_fast(self, payload: bytes, signature: str) -> bool:
         # The HMAC-SHA256 of itsdangerous's HMACAlgorithm, compared as the text we issue:
@@ -161,12 +187,10 @@ class URLSigner:
             raise ValueError(f"not a valid media path: {path!r}") from None
 
 
-def _payload(relpath: str, expires: int, download: bool) -> bytes:
-    # NUL cannot occur in a path, so the fields can never run into each other.
-    return b"\x00".join(
-        (
-            relpath.encode("utf-8", "surrogatepass"),
-            str(expires).encode(),
-            b"1" if download else b"0",
-        )
-    )
+def _payload(relpath: str, expires: int, download: bool, content_type: str | None = None) -> bytes:
+    # NUL cannot occur in a path or a MIME type, so the fields never run into each
+    # other; the type is a fourth field only when present.
+    fields = [relpath.encode("utf-8", "surrogatepass"), b"%d" % expires, b"1" if download else b"0"]
+    if content_type is not None:
+        fields.append(content_type.encode("ascii"))
+    return b"\x00".join(fields)

@@ -399,3 +399,27 @@ def test_datetime_is_utc_window_start(s3_settings):
         "%Y%m%dT%H%M%SZ"
     )
     assert amz_date == expected
+
+
+def test_content_type_override_redirect_and_proxy(s3_settings, put):
+    """A signed content-type override reaches S3 as response-content-type (redirect)
+    and replaces S3's type (proxy)."""
+    put("media/docs/x.bin")
+    gateway = MediaGateway(settings=s3_settings())
+    location = call(
+        gateway, gateway.signer.sign_url("docs/x.bin", content_type="image/png")
+    ).headers["location"]
+    assert dict(parse_qsl(urlsplit(location).query))["response-content-type"] == "image/png"
+    proxy = MediaGateway(
+        settings=s3_settings(s3_delivery="proxy"),
+        transport=httpx.MockTransport(
+            lambda r: httpx.Response(
+                200,
+                headers={"content-type": "application/octet-stream"},
+                stream=httpx.ByteStream(b"png"),
+            )
+        ),
+    )
+    reply = call(proxy, proxy.signer.sign_url("docs/x.bin", content_type="image/png"))
+    assert reply.headers["content-type"] == "image/png"
+    assert [k for k, _ in reply.header_list].count("content-type") == 1

@@ -248,3 +248,21 @@ def test_fast_path_agrees_with_itsdangerous(keys, clock):
         respelled = good[:-1] + alphabet[alphabet.index(good[-1]) ^ 1]
         assert reference.verify_signature(payload, respelled.encode())
         assert not signer._verify_fast(payload, respelled)
+
+
+def test_content_type_override_is_signed(gateway):
+    """A content-type override is part of the signature: changing or removing it is 403."""
+    url = gateway.signer.sign_url("a.jpg", content_type="text/plain; charset=utf-8")
+    assert "&ct=text%2Fplain%3B%20charset%3Dutf-8&sig=" in url
+    reply = call(gateway, url)
+    assert reply.status == 200
+    assert reply.headers["content-type"] == "text/plain; charset=utf-8"
+    assert call(gateway, url.replace("text%2Fplain", "text%2Fhtml")).status == 403
+    assert call(gateway, url.replace("&ct=text%2Fplain%3B%20charset%3Dutf-8", "")).status == 403
+
+
+@pytest.mark.parametrize("bad", ["text/html\r\nSet-Cookie: a=b", "nonsense", "text/plain; x=y", ""])
+def test_content_type_override_is_a_mime_type(signer, bad):
+    """Only a MIME type (and a charset) may be signed: nothing a header could carry."""
+    with pytest.raises(ValueError, match="content_type"):
+        signer.sign_url("a.jpg", content_type=bad)
