@@ -18,6 +18,8 @@ BENCHMARKS = {
     "local": "bench.local",
     "django_url": "bench.django_url",
     "upload": "bench.upload",
+    "redirect": "bench.redirect",
+    "soak": "bench.soak",
 }
 
 

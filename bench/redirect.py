@@ -1,0 +1,227 @@
+"""Benchmark ``redirect``: S3 delivery by redirect, against baselines in the same run.
+
+(a) A signed gateway URL answered with a 302 to a presigned S3 URL, in requests/s and in
+    server CPU per request, as a ratio of a bare ASGI app answering a fixed 302 on the
+    same uvicorn; next to a Starlette route returning a fixed ``RedirectResponse`` (what
+    the framework alone costs) and a Starlette route that calls boto3's
+    ``generate_presigned_url`` inline per request, as most apps do.
+(b) In process, the cost of one presigned URL: ``gateway.presign.Presigner.presign``
+    against boto3's ``generate_presigned_url`` with the same bucket, key, endpoint,
+    credentials and lifetime, next to the floor of any SigV4 presigner (one SHA-256 and
+    one HMAC over strings of the same size).
+
+The S3 server is a loopback ``rclone serve s3``; presigning never calls it, but every
+case's first redirect is followed once to prove that S3 accepts the URL.
+
+Targets: (b) from the S3 issue, presigning must not cost a boto3 call per request: at
+least 10x cheaper than boto3. (a) has none; 0.35x of the bare 302, the bar for a 4 KiB
+file in ``local``, is shown for reference only (a redirect does less than a file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import hmac
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from gateway import Settings, URLSigner
+from gateway.s3 import make_presigner, make_s3_client
+
+from . import _s3apps
+from ._common import Options, Report, Row, cpu_seconds, request, run_load, serve_uvicorn
+from ._environment import describe
+
+SMALL_PATH = "docs/small.jpg"
+BODY = b"\xff\xd8" + bytes(4094)  # 4 KiB; only checked when a redirect is followed
+REFERENCE_RATIO = 0.35  # local's bar for a 4 KiB file; no issue sets one for redirects
+PRESIGN_SPEEDUP = 10  # the S3 issue: a presign must cost a tenth of a boto3 call at most
+# Calls per case and round: ~0.1 s each. Rounds alternate the cases and the best counts,
+# as in django_url, so a slow spell of the machine hits a round rather than a case.
+PRESIGN_CALLS = {"boto3": 500, "ours": 10_000, "floor": 20_000}
+PRESIGN_ROUNDS = 7
+
+BARE = "bare ASGI 302"
+OURS = "gateway, S3 redirect"
+STARLETTE = "Starlette RedirectResponse, fixed URL"
+BOTO3 = "Starlette + boto3 presign per request"
+FACTORIES = {
+    BARE: "bench._apps:redirect",
+    OURS: "bench._s3apps:gateway_redirect",
+    STARLETTE: "bench._s3apps:starlette_redirect",
+    BOTO3: "bench._s3apps:starlette_boto3",
+}
+BOTO3_PRESIGN = "boto3 generate_presigned_url"
+OURS_PRESIGN = "Presigner.presign (ours)"
+FLOOR = "SigV4 floor: one SHA-256 + one HMAC"
+
+
+def run(options: Options) -> Report:
+    report = Report("redirect", "S3 redirects behind signed URLs")
+    with contextlib.ExitStack() as stack:
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redirect-")))
+        env = stack.enter_context(_s3apps.s3_environment(base, {SMALL_PATH: BODY}))
+        settings = _s3apps.s3_settings(env)
+        signer = URLSigner(
+            secret_keys=settings.secret_keys,
+            media_url=settings.media_url,
+            ttl=settings.url_ttl,
+            window=settings.url_window,
+        )
+        report.rows += _presign(settings)
+        report.rows += _redirects(env, signer.sign_url(SMALL_PATH), options, report.notes)
+    report.notes += [
+        f"Redirects: {options.rounds} rounds of {options.duration:g} s per server, every "
+        "server once per round, all with the same signed URL (the baselines ignore its "
+        "query); value = median, ratio = median of the per-round ratios. No target: "
+        f"{REFERENCE_RATIO}x of the bare 302, local's bar for a 4 KiB file, is shown for "
+        "reference and not checked.",
+        f"Presign: the same key, bucket, credentials, path-style loopback endpoint and "
+        f"{settings.presign_ttl} s lifetime for both; best of {PRESIGN_ROUNDS} alternating "
+        f"rounds of {PRESIGN_CALLS['boto3']:,} (boto3) and {PRESIGN_CALLS['ours']:,} (ours) "
+        "calls. Ours reuses the signing key and the auth parameters within its window, as "
+        "it does in the gateway. Lower is better; the ratio is the case's time over boto3's.",
+        *describe(options),
+    ]
+    return report
+
+
+# --- (a) redirects under load -----------------------------------------------------
+
+
+def _redirects(env: dict[str, str], signed: str, options: Options, notes: list[str]) -> list[Row]:
+    rates: dict[str, list[float]] = {case: [] for case in FACTORIES}
+    cpu: dict[str, list[float]] = {case: [] for case in FACTORIES}  # server CPU us per request
+    with contextlib.ExitStack() as stack:
+        # All servers at once, idle but for the one under load, so rounds can interleave.
+        servers = {}
+        for case, factory in FACTORIES.items():
+            server = stack.enter_context(serve_uvicorn(case, factory, env=env))
+            url = server.url + signed
+            _expect_redirect(case, url, follow=case in (OURS, BOTO3))
+            run_load(url, connections=options.connections, duration=options.warmup)
+            servers[case] = url, server.pid
+        for number in range(1, options.rounds + 1):
+            for case, (url, pid) in servers.items():
+                before = cpu_seconds(pid)
+                load = run_load(url, connections=options.connections, duration=options.duration)
+                cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
+                if load.errors:
+                    notes.append(f"Redirects, {case}: {load.errors} errors in {load.requests}.")
+                rates[case].append(load.requests_per_s)
+            _progress(
+                f"redirect round {number}: "
+                + ", ".join(f"{case} {values[-1]:,.0f}" for case, values in rates.items())
+                + " req/s"
+            )
+    return [
+        *_compare("S3 redirect, signed URL", "req/s", rates),
+        *_compare("S3 redirect, server CPU", "us/req", cpu, inverse=True),
+    ]
+
+
+def _expect_redirect(case: str, url: str, *, follow: bool) -> None:
+    """Fail before measuring a server that answers something else; for presigned
+    redirects, also fetch the Location once: S3 must serve the object from it."""
+    status, headers, _ = request(url)
+    location = headers.get("location", "")
+    if status != 302 or not location:
+        raise RuntimeError(f"{case}: expected a 302 with a Location, got {status}")
+    if follow:
+        status, _, length = request(location)
+        if (status, length) != (200, len(BODY)):
+            raise RuntimeError(f"{case}: S3 answered {status} with {length} bytes to {location}")
+
+
+def _compare(
+    group: str, unit: str, samples: dict[str, list[float]], *, inverse: bool = False
+) -> list[Row]:
+    """Rows with each case's median and the median of its per-round ratios to the bare
+    302. ``inverse``: lower is better (CPU per request), so the ratio is baseline / case,
+    still "x of the baseline's throughput"."""
+    rows = []
+    for case, runs in samples.items():
+        pairs = zip(runs, samples[BARE], strict=True)
+        ratio = statistics.median(b / v if inverse else v / b for v, b in pairs)
+        label = "(the baseline)" if case == BARE else BARE
+        row = Row(group, case, statistics.median(runs), unit, label, ratio)
+        if case == OURS:
+            base = statistics.median(samples[BARE])
+            row = dataclasses.replace(
+                row,
+                target=f"none (>= {REFERENCE_RATIO}x for reference)",
+                target_value=base / REFERENCE_RATIO if inverse else base * REFERENCE_RATIO,
+            )
+        rows.append(row)
+    return rows
+
+
+# --- (b) one presign, in process ----------------------------------------------------
+
+
+def _presign(settings: Settings) -> list[Row]:
+    presigner = make_presigner(settings)
+    client = make_s3_client(settings)
+    key = settings.key_for(SMALL_PATH)
+    params = {"Bucket": settings.aws_storage_bucket_name, "Key": key}
+    ours = presigner.presign(key).url
+    signing_key = hashlib.sha256(b"a day's signing key").digest()
+    query = ours.split("?", 1)[1].rsplit("&X-Amz-Signature=", 1)[0]
+    canonical = f"GET\n/{key}\n{query}\nhost:127.0.0.1\n\nhost\nUNSIGNED-PAYLOAD"
+    string_to_sign = "AWS4-HMAC-SHA256\n20260101T000000Z\n20260101/us-east-1/s3/aws4_request\n"
+
+    def floor() -> str:
+        digest = hashlib.sha256(canonical.encode()).hexdigest()
+        return hmac.new(signing_key, (string_to_sign + digest).encode(), hashlib.sha256).hexdigest()
+
+    cases: dict[str, tuple[Callable[[], object], int]] = {
+        BOTO3_PRESIGN: (
+            lambda: client.generate_presigned_url(
+                "get_object", Params=params, ExpiresIn=settings.presign_ttl
+            ),
+            PRESIGN_CALLS["boto3"],
+        ),
+        OURS_PRESIGN: (lambda: presigner.presign(key), PRESIGN_CALLS["ours"]),
+        FLOOR: (floor, PRESIGN_CALLS["floor"]),
+    }
+    try:
+        # Both URLs must fetch the object; the first boto3 call also builds its model.
+        for case, url in ((OURS_PRESIGN, ours), (BOTO3_PRESIGN, cases[BOTO3_PRESIGN][0]())):
+            status, _, length = request(str(url))
+            if (status, length) != (200, len(BODY)):
+                raise RuntimeError(f"{case}: S3 answered {status} with {length} bytes")
+        best = dict.fromkeys(cases, float("inf"))
+        for _ in range(PRESIGN_ROUNDS):
+            for case, (call, calls) in cases.items():
+                started = time.perf_counter()
+                for _ in range(calls):
+                    call()
+                best[case] = min(best[case], (time.perf_counter() - started) / calls * 1e6)
+    finally:
+        client.close()
+    _progress(", ".join(f"{case} {value:.2f} us" for case, value in best.items()))
+
+    base = best[BOTO3_PRESIGN]
+    rows = []
+    for case, value in best.items():
+        label = "(the baseline)" if case == BOTO3_PRESIGN else BOTO3_PRESIGN
+        row = Row("one presigned URL, in process", case, value, "µs/call", label, value / base)
+        if case == OURS_PRESIGN:
+            row = dataclasses.replace(
+                row,
+                target=f"<= {1 / PRESIGN_SPEEDUP:g}x ({PRESIGN_SPEEDUP}x cheaper)",
+                met=value * PRESIGN_SPEEDUP <= base,
+                target_value=base / PRESIGN_SPEEDUP,
+            )
+        rows.append(row)
+    return rows
+
+
+def _progress(line: str) -> None:
+    print(f"  {line}", file=sys.stderr, flush=True)
