@@ -3,7 +3,8 @@ callables.
 
 As in ``_apps``, the benchmark passes everything in ``BENCH_*`` variables, never in the
 gateway's own (``AWS_*``, ``USE_S3``), so a developer's ``.env`` or shell cannot change
-what is measured. ``BENCH_S3_*`` name the loopback ``rclone serve s3`` the benchmark runs.
+what is measured. ``BENCH_S3_*`` name the loopback ``rclone serve s3`` that
+:func:`s3_environment` runs for the benchmark.
 """
 
 from __future__ import annotations

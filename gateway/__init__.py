@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import TYPE_CHECKING, Any
 
 from .exceptions import (
     BadSignature as BadSignature,
@@ -12,9 +13,11 @@ from .exceptions import (
     RequestError as RequestError,
     SignatureExpired as SignatureExpired,
 )
-from .middleware import MediaGateway as MediaGateway
 from .settings import Settings as Settings
 from .signing import URLSigner as URLSigner
+
+if TYPE_CHECKING:
+    from .middleware import MediaGateway as MediaGateway
 
 __version__ = "0.1.0"
 
@@ -61,3 +64,13 @@ def _default_signer() -> URLSigner:
         ttl=settings.url_ttl,
         window=settings.url_window,
     )
+
+
+def __getattr__(name: str) -> Any:
+    # MediaGateway pulls in httpx, boto3 and starlette (0.3 s); the CLI's migration
+    # commands and sign_url need none of them, so it is imported on first use.
+    if name == "MediaGateway":
+        from .middleware import MediaGateway
+
+        return MediaGateway
+    raise AttributeError(f"module 'gateway' has no attribute {name!r}")

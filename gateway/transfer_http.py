@@ -84,7 +84,10 @@ class Response:
                 line = reader.readline(MAX_LINE)
                 if not line:
                     raise ProtocolError("connection closed mid-chunk")
-                self._chunk_left = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                try:
+                    self._chunk_left = int(line.split(b";", 1)[0].strip() or b"0", 16)
+                except ValueError:
+                    raise ProtocolError(f"bad chunk size line {line[:40]!r}") from None
                 if self._chunk_left == 0:
                     while reader.readline(MAX_LINE) not in (b"\r\n", b"\n", b""):
                         pass  # trailers

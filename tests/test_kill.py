@@ -11,7 +11,7 @@ import sys
 import time
 
 from tests import test_migrate_support as support
-from tests.test_migrate_support import incomplete_uploads, objects, run_cli, write_tree
+from tests.test_migrate_support import FlakyProxy, incomplete_uploads, objects, run_cli, write_tree
 
 migrate_env = support.migrate_env
 s3 = support.s3
@@ -20,12 +20,15 @@ MiB = 1 << 20
 KILLS = 20
 
 
-def test_twenty_sigkills_then_resume(migrate_env, media_root, s3, tmp_path, capsys):
+def test_twenty_sigkills_then_resume(migrate_env, media_root, s3_server, s3, tmp_path, capsys):
     """20 SIGKILLs at random moments, each followed by a resume; then one clean run with
     --cleanup: verify passes, objects equal files, no open multipart upload."""
     rng = random.Random(20)
-    tree = {f"small/{i:03}.bin": rng.randbytes(rng.randrange(0, 64 * 1024)) for i in range(200)}
-    tree |= {f"big/{i}.bin": rng.randbytes(12 * MiB + i) for i in range(3)}
+    tree = {
+        f"small/{i // 100}/{i:04}.bin": rng.randbytes(rng.randrange(0, 16 * 1024))
+        for i in range(2000)
+    }
+    tree |= {f"big/{i}.bin": rng.randbytes(24 * MiB + i) for i in range(4)}
     write_tree(media_root, tree)
     state = str(tmp_path / "state.sqlite3")
     argv = [
@@ -39,19 +42,22 @@ def test_twenty_sigkills_then_resume(migrate_env, media_root, s3, tmp_path, caps
         "--workers",
         "8",
     ]
-    finished_early = 0
-    deadline = time.monotonic() + 120
-    for _ in range(KILLS):
-        assert time.monotonic() < deadline, "kill loop took too long"
-        process = subprocess.Popen(
-            argv, env=os.environ.copy(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        time.sleep(rng.uniform(0.3, 1.5))  # start-up takes ~0.5 s; some kills land in it
-        if process.poll() is None:
-            process.kill()
-        else:
-            finished_early += 1
-        process.wait(30)
+    interrupted = 0
+    deadline = time.monotonic() + 150
+    # Each UploadPart waits 2 s in the proxy, so no run can finish the big files and every
+    # kill lands mid-work: in start-up, listing, hashing, small files or parts in flight.
+    with FlakyProxy(s3_server.endpoint_url, part_delay=2.0) as proxy:
+        env = {**os.environ, "AWS_S3_ENDPOINT_URL": proxy.url}
+        for _ in range(KILLS):
+            assert time.monotonic() < deadline, "kill loop took too long"
+            process = subprocess.Popen(
+                argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+            time.sleep(rng.uniform(0.3, 1.0))  # start-up alone takes about 0.4 s
+            if process.poll() is None:
+                process.kill()
+                interrupted += 1
+            process.wait(30)
 
     code, report = run_cli(capsys, "upload", "--cleanup", "--state", state)
     assert code == 0, report
@@ -61,4 +67,4 @@ def test_twenty_sigkills_then_resume(migrate_env, media_root, s3, tmp_path, caps
     assert incomplete_uploads(s3, migrate_env) == []
     stored = objects(s3, migrate_env)
     assert {key.removeprefix("media/"): item["body"] for key, item in stored.items()} == tree
-    assert finished_early < KILLS, "no run was ever interrupted"
+    assert interrupted == KILLS, f"only {interrupted} runs were interrupted"
