@@ -65,7 +65,10 @@ def gateway_soak() -> MediaGateway:
     """Every delivery path in one process: local files and S3 redirects under
     ``/media/`` (hybrid mode, as during a migration), wrapping a second gateway that
     proxies from S3 under ``/proxied/``. Both share the key, so one signer per prefix
-    signs for either."""
+    signs for either. Tuned as ``media-gateway serve`` tunes every worker."""
+    from gateway.cli import tune_malloc
+
+    tune_malloc()
     proxy = MediaGateway(settings=s3_settings(media_url=PROXY_URL, s3_delivery="proxy"))
     return MediaGateway(proxy, settings=s3_settings(local_fallback=True))
 

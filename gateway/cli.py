@@ -7,6 +7,7 @@ failed, 2 bad usage or settings.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import importlib
 import json
 import os
@@ -18,12 +19,14 @@ from .exceptions import ConfigError
 from .settings import Settings
 from .signing import URLSigner
 
-__all__ = ["build_app", "main"]
+__all__ = ["build_app", "main", "tune_malloc"]
 
 # serve passes --app/--interface to its worker processes through these variables:
 # uvicorn starts each worker from an import string, so they cannot take arguments.
 APP_VARIABLE = "MEDIA_GATEWAY_APP"
 INTERFACE_VARIABLE = "MEDIA_GATEWAY_INTERFACE"
+# mallopt's parameter number for the mmap threshold in glibc's malloc.h.
+M_MMAP_THRESHOLD = -3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -161,6 +164,8 @@ def build_app() -> Any:
     """The app uvicorn runs: the gateway around ``$MEDIA_GATEWAY_APP`` (if any)."""
     from .middleware import MediaGateway
 
+    tune_malloc()
+
     spec = os.environ.get(APP_VARIABLE)
     app = _import_app(spec) if spec else None
     if app is not None and os.environ.get(INTERFACE_VARIABLE) == "wsgi":
@@ -168,6 +173,20 @@ def build_app() -> Any:
 
         app = WSGIMiddleware(app)
     return MediaGateway(app)
+
+
+def tune_malloc() -> None:
+    # glibc raises its mmap threshold each time a large block is freed, so the 1 MiB
+    # read buffers of streamed files end up in per-thread heaps it keeps: RSS grew
+    # 20 MB over a 60 s soak with no more live objects (bench/soak.py). A fixed
+    # threshold (what MALLOC_MMAP_THRESHOLD_=131072 does) gives them back at once.
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024)
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        pass
 
 
 def _import_app(spec: str) -> Any:

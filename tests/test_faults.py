@@ -102,4 +102,5 @@ def test_slow_s3_does_not_block_local_files(proxy, gateway_url):
             thread.join(15)
     p99_before = statistics.quantiles(baseline, n=100)[98]
     p99_during = statistics.quantiles(loaded, n=100)[98]
-    assert p99_during < max(0.05, 5 * p99_before)
+    # A blocked loop would show the 3 s of S3 latency; 0.1 s absorbs scheduler noise.
+    assert p99_during < max(0.1, 5 * p99_before)
