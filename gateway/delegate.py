@@ -41,6 +41,7 @@ from .exceptions import (
     ServiceUnavailable,
     Unauthorized,
 )
+from .http import CONDITIONAL_HEADERS
 
 __all__ = ["Delegate", "raise_for"]
 
@@ -48,23 +49,15 @@ logger = logging.getLogger("gateway.delegate")
 
 # Never forwarded: they would make the app answer 206/304/412 to a yes-or-no question,
 # or describe a body the sub-request does not have.
-_DROPPED = frozenset(
-    {
-        b"host",
-        b"content-length",
-        b"content-type",
-        b"transfer-encoding",
-        b"connection",
-        b"range",
-        b"if-range",
-        b"if-match",
-        b"if-none-match",
-        b"if-modified-since",
-        b"if-unmodified-since",
-        b"x-media-path",
-        b"x-original-uri",
-    }
-)
+_DROPPED = CONDITIONAL_HEADERS | {
+    b"host",
+    b"content-length",
+    b"content-type",
+    b"transfer-encoding",
+    b"connection",
+    b"x-media-path",
+    b"x-original-uri",
+}
 # Bounds the decision cache; at ~200 bytes an entry, 10,000 entries stay under 2 MB.
 CACHE_ENTRIES = 10_000
 

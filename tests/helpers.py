@@ -85,3 +85,37 @@ def raw_request(
     status = int(lines[0].split(" ")[1])
     header_list = [tuple(line.split(": ", 1)) for line in lines[1:]]
     return Reply(status, {k.lower(): v for k, v in header_list}, body, header_list)  # type: ignore[misc]
+
+
+def wait_until_serving(url: str, proc: Any, *, seconds: float = 20) -> None:
+    """Poll ``url`` until a server started as ``proc`` answers; fail if it dies first."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            httpx.get(url)
+            return
+        except httpx.TransportError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                proc.kill()
+                raise RuntimeError(f"server did not start (exit code {proc.poll()})") from None
+            time.sleep(0.1)
+
+
+def stop(proc: Any, *, sig: int | None = None, seconds: float = 10) -> None:
+    """Stop a server process (SIGINT by default), killing it if it lingers."""
+    import signal
+    import subprocess
+
+    proc.send_signal(signal.SIGINT if sig is None else sig)
+    try:
+        proc.wait(seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 
 from gateway.cli import main
 from tests.conftest import SECRET, free_port
+from tests.helpers import stop
 
 
 @pytest.fixture
@@ -111,10 +111,4 @@ def test_installed_command_serves(env, tmp_path):
         assert r.content == b"hello"
         assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stderr.close()
+        stop(proc)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ import httpx
 
 from gateway.demo import SAMPLES
 from tests.conftest import free_port
+from tests.helpers import stop
 
 
 def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
@@ -51,10 +51,4 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
         assert page.status_code == 200
         assert "/media/documents/report.txt?exp=" in page.text
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        proc.stdout.close()
+        stop(proc, seconds=15)

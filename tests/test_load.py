@@ -10,18 +10,17 @@ import asyncio
 import contextlib
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway import URLSigner
 from tests.conftest import SECRET, free_port
+from tests.helpers import stop, wait_until_serving
 
 BIG = 5 * 1024**3  # sparse: takes no disk, reads as zeros
 
@@ -56,22 +55,9 @@ def server(media_root, tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(base + "/media/x")
-            break
-        except httpx.TransportError:
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.1)
+    wait_until_serving(f"http://127.0.0.1:{port}/media/x", proc)
     yield proc, port
-    proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    stop(proc)
 
 
 async def ranged_get(port: int, target: bytes, start: int, length: int) -> bytes:

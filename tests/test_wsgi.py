@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import pytest
 
 from gateway import URLSigner
 from tests.conftest import SECRET, free_port
+from tests.helpers import stop, wait_until_serving
 
 WSGI_MODULE = """
 from gateway.wsgi import MediaGatewayWSGI
@@ -58,24 +58,9 @@ def gunicorn(tmp_path, media_root) -> str:
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx.get(base + "/-/ready")
-            break
-        except httpx.TransportError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                proc.kill()
-                raise RuntimeError(proc.stderr.read().decode()) from None
-            time.sleep(0.1)
+    wait_until_serving(base + "/-/ready", proc)
     yield base
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    proc.stderr.close()
+    stop(proc, sig=signal.SIGTERM)
 
 
 def signer() -> URLSigner:
