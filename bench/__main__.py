@@ -16,6 +16,7 @@ from ._environment import ForeignLoad
 # whose extra dependency is missing cannot break the others.
 BENCHMARKS = {
     "local": "bench.local",
+    "passthrough": "bench.passthrough",
     "django_url": "bench.django_url",
     "upload": "bench.upload",
     "redirect": "bench.redirect",
