@@ -41,6 +41,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import URLSigner
+from gateway.proxy import IDLE_CLIENTS
 
 from . import _s3apps
 from ._common import (
@@ -432,9 +433,11 @@ def _rows(soak: Soak) -> list[Row]:
             f"after load ({soak.settle_seconds:.0f} s later)",
             soak.after.fds,
             "fds",
-            target=f"<= idle ({soak.idle.fds})",
-            met=soak.after.fds <= soak.idle.fds,
-            target_value=soak.idle.fds,
+            # Client connections and files must all be closed; what may remain are the
+            # proxy's kept-alive connections to S3, at most IDLE_CLIENTS by design.
+            target=f"<= idle ({soak.idle.fds}) + {IDLE_CLIENTS} kept S3 connections",
+            met=soak.after.fds <= soak.idle.fds + IDLE_CLIENTS,
+            target_value=soak.idle.fds + IDLE_CLIENTS,
         ),
         Row("open fds", "after one more request per path", soak.checked.fds, "fds"),
     ]
