@@ -33,7 +33,7 @@ PROXY_URL = "/proxied/"
 # response differs from the gateway's in the work done, not in its size.
 FIXED_LOCATION = (
     "http://127.0.0.1:9/bench/media/docs/small.jpg?X-Amz-Algorithm=AWS4-HMAC-SHA256"
-    "&X-Amz-Credential=AKIA0000000000000000%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
+    "&X-Amz-Credential=example-key%2F20260101%2Fus-east-1%2Fs3%2Faws4_request"
     "&X-Amz-Date=20260101T000000Z&X-Amz-Expires=3600&X-Amz-SignedHeaders=host"
     "&X-Amz-Signature=" + "0" * 64
 )
