@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.types import Receive, Send
@@ -21,7 +22,7 @@ from starlette.types import Receive, Send
 from .exceptions import FileChanged
 from .http import Plan
 
-__all__ = ["SMALL_FILE", "send_file"]
+__all__ = ["SMALL_FILE", "relay", "send_file"]
 
 logger = logging.getLogger("gateway.local")
 
@@ -77,6 +78,27 @@ async def _start(send: Send, plan: Plan, headers: list[tuple[bytes, bytes]]) -> 
 async def _stream(
     send: Send, receive: Receive, fd: int, start: int, length: int, idle_timeout: float
 ) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        offset, end = start, start + length
+        while offset < end:
+            chunk = await anyio.to_thread.run_sync(
+                os.pread, fd, min(CHUNK_SIZE, end - offset), offset
+            )
+            if not chunk:
+                # Truncated while streaming: raising aborts the connection, so the
+                # client sees a short body, never padding (RELIABILITY item 33).
+                raise FileChanged()
+            offset += len(chunk)
+            yield chunk
+
+    await relay(send, receive, chunks(), idle_timeout)
+
+
+async def relay(
+    send: Send, receive: Receive, chunks: AsyncIterator[bytes], idle_timeout: float
+) -> None:
+    """Send ``chunks`` as the response body, stopping early when the client leaves or
+    takes no bytes for ``idle_timeout`` seconds. Shared by local and proxy delivery."""
     # uvicorn drops sends after a disconnect without raising, so a watcher stops the
     # copy when the client goes away instead of reading the rest of a 5 GB file.
     async with anyio.create_task_group() as tg:
@@ -87,20 +109,15 @@ async def _stream(
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch_disconnect)
-        offset, end = start, start + length
-        while offset < end:
-            size = min(CHUNK_SIZE, end - offset)
-            chunk = await anyio.to_thread.run_sync(os.pread, fd, size, offset)
-            if not chunk:
-                # Truncated while streaming: raising aborts the connection, so the
-                # client sees a short body, never padding (RELIABILITY item 33).
-                raise FileChanged()
-            offset += len(chunk)
-            # A client that takes no bytes for idle_timeout seconds (a 1 B/s reader)
-            # is dropped: the send waits on flow control, so nothing piles up meanwhile.
+        async for chunk in chunks:
+            # A client that takes no bytes for idle_timeout seconds (a 1 B/s reader) is
+            # dropped: the send waits on flow control, so nothing piles up meanwhile.
             with anyio.move_on_after(idle_timeout) as idle:
-                await send({"type": "http.response.body", "body": chunk, "more_body": offset < end})
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
             if idle.cancelled_caught:
+                # Left incomplete on purpose: the server then closes the connection.
                 logger.warning("client took no bytes for %s s: stream stopped", idle_timeout)
                 break
+        else:
+            await send({"type": "http.response.body", "body": b""})
         tg.cancel_scope.cancel()

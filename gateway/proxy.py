@@ -18,6 +18,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from .exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
+from .local import relay
 from .presign import Presigner
 
 __all__ = ["S3Proxy"]
@@ -162,7 +163,7 @@ class S3Proxy:
             if head or response.status_code == 304:
                 await send({"type": "http.response.body", "body": b""})
                 return
-            await _copy(send, receive, response, self.idle_timeout)
+            await relay(send, receive, response.aiter_raw(), self.idle_timeout)
         finally:
             await response.aclose()
 
@@ -203,26 +204,3 @@ def _error_for(response: httpx.Response) -> RequestError:
     # problem, logged with S3's reason; the client only learns that storage failed.
     logger.error("S3 answered %s: %s", status, response.text[:300])
     return BadGateway()
-
-
-async def _copy(
-    send: Send, receive: Receive, response: httpx.Response, idle_timeout: float
-) -> None:
-    async with anyio.create_task_group() as tg:
-
-        async def watch_disconnect() -> None:
-            while (await receive())["type"] != "http.disconnect":
-                pass
-            tg.cancel_scope.cancel()
-
-        tg.start_soon(watch_disconnect)
-        async for chunk in response.aiter_raw():
-            with anyio.move_on_after(idle_timeout) as idle:  # a client that stopped reading
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            if idle.cancelled_caught:
-                # Left incomplete on purpose: the server then closes the connection.
-                logger.warning("client took no bytes for %s s: stream stopped", idle_timeout)
-                break
-        else:
-            await send({"type": "http.response.body", "body": b""})
-        tg.cancel_scope.cancel()
