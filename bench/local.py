@@ -88,12 +88,7 @@ def run(options: Options) -> Report:
         secret = secrets.token_urlsafe(32)
         env = {"BENCH_MEDIA_ROOT": str(root), "BENCH_SECRET": secret}
         settings = _apps.settings(root, secret)
-        signer = URLSigner(
-            secret_keys=settings.secret_keys,
-            media_url=settings.media_url,
-            ttl=settings.url_ttl,
-            window=settings.url_window,
-        )
+        signer = URLSigner.from_settings(settings)
         report.rows += _small_files(env, signer.sign_url(SMALL_PATH), options, report.notes)
         report.rows += _large_file(base, env, signer.sign_url(LARGE_PATH), options, report.notes)
     report.notes += [

@@ -68,12 +68,7 @@ def run(options: Options) -> Report:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-redirect-")))
         env = stack.enter_context(_s3apps.s3_environment(base, {SMALL_PATH: BODY}))
         settings = _s3apps.s3_settings(env)
-        signer = URLSigner(
-            secret_keys=settings.secret_keys,
-            media_url=settings.media_url,
-            ttl=settings.url_ttl,
-            window=settings.url_window,
-        )
+        signer = URLSigner.from_settings(settings)
         report.rows += _presign(settings)
         report.rows += _redirects(env, signer.sign_url(SMALL_PATH), options, report.notes)
     report.notes += [

@@ -58,12 +58,7 @@ def sign_url(
 @functools.cache
 def _default_signer() -> URLSigner:
     settings = Settings.from_env()
-    return URLSigner(
-        secret_keys=settings.secret_keys,
-        media_url=settings.media_url,
-        ttl=settings.url_ttl,
-        window=settings.url_window,
-    )
+    return URLSigner.from_settings(settings)
 
 
 def __getattr__(name: str) -> Any:

@@ -75,12 +75,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _sign(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    signer = URLSigner(
-        secret_keys=settings.secret_keys,
-        media_url=settings.media_url,
-        ttl=settings.url_ttl,
-        window=settings.url_window,
-    )
+    signer = URLSigner.from_settings(settings)
     try:
         url = signer.sign_url(
             args.path,

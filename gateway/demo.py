@@ -156,12 +156,7 @@ def main() -> int:
             write_samples(settings.media_root)
             if endpoint is not None:
                 _upload_samples(settings)
-            signer = URLSigner(
-                secret_keys=settings.secret_keys,
-                media_url=settings.media_url,
-                ttl=settings.url_ttl,
-                window=settings.url_window,
-            )
+            signer = URLSigner.from_settings(settings)
             app = MediaGateway(DemoApp(signer), settings=settings)
         except ConfigError as exc:
             print(f"media-gateway: {exc}", file=sys.stderr)

@@ -69,13 +69,7 @@ class MediaGateway:
         self.settings = settings = settings if settings is not None else Settings.from_env()
         self.prefix = settings.media_url
         self.clock = clock
-        self.signer = URLSigner(
-            secret_keys=settings.secret_keys,
-            media_url=settings.media_url,
-            ttl=settings.url_ttl,
-            window=settings.url_window,
-            clock=clock,
-        )
+        self.signer = URLSigner.from_settings(settings, clock=clock)
         self.root: str | None = None
         if not settings.use_s3 or settings.local_fallback:
             self.root = os.path.realpath(settings.media_root)

@@ -18,6 +18,7 @@ included, and are read on each call so refreshed credentials are picked up.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import hmac
 import time
@@ -25,7 +26,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
-__all__ = ["MAX_EXPIRES", "Credentials", "Presigned", "Presigner"]
+__all__ = ["MAX_EXPIRES", "Credentials", "Presigned", "Presigner", "signing_key"]
 
 # SigV4 presigned URLs cannot live longer than seven days.
 MAX_EXPIRES = 7 * 24 * 3600
@@ -91,7 +92,6 @@ class Presigner:
         self.window = window
         self.clock = clock
         self._scope_suffix = f"/{region}/s3/aws4_request"
-        self._keys: dict[tuple[str, str], bytes] = {}
         self._window: tuple[tuple[int, Credentials], _WindowState] | None = None
 
     def presign(
@@ -149,20 +149,19 @@ class Presigner:
         if creds.token:
             auth.append(("X-Amz-Security-Token", creds.token))
         encoded = [(k, _uri_encode(v, "")) for k, v in auth]
-        state = (amz_date, scope, encoded, self._signing_key(creds.secret_key, amz_date[:8]))
+        state = (amz_date, scope, encoded, signing_key(creds.secret_key, amz_date[:8], self.region))
         self._window = ((start, creds), state)
         return state
 
-    def _signing_key(self, secret: str, datestamp: str) -> bytes:
-        # Four chained HMACs that change once a day: cached, one entry per secret.
-        cache_key = (secret, datestamp)
-        key = self._keys.get(cache_key)
-        if key is None:
-            key = _hmac(("AWS4" + secret).encode("utf-8"), datestamp)
-            for part in (self.region, "s3", "aws4_request"):
-                key = _hmac(key, part)
-            self._keys = {cache_key: key}
-        return key
+
+@functools.lru_cache(maxsize=16)
+def signing_key(secret: str, datestamp: str, region: str) -> bytes:
+    """The SigV4 signing key: four chained HMACs that change once a day, so cached.
+    Shared by the presigner and the migration tools' request signer."""
+    key = _hmac(("AWS4" + secret).encode("utf-8"), datestamp)
+    for part in (region, "s3", "aws4_request"):
+        key = _hmac(key, part)
+    return key
 
 
 def _hmac(key: bytes, message: str) -> bytes:

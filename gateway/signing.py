@@ -26,6 +26,7 @@ from itsdangerous.encoding import base64_encode
 
 from .exceptions import BadSignature, SignatureExpired
 from .paths import validate_relpath
+from .settings import Settings
 
 __all__ = ["Grant", "URLSigner"]
 
@@ -89,6 +90,19 @@ class URLSigner:
         self.ttl = ttl
         self.window = window
         self.clock = clock
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, *, clock: Callable[[], float] = time.time
+    ) -> URLSigner:
+        """The signer the gateway verifies with, for ``settings``."""
+        return cls(
+            secret_keys=settings.secret_keys,
+            media_url=settings.media_url,
+            ttl=settings.url_ttl,
+            window=settings.url_window,
+            clock=clock,
+        )
 
     def sign_url(
         self,

@@ -11,7 +11,7 @@ import hmac
 import time
 from collections.abc import Callable, Mapping
 
-from .presign import Credentials
+from .presign import Credentials, signing_key
 
 __all__ = ["HeaderSigner"]
 
@@ -25,7 +25,6 @@ class HeaderSigner:
         self.credentials = credentials
         self._scope_suffix = f"/{region}/s3/aws4_request"
         # Derived once a day per secret: four HMACs saved on every request.
-        self._keys: dict[tuple[str, str], bytes] = {}
 
     def sign(
         self,
@@ -64,19 +63,12 @@ class HeaderSigner:
             + hashlib.sha256(canonical.encode("utf-8")).hexdigest()
         )
         signature = hmac.new(
-            self._signing_key(date, creds.secret_key), to_sign.encode("utf-8"), hashlib.sha256
+            signing_key(creds.secret_key, date, self.region),
+            to_sign.encode("utf-8"),
+            hashlib.sha256,
         ).hexdigest()
         headers["authorization"] = (
             f"AWS4-HMAC-SHA256 Credential={creds.access_key}/{scope}, "
             f"SignedHeaders={signed_names}, Signature={signature}"
         )
         return headers
-
-    def _signing_key(self, date: str, secret: str) -> bytes:
-        cached = self._keys.get((date, secret))
-        if cached is None:
-            cached = hmac.new(f"AWS4{secret}".encode(), date.encode(), hashlib.sha256).digest()
-            for part in (self.region, "s3", "aws4_request"):
-                cached = hmac.new(cached, part.encode(), hashlib.sha256).digest()
-            self._keys[(date, secret)] = cached
-        return cached

@@ -81,12 +81,7 @@ def _state() -> tuple[Settings, URLSigner]:
         raise ImproperlyConfigured(
             f"media-gateway: {exc} (a Django setting or an environment variable)"
         ) from exc
-    signer = URLSigner(
-        secret_keys=settings.secret_keys,
-        media_url=settings.media_url,
-        ttl=settings.url_ttl,
-        window=settings.url_window,
-    )
+    signer = URLSigner.from_settings(settings)
     return settings, signer
 
 

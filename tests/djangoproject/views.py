@@ -72,12 +72,7 @@ def media_signer() -> URLSigner:
     gateway_settings = Settings(
         secret_keys=(settings.GATEWAY_SECRET_KEY,), media_url=settings.MEDIA_URL
     )
-    return URLSigner(
-        secret_keys=gateway_settings.secret_keys,
-        media_url=gateway_settings.media_url,
-        ttl=gateway_settings.url_ttl,
-        window=gateway_settings.url_window,
-    )
+    return URLSigner.from_settings(gateway_settings)
 
 
 def teapot(request: HttpRequest) -> HttpResponse:
