@@ -5,13 +5,13 @@ Plain functions over plain values, shared by local delivery and (later) S3 deliv
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import mimetypes
 import os
 import time
 import unicodedata
 from email.utils import formatdate, parsedate_to_datetime
+from typing import NamedTuple
 from urllib.parse import quote
 
 from .exceptions import PreconditionFailed, RangeNotSatisfiable
@@ -46,14 +46,14 @@ CONDITIONAL_HEADERS = frozenset(
 )
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    """What to send for a file: status, validator headers and the byte span of the body."""
+class Plan(NamedTuple):
+    """What to send for a file: status, the byte span of the body, and for a 206 its
+    Content-Range."""
 
     status: int
-    headers: dict[str, str]
     start: int = 0
     length: int = 0
+    content_range: str | None = None
 
 
 def etag_for(st: os.stat_result) -> str:
@@ -97,9 +97,8 @@ def content_disposition(filename: str, *, attachment: bool) -> str:
 def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     """Evaluate preconditions (RFC 9110 section 13.2.2) and Range for a GET/HEAD.
 
-    ``request_headers`` has lower-case names. Returns a 200, 206 or 304 plan whose
-    headers are the per-request ones (``content-range``); the validators are the
-    file's (:func:`validator_headers`). Raises :class:`PreconditionFailed` or
+    ``request_headers`` has lower-case names. Returns a 200, 206 or 304 plan; the
+    validators are the file's (:func:`validator_headers`). Raises :class:`PreconditionFailed` or
     :class:`RangeNotSatisfiable`.
 
     Multiple ranges are answered with the whole file (200), which RFC 9110 allows;
@@ -107,7 +106,7 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     """
     size = st.st_size
     if not request_headers:
-        return Plan(200, {}, 0, size)
+        return Plan(200, 0, size)
     etag = etag_for(st)
     mtime = int(st.st_mtime)
 
@@ -123,21 +122,19 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     if_none_match = request_headers.get("if-none-match")
     if if_none_match is not None:
         if _etag_matches(if_none_match, etag, weak=True):
-            return Plan(304, {})
+            return Plan(304)
     else:
         modified_since = _parse_date(request_headers.get("if-modified-since"))
         if modified_since is not None and mtime <= modified_since:
-            return Plan(304, {})
+            return Plan(304)
 
     range_header = request_headers.get("range")
     if range_header is not None and _if_range_holds(request_headers.get("if-range"), etag, mtime):
         span = _parse_range(range_header, size)
         if span is not None:
             start, end = span
-            return Plan(
-                206, {"content-range": f"bytes {start}-{end}/{size}"}, start, end - start + 1
-            )
-    return Plan(200, {}, 0, size)
+            return Plan(206, start, end - start + 1, f"bytes {start}-{end}/{size}")
+    return Plan(200, 0, size)
 
 
 def validator_headers(relpath: str, st: os.stat_result) -> tuple[tuple[bytes, bytes], ...]:

@@ -17,7 +17,7 @@ import os
 from collections.abc import AsyncIterator
 
 import anyio
-from starlette.types import Receive, Send
+from starlette.types import Message, Receive, Send
 
 from .exceptions import FileChanged
 from .http import Plan
@@ -49,30 +49,30 @@ async def send_file(
     its own: ``send_file`` appends to it)."""
     try:
         if plan.status == 304 or head:
-            await _start(send, plan, headers)
+            await send(_start(plan, headers))
             await send({"type": "http.response.body", "body": b""})
         elif plan.length <= SMALL_FILE:
             body = os.pread(fd, plan.length, plan.start)
             if len(body) != plan.length:
                 raise FileChanged()
-            await _start(send, plan, headers)
+            await send(_start(plan, headers))
             await send({"type": "http.response.body", "body": body})
         else:
-            await _start(send, plan, headers)
+            await send(_start(plan, headers))
             await _stream(send, receive, fd, plan.start, plan.length, idle_timeout)
     finally:
         os.close(fd)
 
 
-async def _start(send: Send, plan: Plan, headers: list[tuple[bytes, bytes]]) -> None:
+def _start(plan: Plan, headers: list[tuple[bytes, bytes]]) -> Message:
     if plan.status == 304:
         # A 304 describes no body: no type or length (RFC 9110 15.4.5).
         headers = [h for h in headers if h[0] != b"content-type"]
     else:
         headers.append((b"content-length", b"%d" % plan.length))
-    for name, value in plan.headers.items():
-        headers.append((name.encode("latin-1"), value.encode("latin-1")))
-    await send({"type": "http.response.start", "status": plan.status, "headers": headers})
+    if plan.content_range is not None:
+        headers.append((b"content-range", plan.content_range.encode("ascii")))
+    return {"type": "http.response.start", "status": plan.status, "headers": headers}
 
 
 async def _stream(

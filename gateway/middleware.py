@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import NamedTuple
 from urllib.parse import quote
 
 import httpx
@@ -35,7 +35,7 @@ __all__ = ["MediaGateway"]
 logger = logging.getLogger("gateway")
 
 ALLOWED_METHODS = ("GET", "HEAD")
-_COMMON_HEADERS = [(b"x-content-type-options", b"nosniff")]
+_NOSNIFF = (b"x-content-type-options", b"nosniff")
 # Seconds a cached redirect stops short of its presigned URL's expiry, so a browser
 # never follows a cached redirect to a URL that has just expired.
 REDIRECT_MARGIN = 60
@@ -331,18 +331,17 @@ class MediaGateway:
     ) -> list[tuple[bytes, bytes]]:
         if access.public:
             age = self.settings.public_max_age if max_age is None else max_age
-            cache_control = f"public, max-age={age}"
+            cache_control = b"public, max-age=%d" % age
         elif access.delegated:
             # The app decided for this request only: browsers revalidate every time.
-            cache_control = "private, no-cache"
+            cache_control = b"private, no-cache"
         else:
             age = max(0, access.expires - int(self.clock())) if max_age is None else max_age
-            cache_control = f"private, max-age={age}"
-        return [(b"cache-control", cache_control.encode("ascii")), *_COMMON_HEADERS]
+            cache_control = b"private, max-age=%d" % age
+        return [(b"cache-control", cache_control), _NOSNIFF]
 
 
-@dataclasses.dataclass(frozen=True)
-class Access:
+class Access(NamedTuple):
     """An authorised media request: which file, and on what terms."""
 
     relpath: str
@@ -375,7 +374,7 @@ async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> No
         (b"content-type", b"text/plain; charset=utf-8"),
         (b"content-length", str(len(body)).encode("ascii")),
         (b"cache-control", b"no-store"),
-        *_COMMON_HEADERS,
+        _NOSNIFF,
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()),
     ]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})

@@ -33,6 +33,7 @@ _OPEN_FLAGS = (
     # A FIFO or device under the root must not block the open.
     | getattr(os, "O_NONBLOCK", 0)
 )
+_BAD_SEGMENTS = frozenset({"", ".", ".."})
 _PROC_FD = "/proc/self/fd" if sys.platform.startswith("linux") else None
 
 
@@ -45,7 +46,8 @@ def relative_path(raw_path: bytes, prefix: str) -> str:
     if len(raw_path) > 3 * MAX_PATH_BYTES:
         raise URITooLong()
     try:
-        path = unquote_to_bytes(raw_path).decode("utf-8")
+        # Most paths have no escapes, and unquote_to_bytes is Python code.
+        path = (unquote_to_bytes(raw_path) if b"%" in raw_path else raw_path).decode("utf-8")
     except UnicodeDecodeError:
         # S3 keys are UTF-8, so a name that is not cannot be served in either mode.
         raise NotFound() from None
@@ -76,9 +78,12 @@ def validate_relpath(relpath: str) -> str:
     segments = relpath.split("/")
     if len(segments) > MAX_SEGMENTS:
         raise URITooLong()
-    for segment in segments:
-        if segment in ("", ".", "..") or len(segment.encode("utf-8", "surrogatepass")) > 255:
-            raise NotFound()
+    if not _BAD_SEGMENTS.isdisjoint(segments):
+        raise NotFound()
+    if encoded_length > MAX_SEGMENT_BYTES and any(
+        len(segment.encode("utf-8", "surrogatepass")) > MAX_SEGMENT_BYTES for segment in segments
+    ):
+        raise NotFound()
     return relpath
 
 
@@ -93,7 +98,8 @@ def open_regular_file(root: str, relpath: str) -> tuple[int, os.stat_result]:
     few microseconds, so callers may run it on the event loop.
     """
     try:
-        fd = os.open(os.path.join(root, relpath), _OPEN_FLAGS)
+        # root is a real path and relpath validated: no os.path.join needed.
+        fd = os.open(f"{root}/{relpath}", _OPEN_FLAGS)
     except OSError as exc:
         if exc.errno in (errno.EMFILE, errno.ENFILE):
             raise  # out of descriptors: a server fault, not a missing file

@@ -11,14 +11,14 @@ cache (pallets/itsdangerous#40); a rounded expiry gives the same URL for a whole
 
 from __future__ import annotations
 
-import base64
-import dataclasses
+import binascii
 import hashlib
 import hmac
 import math
 import re
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 from urllib.parse import quote, unquote
 
 from itsdangerous import Signer
@@ -51,8 +51,7 @@ _FAST_QUERY = re.compile(r"exp=(?P<exp>\d{1,12})(?P<dl>&dl=1)?&sig=(?P<sig>[A-Za
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 
 
-@dataclasses.dataclass(frozen=True)
-class Grant:
+class Grant(NamedTuple):
     """What a valid signature allows: until when, and with which response options."""
 
     expires: int
@@ -86,6 +85,7 @@ class URLSigner:
         # itsdangerous derives each key (one HMAC of the salt) on every verification;
         # derived once here, newest first, that is a third of the cost of a request.
         self._derived_keys = [self._signer.derive_key(key) for key in reversed(secret_keys)]
+        self._macs = [_HMAC(key) for key in self._derived_keys]
         self.media_url = media_url
         self.ttl = ttl
         self.window = window
@@ -140,12 +140,13 @@ class URLSigner:
         match = _FAST_QUERY.fullmatch(query_string)
         if match is not None:
             # The query exactly as sign_url writes it: one regex instead of a parse.
-            exp, download, signature = match["exp"], match["dl"] is not None, match["sig"]
-            if not self._verify_fast(_payload(relpath, int(exp), download), signature):
+            exp, dl, signature = match.group("exp", "dl", "sig")
+            expires, download = int(exp), dl is not None
+            if not self._verify_fast(_payload(relpath, expires, download), signature):
                 raise BadSignature("Invalid signature")
-            if int(exp) < self.clock():
+            if expires < self.clock():
                 raise SignatureExpired("Signature expired")
-            return Grant(expires=int(exp), download=download)
+            return Grant(expires, download)
         # Our parameters are plain ASCII and never percent-encoded, so a split is
         # enough, and 4x cheaper than parse_qsl; an encoded spelling is not ours.
         params = []
@@ -184,12 +185,10 @@ class URLSigner:
         # its lenient decoder accepts (the last character's two spare bits).
         # tests/test_signing.py checks it agrees with itsdangerous otherwise.
         expected = signature.encode("ascii")
-        return any(
-            hmac.compare_digest(
-                base64.urlsafe_b64encode(hmac.digest(key, payload, "sha256"))[:43], expected
-            )
-            for key in self._derived_keys
-        )
+        for mac in self._macs:  # noqa: SIM110 - any() with a generator costs 0.3 us more
+            if hmac.compare_digest(mac.text(payload), expected):
+                return True
+        return False
 
     def _relpath(self, path: str) -> str:
         if path.startswith(self.media_url):
@@ -201,10 +200,51 @@ class URLSigner:
             raise ValueError(f"not a valid media path: {path!r}") from None
 
 
+class _HMAC:
+    """HMAC-SHA256 under one key (RFC 2104), as URL-safe base64 text without padding.
+
+    Why not ``hmac.digest``: with OpenSSL 3 it fetches the algorithm and builds a context
+    on every call, 2.6 us here; copying two hash states keyed once costs 1.0 us, and
+    the base64 below 0.2 us instead of ``base64.urlsafe_b64encode``'s 0.4 us. That is a
+    tenth of a small-file request under load (bench/local.py). tests/test_signing.py
+    checks the result against ``hmac.digest`` and itsdangerous.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        block = hashlib.sha256().block_size
+        if len(key) > block:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(block, b"\x00")
+        self._inner = hashlib.sha256(key.translate(_IPAD))
+        self._outer = hashlib.sha256(key.translate(_OPAD))
+
+    def digest(self, message: bytes) -> bytes:
+        inner = self._inner.copy()
+        inner.update(message)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.digest()
+
+    def text(self, message: bytes) -> bytes:
+        # 32 bytes are 43 base64 characters and one "=" of padding.
+        return binascii.b2a_base64(self.digest(message), newline=False)[:43].translate(_URLSAFE)
+
+
+_IPAD = bytes((x ^ 0x36) for x in range(256))
+_OPAD = bytes((x ^ 0x5C) for x in range(256))
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def _payload(relpath: str, expires: int, download: bool, content_type: str | None = None) -> bytes:
     # NUL cannot occur in a path or a MIME type, so the fields never run into each
     # other; the type is a fourth field only when present.
-    fields = [relpath.encode("utf-8", "surrogatepass"), b"%d" % expires, b"1" if download else b"0"]
+    payload = b"%s\x00%d\x00%s" % (
+        relpath.encode("utf-8", "surrogatepass"),
+        expires,
+        b"1" if download else b"0",
+    )
     if content_type is not None:
-        fields.append(content_type.encode("ascii"))
-    return b"\x00".join(fields)
+        payload += b"\x00" + content_type.encode("ascii")
+    return payload

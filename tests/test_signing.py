@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from hypothesis import given, strategies as st
 from itsdangerous import Signer
 
 from gateway import MediaGateway, URLSigner
 from gateway.exceptions import BadSignature, SignatureExpired
-from gateway.signing import _payload
+from gateway.signing import _HMAC, _payload
 from tests.conftest import SECRET
 from tests.helpers import call
 
@@ -248,6 +250,17 @@ def test_fast_path_agrees_with_itsdangerous(keys, clock):
         respelled = good[:-1] + alphabet[alphabet.index(good[-1]) ^ 1]
         assert reference.verify_signature(payload, respelled.encode())
         assert not signer._verify_fast(payload, respelled)
+
+
+@given(key=st.binary(max_size=200), message=st.binary(max_size=300))
+def test_hmac_equals_the_standard_library(key, message):
+    """The keyed-once HMAC gives hmac.digest's bytes for every key length (longer than
+    a block too, which is hashed first) and its URL-safe base64 without padding."""
+    mac = _HMAC(key)
+    expected = hmac.digest(key, message, "sha256")
+    assert mac.digest(message) == expected
+    assert mac.text(message) == base64.urlsafe_b64encode(expected).rstrip(b"=")
+    assert mac.digest(message) == expected  # the keyed states are copied, never consumed
 
 
 def test_content_type_override_is_signed(gateway):
