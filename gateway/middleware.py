@@ -121,7 +121,10 @@ class MediaGateway:
         if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(self.prefix):
-                await self.handle(scope, receive, send)
+                if self.metrics is None and not access_logger.isEnabledFor(logging.INFO):
+                    await self._answer(scope, receive, send)
+                else:
+                    await self.handle(scope, receive, send)
                 return
             if path in self._operations:
                 await self._operations[path](send)
@@ -182,10 +185,8 @@ class MediaGateway:
         return wrapped
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Answer one media request. Per-request state lives here, never on ``self``."""
-        if self.metrics is None and not access_logger.isEnabledFor(logging.INFO):
-            await self._answer(scope, receive, send)
-            return
+        """Answer one media request, counted and logged. Per-request state lives here,
+        never on ``self``."""
         raw_path = scope.get("raw_path") or scope["path"].encode("utf-8")
         observer = Observer(self.metrics, scope["method"], raw_path.decode("latin-1"))
         outcome = None
@@ -203,7 +204,22 @@ class MediaGateway:
             if self.root is not None:
                 opened = self._open_local(access.relpath)
                 if opened is not None:
-                    await self._send_local(send, receive, access, request_headers, head, *opened)
+                    fd, st = opened
+                    try:
+                        plan = plan_response(st, request_headers)
+                        headers = self._local_headers(access, st)
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    await send_file(
+                        send,
+                        receive,
+                        fd=fd,
+                        plan=plan,
+                        headers=headers,
+                        head=head,
+                        idle_timeout=self.settings.send_timeout,
+                    )
                     return "local"
             if self.presigner is not None:
                 await self._redirect(send, access, head)
@@ -269,21 +285,7 @@ class MediaGateway:
                 return None  # hybrid mode: not on disk (any more), so S3 has it
             raise
 
-    async def _send_local(
-        self,
-        send: Send,
-        receive: Receive,
-        access: Access,
-        request_headers: dict[str, str],
-        head: bool,
-        fd: int,
-        st: os.stat_result,
-    ) -> None:
-        try:
-            plan = plan_response(st, request_headers)
-        except BaseException:
-            os.close(fd)
-            raise
+    def _local_headers(self, access: Access, st: os.stat_result) -> list[tuple[bytes, bytes]]:
         headers = [*validator_headers(access.relpath, st), *self._headers(access, access.relpath)]
         if access.content_type is not None:  # a signed override replaces the guess
             headers = [h for h in headers if h[0] != b"content-type"]
@@ -291,15 +293,7 @@ class MediaGateway:
         disposition = _disposition(access)
         if disposition is not None:
             headers.append((b"content-disposition", disposition.encode("latin-1")))
-        await send_file(
-            send,
-            receive,
-            fd=fd,
-            plan=plan,
-            headers=headers,
-            head=head,
-            idle_timeout=self.settings.send_timeout,
-        )
+        return headers
 
     async def _redirect(self, send: Send, access: Access, head: bool) -> None:
         assert self.presigner is not None

@@ -12,6 +12,7 @@ cache (pallets/itsdangerous#40); a rounded expiry gives the same URL for a whole
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import hmac
 import math
@@ -33,6 +34,8 @@ __all__ = ["Grant", "URLSigner"]
 # Part of the HMAC key: a signature made for another purpose with the same secret
 # (a Django session, say) never verifies here (RELIABILITY item 15).
 SALT = "media-gateway.url.v1"
+# Valid (path, query) pairs remembered per signer: ~300 bytes each.
+GRANT_CACHE_SIZE = 2048
 # Expiries are Unix seconds; 12 digits last until the year 33658 and bound the parse.
 _MAX_EXP_DIGITS = 12
 _CANONICAL_ORDERS = (
@@ -86,6 +89,12 @@ class URLSigner:
         # derived once here, newest first, that is a third of the cost of a request.
         self._derived_keys = [self._signer.derive_key(key) for key in reversed(secret_keys)]
         self._macs = [_HMAC(key) for key in self._derived_keys]
+        # Signed URLs are byte-identical for a whole window, so a page's images are
+        # requested with the same URLs by every viewer: a valid signature is checked
+        # once per URL, then found here (0.2 us instead of 3 us). Only valid ones are
+        # kept (a forged URL is checked every time and never fills the cache); expiry
+        # is checked on every request.
+        self._signed_grant = functools.lru_cache(maxsize=GRANT_CACHE_SIZE)(self._grant)
         self.media_url = media_url
         self.ttl = ttl
         self.window = window
@@ -137,6 +146,13 @@ class URLSigner:
         Raises :class:`BadSignature` for a missing, malformed, duplicated, reordered or
         wrong signature, and :class:`SignatureExpired` for a valid but expired one.
         """
+        grant = self._signed_grant(relpath, query_string)
+        if grant.expires < self.clock():
+            raise SignatureExpired("Signature expired")
+        return grant
+
+    def _grant(self, relpath: str, query_string: str) -> Grant:
+        """What a valid signature in ``query_string`` grants, expired or not."""
         match = _FAST_QUERY.fullmatch(query_string)
         if match is not None:
             # The query exactly as sign_url writes it: one regex instead of a parse.
@@ -144,8 +160,6 @@ class URLSigner:
             expires, download = int(exp), dl is not None
             if not self._verify_fast(_payload(relpath, expires, download), signature):
                 raise BadSignature("Invalid signature")
-            if expires < self.clock():
-                raise SignatureExpired("Signature expired")
             return Grant(expires, download)
         # Our parameters are plain ASCII and never percent-encoded, so a split is
         # enough, and 4x cheaper than parse_qsl; an encoded spelling is not ours.
@@ -174,8 +188,6 @@ class URLSigner:
         payload = _payload(relpath, int(exp), download, content_type)
         if not self._verify_fast(payload, signature):
             raise BadSignature("Invalid signature")
-        if int(exp) < self.clock():
-            raise SignatureExpired("Signature expired")
         return Grant(expires=int(exp), download=download, content_type=content_type)
 
     def _verify_fast(self, payload: bytes, signature: str) -> bool:

@@ -252,6 +252,35 @@ def test_fast_path_agrees_with_itsdangerous(keys, clock):
         assert not signer._verify_fast(payload, respelled)
 
 
+def test_remembered_signatures_still_expire(signer, clock):
+    """A valid URL is checked once and then remembered; expiry is checked every time,
+    and a forged or mangled URL is never remembered."""
+    url = signer.sign_url("a.jpg", expires_in=1)
+    for _ in range(3):
+        assert signer.verify("a.jpg", query(url)).expires > clock.now
+    assert signer._signed_grant.cache_info().currsize == 1
+    assert signer._signed_grant.cache_info().hits == 2
+    for index in range(50):
+        with pytest.raises(BadSignature):
+            signer.verify("a.jpg", query(url)[:-1] + "ABCDEFGHIJ"[index % 10])
+        with pytest.raises(BadSignature):
+            signer.verify(f"forged/{index}.jpg", query(url))
+    assert signer._signed_grant.cache_info().currsize == 1
+    clock.now += 10_000
+    with pytest.raises(SignatureExpired):
+        signer.verify("a.jpg", query(url))
+
+
+def test_remembered_signatures_are_bounded(signer):
+    """The cache of valid URLs holds at most GRANT_CACHE_SIZE of them."""
+    from gateway.signing import GRANT_CACHE_SIZE
+
+    for index in range(GRANT_CACHE_SIZE + 100):
+        url = signer.sign_url(f"many/{index}.jpg")
+        signer.verify(f"many/{index}.jpg", query(url))
+    assert signer._signed_grant.cache_info().currsize == GRANT_CACHE_SIZE
+
+
 @given(key=st.binary(max_size=200), message=st.binary(max_size=300))
 def test_hmac_equals_the_standard_library(key, message):
     """The keyed-once HMAC gives hmac.digest's bytes for every key length (longer than
