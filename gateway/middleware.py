@@ -21,9 +21,9 @@ from .http import (
     plan_response,
     validator_headers,
 )
-from .local import send_file
+from .local import LocalFiles, MediaFile, send_file
 from .observe import Metrics, Observer, access_logger
-from .paths import decoded_relative_path, open_regular_file, relative_path
+from .paths import decoded_relative_path, relative_path
 from .presign import Presigner
 from .proxy import S3Proxy
 from .s3 import make_presigner
@@ -71,12 +71,14 @@ class MediaGateway:
         self.clock = clock
         self.signer = URLSigner.from_settings(settings, clock=clock)
         self.root: str | None = None
+        self.files: LocalFiles | None = None
         if not settings.use_s3 or settings.local_fallback:
             self.root = os.path.realpath(settings.media_root)
             if not os.path.isdir(self.root):
                 raise ConfigError(
                     "MEDIA_ROOT", f"directory {str(settings.media_root)!r} does not exist"
                 )
+            self.files = LocalFiles(self.root, cache_size=settings.file_cache_mb * 1024 * 1024)
         self.delegate: Delegate | None = None
         if settings.auth_delegate is not None:
             if app is None and not settings.auth_delegate.startswith(("http://", "https://")):
@@ -201,20 +203,20 @@ class MediaGateway:
         try:
             access = await self.authorize(scope)
             request_headers = _conditional_headers(scope["headers"])
-            if self.root is not None:
-                opened = self._open_local(access.relpath)
-                if opened is not None:
-                    fd, st = opened
+            if self.files is not None:
+                file = self._open_local(self.files, access.relpath)
+                if file is not None:
                     try:
-                        plan = plan_response(st, request_headers)
-                        headers = self._local_headers(access, st)
+                        plan = plan_response(file.st, request_headers)
+                        headers = self._local_headers(access, file.st)
                     except BaseException:
-                        os.close(fd)
+                        if file.fd >= 0:
+                            os.close(file.fd)
                         raise
                     await send_file(
                         send,
                         receive,
-                        fd=fd,
+                        file=file,
                         plan=plan,
                         headers=headers,
                         head=head,
@@ -275,11 +277,11 @@ class MediaGateway:
             content_type=grant.content_type,
         )
 
-    def _open_local(self, relpath: str) -> tuple[int, os.stat_result] | None:
-        assert self.root is not None
+    def _open_local(self, files: LocalFiles, relpath: str) -> MediaFile | None:
         try:
-            # Inline: open + fstat + readlink of cached metadata, a few microseconds.
-            return open_regular_file(self.root, relpath)
+            # Inline: a stat, or open + fstat + readlink (+ pread) of cached metadata,
+            # a few microseconds.
+            return files.open(relpath)
         except NotFound:
             if self.settings.use_s3:
                 return None  # hybrid mode: not on disk (any more), so S3 has it

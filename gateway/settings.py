@@ -46,6 +46,9 @@ class Settings:
     media_root: Path = Path("media")
     #: URL path prefix the gateway answers; everything else goes to the app.
     media_url: str = "/media/"
+    #: Mebibytes of small files each worker keeps in memory, each checked against a
+    #: stat of its path on every request; 0: none.
+    file_cache_mb: int = 8
     #: Relative directory prefixes served without a signature (``avatars/``).
     public_prefixes: tuple[str, ...] = ()
     #: Default lifetime of a signed URL, in seconds.
@@ -129,7 +132,12 @@ class Settings:
         object.__setattr__(
             self, "public_prefixes", tuple(_public_prefix(p) for p in self.public_prefixes)
         )
-        for name, minimum in (("url_ttl", 1), ("url_window", 0), ("public_max_age", 0)):
+        for name, minimum in (
+            ("url_ttl", 1),
+            ("url_window", 0),
+            ("public_max_age", 0),
+            ("file_cache_mb", 0),
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or value < minimum:
                 raise ConfigError(
@@ -301,18 +309,19 @@ class Settings:
                 "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
             ),
         }
-        for field, variable in (
-            ("url_ttl", "GATEWAY_URL_TTL"),
-            ("url_window", "GATEWAY_URL_WINDOW"),
-            ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE"),
-            ("presign_ttl", "GATEWAY_PRESIGN_TTL"),
-            ("presign_window", "GATEWAY_PRESIGN_WINDOW"),
-            ("auth_cache_ttl", "GATEWAY_AUTH_CACHE_TTL"),
-            ("metrics_port", "GATEWAY_METRICS_PORT"),
+        for field, variable, unit in (
+            ("url_ttl", "GATEWAY_URL_TTL", "number of seconds"),
+            ("url_window", "GATEWAY_URL_WINDOW", "number of seconds"),
+            ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE", "number of seconds"),
+            ("file_cache_mb", "GATEWAY_FILE_CACHE_MB", "number of mebibytes"),
+            ("presign_ttl", "GATEWAY_PRESIGN_TTL", "number of seconds"),
+            ("presign_window", "GATEWAY_PRESIGN_WINDOW", "number of seconds"),
+            ("auth_cache_ttl", "GATEWAY_AUTH_CACHE_TTL", "number of seconds"),
+            ("metrics_port", "GATEWAY_METRICS_PORT", "port number"),
         ):
             raw = text(variable)
             if raw is not None:
-                kwargs[field] = _int(variable, raw)
+                kwargs[field] = _int(variable, raw, unit)
         parameters = text("AWS_S3_OBJECT_PARAMETERS")
         if parameters is not None:
             kwargs["aws_s3_object_parameters"] = _json_object(
@@ -346,13 +355,11 @@ def _bool(variable: str, raw: str) -> bool:
     raise ConfigError(variable, f"expected true or false (got {raw!r})")
 
 
-def _int(variable: str, raw: str) -> int:
+def _int(variable: str, raw: str, unit: str) -> int:
     try:
         return int(raw)
     except ValueError:
-        raise ConfigError(
-            variable, f"expected an integer number of seconds (got {raw!r})"
-        ) from None
+        raise ConfigError(variable, f"expected an integer {unit} (got {raw!r})") from None
 
 
 def _float(variable: str, raw: str) -> float:

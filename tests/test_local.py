@@ -15,7 +15,7 @@ import pytest
 from starlette.responses import FileResponse
 
 from gateway import MediaGateway
-from gateway.local import CHUNK_SIZE, SMALL_FILE
+from gateway.local import CHUNK_SIZE, ENTRY_OVERHEAD, SMALL_FILE, LocalFiles
 from tests.helpers import call
 
 SIZE = 1000
@@ -310,3 +310,93 @@ def test_repeated_conditional_headers_combine(gateway, url):
     }
     asyncio.run(gateway(scope, None, send))
     assert messages[0]["status"] == 304
+
+
+# Small files kept in memory (gateway.local.LocalFiles).
+
+
+@pytest.fixture
+def settled(gateway):
+    """Every file counts as settled, so small files are kept from their first request."""
+    gateway.files.clock = lambda: time.time() + 60
+    return gateway.files
+
+
+def test_kept_file_follows_every_change(media_root, gateway, client, url, settled):
+    """A kept file is served only while its path names the same unchanged file: a
+    rewrite in place, a replacement by rename and a deletion show at once."""
+    assert client.get(url).content == DATA
+    assert "f.bin" in settled._kept
+    first_etag = client.get(url).headers["etag"]
+
+    time.sleep(0.02)  # a later timestamp even on file systems with coarse clocks
+    (media_root / "f.bin").write_bytes(DATA[::-1])  # same size, same inode
+    r = client.get(url)
+    assert r.content == DATA[::-1]
+    assert r.headers["etag"] != first_etag
+
+    (media_root / "f.new").write_bytes(b"replaced")
+    os.replace(media_root / "f.new", media_root / "f.bin")
+    assert client.get(url).content == b"replaced"
+
+    (media_root / "f.bin").unlink()
+    assert client.get(url).status_code == 404
+    assert "f.bin" not in settled._kept
+
+
+def test_kept_file_answers_ranges_head_and_conditionals(client, url, settled):
+    """Range, HEAD and If-None-Match give the same answers from memory as from disk."""
+    etag = client.get(url).headers["etag"]
+    assert "f.bin" in settled._kept
+    r = client.get(url, headers={"range": "bytes=10-19"})
+    assert (r.status_code, r.content) == (206, DATA[10:20])
+    assert r.headers["content-range"] == f"bytes 10-19/{SIZE}"
+    r = client.head(url)
+    assert (r.status_code, r.content, r.headers["content-length"]) == (200, b"", str(SIZE))
+    assert client.get(url, headers={"if-none-match": etag}).status_code == 304
+    r = client.get(url, headers={"range": f"bytes={SIZE}-"})
+    assert r.status_code == 416
+
+
+def test_files_changed_just_now_are_not_kept(media_root, gateway, client, url):
+    """A file written in the last seconds may still be changing: it is read from disk
+    on every request until it has settled (a torn read is never kept)."""
+    assert client.get(url).content == DATA
+    assert gateway.files._kept == {}
+
+
+def test_large_files_are_never_kept(media_root, gateway, client, settled):
+    """Only files up to SMALL_FILE bytes are kept; larger ones stream from disk."""
+    data = os.urandom(SMALL_FILE + 1)
+    (media_root / "big.bin").write_bytes(data)
+    assert client.get(gateway.signer.sign_url("big.bin")).content == data
+    assert "big.bin" not in settled._kept
+
+
+def test_kept_files_stay_within_their_budget(media_root):
+    """However many files are served, the kept bytes stay within the budget, oldest
+    first out, and every file still arrives byte for byte."""
+    files = LocalFiles(str(media_root), cache_size=64 * 1024, clock=lambda: time.time() + 60)
+    contents = {f"n{index}.bin": os.urandom(4000) for index in range(100)}
+    for name, data in contents.items():
+        (media_root / name).write_bytes(data)
+    for _ in range(2):
+        for name, data in contents.items():
+            assert files.open(name).body == data
+    per_file = 4000 + ENTRY_OVERHEAD
+    assert files._kept_bytes <= 64 * 1024
+    assert list(files._kept) == list(contents)[-(64 * 1024 // per_file) :]
+
+
+def test_no_cache_serves_from_the_descriptor(media_root, make_settings):
+    """GATEWAY_FILE_CACHE_MB=0: nothing is kept or read ahead."""
+    gateway = MediaGateway(settings=make_settings(file_cache_mb=0))
+    gateway.files.clock = lambda: time.time() + 60
+    (media_root / "a.txt").write_bytes(b"plain")
+    file = gateway.files.open("a.txt")
+    try:
+        assert file.body is None and file.fd >= 0
+    finally:
+        os.close(file.fd)
+    assert call(gateway, gateway.signer.sign_url("a.txt")).body == b"plain"
+    assert gateway.files._kept == {}

@@ -138,9 +138,13 @@ def test_symlink_within_root_is_followed(tree, gateway):
     assert reply.body == b"public inside"
 
 
-def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway):
+@pytest.mark.parametrize("kept", [False, True], ids=["from disk", "kept in memory"])
+def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway, kept):
     """Item 7: a symlink swapped between inside and outside targets during requests is
-    never served from outside: the check runs on the opened descriptor."""
+    never served from outside: the check runs on the opened descriptor, and a file
+    kept in memory is served only while the path names the same inode."""
+    if kept:
+        gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
     link = tree / "public" / "race.txt"
     inside, outside = tree / "public" / "logo.txt", tmp_path / "secret.txt"
     stop = threading.Event()
@@ -169,6 +173,22 @@ def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway):
         stop.set()
         swapper.join(5)
     assert statuses <= {200, 404}
+
+
+def test_symlink_swapped_after_the_file_was_kept(tree, tmp_path, gateway):
+    """Item 7: a link served (and kept in memory) while it pointed inside the root, then
+    pointed outside, gives 404, never the outside file nor the old bytes."""
+    gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
+    link = tree / "public" / "moved.txt"
+    link.symlink_to(tree / "public" / "logo.txt")
+    assert call(gateway, "/media/public/moved.txt").body == b"public inside"
+    assert "public/moved.txt" in gateway.files._kept
+    spare = tree / "public" / "moved.tmp"
+    spare.symlink_to(tmp_path / "secret.txt")
+    os.replace(spare, link)
+    reply = call(gateway, "/media/public/moved.txt")
+    assert reply.status == 404
+    assert SECRET_BYTES not in reply.body
 
 
 def test_unicode_lookalikes_and_normal_forms(tree, gateway):

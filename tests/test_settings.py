@@ -36,6 +36,7 @@ def test_full_environment():
             "GATEWAY_URL_TTL": "600",
             "GATEWAY_URL_WINDOW": "60",
             "GATEWAY_PUBLIC_MAX_AGE": "0",
+            "GATEWAY_FILE_CACHE_MB": "0",
             "AWS_ACCESS_KEY_ID": "AK",
             "AWS_SECRET_ACCESS_KEY": "SK",
             "AWS_STORAGE_BUCKET_NAME": "bucket",
@@ -49,6 +50,7 @@ def test_full_environment():
     assert s.media_root == Path("/srv/media")
     assert s.public_prefixes == ("avatars/", "thumbs/")
     assert (s.url_ttl, s.url_window, s.public_max_age) == (600, 60, 0)
+    assert s.file_cache_mb == 0
     assert s.aws_location == "site/media"
     assert s.is_public("avatars/a.png") and not s.is_public("avatars-private/a.png")
 
@@ -73,6 +75,9 @@ def test_dotenv_file_and_environment_wins(tmp_path):
         ({**BASE, "MEDIA_URL": "https://cdn.example.com/media/"}, "MEDIA_URL", "starts"),
         ({**BASE, "GATEWAY_URL_TTL": "1h"}, "GATEWAY_URL_TTL", "integer number of seconds"),
         ({**BASE, "GATEWAY_URL_TTL": "0"}, "GATEWAY_URL_TTL", ">= 1"),
+        ({**BASE, "GATEWAY_FILE_CACHE_MB": "8M"}, "GATEWAY_FILE_CACHE_MB", "mebibytes"),
+        ({**BASE, "GATEWAY_FILE_CACHE_MB": "-1"}, "GATEWAY_FILE_CACHE_MB", ">= 0"),
+        ({**BASE, "GATEWAY_METRICS_PORT": "http"}, "GATEWAY_METRICS_PORT", "port number"),
         (
             {**BASE, "GATEWAY_URL_TTL": "100", "GATEWAY_URL_WINDOW": "200"},
             "GATEWAY_URL_WINDOW",
