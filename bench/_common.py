@@ -201,28 +201,65 @@ def load_generator() -> str:
     return "python"
 
 
-def run_load(url: str, *, connections: int, duration: float) -> Load:
-    """Keep ``connections`` keep-alive connections busy on ``url`` for ``duration`` s."""
-    if load_generator() == "wrk":
-        # wrk takes whole seconds; one thread because it has one core to itself.
-        seconds = max(1, round(duration))
-        argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
-        out = _run([*pinned(CLIENT_CPU), *argv], timeout=seconds + 30)
-        rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
-        total = re.search(r"(\d+) requests in", out)
-        if rate is None or total is None:
-            raise RuntimeError(f"could not parse wrk output:\n{out}")
-        errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
-        bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-        errors += int(bad.group(1)) if bad else 0
-        return Load(float(rate.group(1)), int(total.group(1)), errors)
-    argv = [sys.executable, "-m", "bench._loadgen", "load", url]
-    argv += ["--connections", str(connections), "--duration", str(duration)]
-    result = json.loads(_run([*pinned(CLIENT_CPU), *argv], timeout=duration + 30))
+def run_load(url: str, *, connections: int, duration: float, targets: Sequence[str] = ()) -> Load:
+    """Keep ``connections`` keep-alive connections busy on ``url`` for ``duration`` s.
+
+    With ``targets`` (request targets such as ``/media/a.jpg?sig=...``), each request
+    takes the next one in turn, on ``url``'s host, instead of ``url`` itself.
+    """
+    with contextlib.ExitStack() as stack:
+        if load_generator() == "wrk":
+            # wrk takes whole seconds; one thread because it has one core to itself.
+            seconds = max(1, round(duration))
+            argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", url]
+            if targets:
+                argv[1:1] = ["-s", stack.enter_context(_wrk_script(targets))]
+            out = _run([*pinned(CLIENT_CPU), *argv], timeout=seconds + 30)
+            rate = re.search(r"Requests/sec:\s+([\d.]+)", out)
+            total = re.search(r"(\d+) requests in", out)
+            if rate is None or total is None:
+                raise RuntimeError(f"could not parse wrk output:\n{out}")
+            errors = sum(int(n) for n in re.findall(r"(?:connect|read|write|timeout) (\d+)", out))
+            bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+            errors += int(bad.group(1)) if bad else 0
+            return Load(float(rate.group(1)), int(total.group(1)), errors)
+        argv = [sys.executable, "-m", "bench._loadgen", "load", url]
+        argv += ["--connections", str(connections), "--duration", str(duration)]
+        if targets:
+            argv += ["--targets", stack.enter_context(_targets_file(targets))]
+        result = json.loads(_run([*pinned(CLIENT_CPU), *argv], timeout=duration + 30))
     if not result["requests"]:
         raise RuntimeError(f"no response from {url} in {duration:g} s")
     errors = int(result["non_2xx_3xx"] + result["socket_errors"])
     return Load(result["requests_per_s"], int(result["requests"]), errors)
+
+
+@contextlib.contextmanager
+def _targets_file(targets: Sequence[str]) -> Iterator[str]:
+    """``targets``, one per line, in a temporary file."""
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="bench-targets-") as file:
+        file.write("\n".join(targets) + "\n")
+        file.flush()
+        yield file.name
+
+
+@contextlib.contextmanager
+def _wrk_script(targets: Sequence[str]) -> Iterator[str]:
+    """A wrk Lua script that requests ``targets`` in turn (they hold no quote or
+    backslash: signed media paths are percent-encoded)."""
+    if any('"' in t or "\\" in t or "\n" in t for t in targets):
+        raise ValueError("targets must not contain quotes, backslashes or newlines")
+    lines = ["local targets = {", *(f'  "{t}",' for t in targets), "}", "local index = 0"]
+    lines += [
+        "request = function()",
+        "  index = index % #targets + 1",
+        '  return wrk.format("GET", targets[index])',
+        "end",
+    ]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as file:
+        file.write("\n".join(lines) + "\n")
+        file.flush()
+        yield file.name
 
 
 def downloader() -> str:

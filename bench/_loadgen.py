@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import re
 import socket
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -38,8 +39,8 @@ class _Stats:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection that sends the next request when a response is complete."""
 
-    def __init__(self, request: bytes, stats: _Stats, deadline: float) -> None:
-        self.request, self.stats, self.deadline = request, stats, deadline
+    def __init__(self, requests: Iterator[bytes], stats: _Stats, deadline: float) -> None:
+        self.requests, self.stats, self.deadline = requests, stats, deadline
         self.buffer = bytearray()
         self.needed: int | None = None  # bytes of the current response, once its head is in
         self.status = 0
@@ -49,7 +50,7 @@ class _Connection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it.
         self.transport = cast(asyncio.Transport, transport)
-        self.transport.write(self.request)
+        self.transport.write(next(self.requests))
 
     def data_received(self, data: bytes) -> None:
         assert self.transport is not None
@@ -77,7 +78,7 @@ class _Connection(asyncio.Protocol):
         if loop.time() >= self.deadline or self.stats.requests >= MAX_REQUESTS:
             self.transport.close()
         else:
-            self.transport.write(self.request)
+            self.transport.write(next(self.requests))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if asyncio.get_running_loop().time() < self.deadline and self.stats.requests < MAX_REQUESTS:
@@ -86,9 +87,16 @@ class _Connection(asyncio.Protocol):
             self.closed.set_result(None)
 
 
-async def _load(url: str, connections: int, duration: float) -> dict[str, float]:
+async def _load(
+    url: str, connections: int, duration: float, targets: list[str]
+) -> dict[str, float]:
+    """Load ``url``, or each of ``targets`` in turn on its host when there are some."""
     host, port, target = _split(url)
-    request = f"GET {target} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1")
+    # One shared cycle: connections take the next target as wrk's Lua script does.
+    requests = itertools.cycle(
+        f"GET {t} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode("latin-1")
+        for t in targets or [target]
+    )
     loop = asyncio.get_running_loop()
     # A bug in a callback would otherwise be logged and read as a slow server.
     failures: list[str] = []
@@ -99,7 +107,7 @@ async def _load(url: str, connections: int, duration: float) -> dict[str, float]
     protocols: list[_Connection] = []
     for _ in range(connections):
         _, protocol = await loop.create_connection(
-            lambda: _Connection(request, stats, deadline), host, port
+            lambda: _Connection(requests, stats, deadline), host, port
         )
         protocols.append(protocol)
     # A server that stops answering must not hang the run: wait at most 10 s past the end.
@@ -179,11 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     load.add_argument("url")
     load.add_argument("--connections", type=int, default=32)
     load.add_argument("--duration", type=float, default=5.0)
+    load.add_argument("--targets", help="file of request targets, one per line, used in turn")
     get = commands.add_parser("download", help="download one body, report bytes/s")
     get.add_argument("url")
     args = parser.parse_args(argv)
     if args.command == "load":
-        result = _runner()(_load(args.url, args.connections, args.duration))
+        targets = []
+        if args.targets:
+            with open(args.targets, encoding="latin-1") as file:
+                targets = [line.strip() for line in file if line.strip()]
+        result = _runner()(_load(args.url, args.connections, args.duration, targets))
     else:
         result = download(args.url)
     print(json.dumps(result))

@@ -4,7 +4,10 @@
     per request, as a ratio of a bare ASGI app answering a fixed 302 on the same uvicorn
     (the ceiling for any Python app here), next to Starlette's StaticFiles, servestatic,
     and the gateway's own response replayed from memory (what uvicorn alone charges for
-    a response of that shape, so the rest of the gap is our code).
+    a response of that shape, so the rest of the gap is our code). One file requested
+    over and over is the gateway's best case (kept in memory, its signature checked
+    once), so it is also measured on 20,000 files with a URL each, requested in turn:
+    more than it keeps, so every request opens its file and checks its signature.
 (b) One big file: a 512 MiB download by a single client, in MB/s, as a ratio of nginx
     with sendfile, next to Starlette and servestatic; plus each server's peak RSS, which
     must not grow with the file.
@@ -53,6 +56,9 @@ RSS_GROWTH_LIMIT_MIB = 32
 MB = 1_000_000
 
 SMALL_PATH = "docs/small.jpg"
+# Enough 4 KiB files (80 MB) that neither the kept files (8 MiB) nor the remembered
+# signatures (2,048) hold them: requested in turn, none is found.
+MANY_FILES = 20_000
 PUBLIC_PATH = f"{_apps.PUBLIC_PREFIX}/small.jpg"
 LARGE_PATH = "video/large.bin"
 
@@ -60,6 +66,7 @@ BARE = "bare ASGI 302"
 NGINX = "nginx sendfile"
 OURS = "gateway, signed URL"
 PUBLIC = "gateway, public prefix"
+MANY = f"gateway, {MANY_FILES:,} files in turn"
 REPLAY = "gateway's response, replayed"
 STARLETTE = "Starlette StaticFiles"
 SERVESTATIC = "servestatic (ASGI)"
@@ -68,6 +75,7 @@ FACTORIES = {
     BARE: "bench._apps:redirect",
     OURS: "bench._apps:gateway",
     PUBLIC: "bench._apps:gateway",
+    MANY: "bench._apps:gateway",
     REPLAY: "bench._apps:replay",
     STARLETTE: "bench._apps:starlette_static",
     SERVESTATIC: "bench._apps:servestatic",
@@ -89,7 +97,8 @@ def run(options: Options) -> Report:
         env = {"BENCH_MEDIA_ROOT": str(root), "BENCH_SECRET": secret}
         settings = _apps.settings(root, secret)
         signer = URLSigner.from_settings(settings)
-        report.rows += _small_files(env, signer.sign_url(SMALL_PATH), options, report.notes)
+        many = [signer.sign_url(_many_path(index)) for index in range(MANY_FILES)]
+        report.rows += _small_files(env, signer.sign_url(SMALL_PATH), many, options, report.notes)
         report.rows += _large_file(base, env, signer.sign_url(LARGE_PATH), options, report.notes)
     report.notes += [
         f"4 KiB: {options.rounds} rounds of {options.duration:g} s per server, every server "
@@ -105,6 +114,11 @@ def _make_media(root: Path) -> None:
     small = secrets.token_bytes(SMALL_SIZE)
     (root / SMALL_PATH).write_bytes(small)
     (root / PUBLIC_PATH).write_bytes(small)
+    for index in range(MANY_FILES):
+        path = root / _many_path(index)
+        if index % 1000 == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(small)
     # Real blocks (a sparse file's holes read differently), written fast: one random
     # 8 MiB block repeated. fsync, or the kernel writes 512 MiB back during the first
     # measurements, which cut them by two thirds in a trial run.
@@ -116,15 +130,22 @@ def _make_media(root: Path) -> None:
         os.fsync(file.fileno())
 
 
+def _many_path(index: int) -> str:
+    return f"many/{index // 1000:02d}/{index:05d}.jpg"
+
+
 def _python_cases(*names: str) -> list[str]:
     return [n for n in names if n != SERVESTATIC or importlib.util.find_spec("servestatic")]
 
 
-def _small_files(env: dict[str, str], signed: str, options: Options, notes: list[str]) -> list[Row]:
-    # Every app but the public case gets the same signed URL, so the request bytes are
-    # identical; the apps that do not check signatures ignore the query.
-    targets = {BARE: signed, OURS: signed, PUBLIC: f"/media/{PUBLIC_PATH}"}
-    cases = _python_cases(BARE, REPLAY, OURS, PUBLIC, STARLETTE, SERVESTATIC)
+def _small_files(
+    env: dict[str, str], signed: str, many: list[str], options: Options, notes: list[str]
+) -> list[Row]:
+    # Every app but the public and many-files cases gets the same signed URL, so the
+    # request bytes are identical; the apps that do not check signatures ignore the query.
+    targets = {BARE: signed, OURS: signed, PUBLIC: f"/media/{PUBLIC_PATH}", MANY: many[0]}
+    rotated = {MANY: many}  # cases whose requests take these targets in turn
+    cases = _python_cases(BARE, REPLAY, OURS, PUBLIC, MANY, STARLETTE, SERVESTATIC)
     env = {**env, "BENCH_REPLAY_TARGET": signed}
     rates: dict[str, list[float]] = {case: [] for case in cases}
     cpu: dict[str, list[float]] = {case: [] for case in cases}  # server CPU us per request
@@ -135,12 +156,22 @@ def _small_files(env: dict[str, str], signed: str, options: Options, notes: list
             server = stack.enter_context(serve_uvicorn(case, FACTORIES[case], env=env))
             url = server.url + targets.get(case, signed)
             _expect(case, url, status=302 if case == BARE else 200, size=SMALL_SIZE)
-            run_load(url, connections=options.connections, duration=options.warmup)
+            run_load(
+                url,
+                connections=options.connections,
+                duration=options.warmup,
+                targets=rotated.get(case, ()),
+            )
             servers[case] = url, server.pid
         for number in range(1, options.rounds + 1):
             for case, (url, pid) in servers.items():
                 before = cpu_seconds(pid)
-                load = run_load(url, connections=options.connections, duration=options.duration)
+                load = run_load(
+                    url,
+                    connections=options.connections,
+                    duration=options.duration,
+                    targets=rotated.get(case, ()),
+                )
                 cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
                 if load.errors:
                     notes.append(f"4 KiB, {case}: {load.errors} errors in {load.requests}.")
