@@ -64,8 +64,13 @@ def replay() -> ASGIApp:
     ceiling for any code that answers the way the gateway does. Its gap to the bare 302
     is uvicorn's cost of the response's shape; the gateway's gap to it is our own code.
     """
-    target = os.environ["BENCH_REPLAY_TARGET"].encode("latin-1")
-    path, _, query = target.partition(b"?")
+    return replaying(gateway(), os.environ["BENCH_REPLAY_TARGET"])
+
+
+def replaying(media: ASGIApp, target: str) -> ASGIApp:
+    """An app that answers every request with what ``media`` answered to a GET of
+    ``target``, recorded on the first request (the warm-up absorbs it)."""
+    path, _, query = target.encode("latin-1").partition(b"?")
     recorded: Scope = {
         "type": "http",
         "method": "GET",
@@ -82,12 +87,10 @@ def replay() -> ASGIApp:
     async def disconnected() -> Message:
         return {"type": "http.disconnect"}
 
-    media = gateway()
-
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
-        if not messages:  # the first request records; the warm-up absorbs it
+        if not messages:
             await media(recorded, disconnected, record)
         for message in messages:
             await send(message)

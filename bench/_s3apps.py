@@ -26,6 +26,8 @@ from gateway import MediaGateway, Settings
 from gateway.embedded_s3 import serve_s3
 from gateway.s3 import make_s3_client
 
+from ._apps import replaying
+
 MEDIA_URL = "/media/"
 # The soak's second gateway, wrapped by the first: proxy mode under its own prefix.
 PROXY_URL = "/proxied/"
@@ -59,6 +61,12 @@ def s3_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> S
 def gateway_redirect() -> MediaGateway:
     """Our gateway in S3 redirect mode: a signed URL gets a 302 to a presigned URL."""
     return MediaGateway(settings=s3_settings())
+
+
+def replay_redirect() -> ASGIApp:
+    """The gateway's redirect for ``BENCH_REPLAY_TARGET``, recorded once and replayed:
+    what uvicorn charges for a response of that shape, none of the gateway's work."""
+    return replaying(gateway_redirect(), os.environ["BENCH_REPLAY_TARGET"])
 
 
 def gateway_soak() -> MediaGateway:

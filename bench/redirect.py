@@ -2,9 +2,12 @@
 
 (a) A signed gateway URL answered with a 302 to a presigned S3 URL, in requests/s and in
     server CPU per request, as a ratio of a bare ASGI app answering a fixed 302 on the
-    same uvicorn; next to a Starlette route returning a fixed ``RedirectResponse`` (what
-    the framework alone costs) and a Starlette route that calls boto3's
-    ``generate_presigned_url`` inline per request, as most apps do.
+    same uvicorn; next to the gateway's own response replayed from memory (what uvicorn
+    charges for a 302 with a presigned Location), a Starlette route returning a fixed
+    ``RedirectResponse`` (what the framework alone costs) and a Starlette route that
+    calls boto3's ``generate_presigned_url`` inline per request, as most apps do. One URL
+    requested over and over is the gateway's best case (its answer is remembered for the
+    second), so it is also measured on 20,000 URLs requested in turn, none remembered.
 (b) In process, the cost of one presigned URL: ``gateway.presign.Presigner.presign``
     against boto3's ``generate_presigned_url`` with the same bucket, key, endpoint,
     credentials and lifetime, next to the floor of any SigV4 presigner (one SHA-256 and
@@ -13,9 +16,8 @@
 The S3 server is a loopback ``rclone serve s3``; presigning never calls it, but every
 case's first redirect is followed once to prove that S3 accepts the URL.
 
-Targets: (b) from the S3 issue, presigning must not cost a boto3 call per request: at
-least 10x cheaper than boto3. (a) has none; 0.35x of the bare 302, the bar for a 4 KiB
-file in ``local``, is shown for reference only (a redirect does less than a file).
+Targets from the S3 issue: (a) at least 0.70x the requests/s of the bare 302; (b)
+presigning must not cost a boto3 call per request: at least 10x cheaper than boto3.
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ from ._environment import describe
 
 SMALL_PATH = "docs/small.jpg"
 BODY = b"\xff\xd8" + bytes(4094)  # 4 KiB; only checked when a redirect is followed
-REFERENCE_RATIO = 0.35  # local's bar for a 4 KiB file; no issue sets one for redirects
+TARGET_RATIO = 0.70  # the S3 issue: >= 0.70x the requests/s of a bare ASGI 302
+# More URLs than the gateway remembers (1,024 redirects, 2,048 signatures), in turn.
+MANY_URLS = 20_000
 PRESIGN_SPEEDUP = 10  # the S3 issue: a presign must cost a tenth of a boto3 call at most
 # Calls per case and round: ~0.1 s each. Rounds alternate the cases and the best counts,
 # as in django_url, so a slow spell of the machine hits a round rather than a case.
@@ -48,12 +52,16 @@ PRESIGN_CALLS = {"boto3": 500, "ours": 10_000, "floor": 20_000}
 PRESIGN_ROUNDS = 7
 
 BARE = "bare ASGI 302"
+REPLAY = "gateway's response, replayed"
 OURS = "gateway, S3 redirect"
+MANY = f"gateway, {MANY_URLS:,} URLs in turn"
 STARLETTE = "Starlette RedirectResponse, fixed URL"
 BOTO3 = "Starlette + boto3 presign per request"
 FACTORIES = {
     BARE: "bench._apps:redirect",
+    REPLAY: "bench._s3apps:replay_redirect",
     OURS: "bench._s3apps:gateway_redirect",
+    MANY: "bench._s3apps:gateway_redirect",
     STARLETTE: "bench._s3apps:starlette_redirect",
     BOTO3: "bench._s3apps:starlette_boto3",
 }
@@ -70,13 +78,15 @@ def run(options: Options) -> Report:
         settings = _s3apps.s3_settings(env)
         signer = URLSigner.from_settings(settings)
         report.rows += _presign(settings)
-        report.rows += _redirects(env, signer.sign_url(SMALL_PATH), options, report.notes)
+        signed = signer.sign_url(SMALL_PATH)
+        many = [signer.sign_url(f"docs/{index:05d}.jpg") for index in range(MANY_URLS)]
+        env = {**env, "BENCH_REPLAY_TARGET": signed}
+        report.rows += _redirects(env, signed, many, options, report.notes)
     report.notes += [
         f"Redirects: {options.rounds} rounds of {options.duration:g} s per server, every "
         "server once per round, all with the same signed URL (the baselines ignore its "
-        "query); value = median, ratio = median of the per-round ratios. No target: "
-        f"{REFERENCE_RATIO}x of the bare 302, local's bar for a 4 KiB file, is shown for "
-        "reference and not checked.",
+        f"query) but the {MANY_URLS:,}-URL case; value = median, ratio = median of the "
+        "per-round ratios.",
         f"Presign: the same key, bucket, credentials, path-style loopback endpoint and "
         f"{settings.presign_ttl} s lifetime for both; best of {PRESIGN_ROUNDS} alternating "
         f"rounds of {PRESIGN_CALLS['boto3']:,} (boto3) and {PRESIGN_CALLS['ours']:,} (ours) "
@@ -90,22 +100,35 @@ def run(options: Options) -> Report:
 # --- (a) redirects under load -----------------------------------------------------
 
 
-def _redirects(env: dict[str, str], signed: str, options: Options, notes: list[str]) -> list[Row]:
+def _redirects(
+    env: dict[str, str], signed: str, many: list[str], options: Options, notes: list[str]
+) -> list[Row]:
     rates: dict[str, list[float]] = {case: [] for case in FACTORIES}
     cpu: dict[str, list[float]] = {case: [] for case in FACTORIES}  # server CPU us per request
+    rotated = {MANY: many}  # cases whose requests take these targets in turn
     with contextlib.ExitStack() as stack:
         # All servers at once, idle but for the one under load, so rounds can interleave.
         servers = {}
         for case, factory in FACTORIES.items():
             server = stack.enter_context(serve_uvicorn(case, factory, env=env))
-            url = server.url + signed
+            url = server.url + (many[0] if case == MANY else signed)
             _expect_redirect(case, url, follow=case in (OURS, BOTO3))
-            run_load(url, connections=options.connections, duration=options.warmup)
+            run_load(
+                url,
+                connections=options.connections,
+                duration=options.warmup,
+                targets=rotated.get(case, ()),
+            )
             servers[case] = url, server.pid
         for number in range(1, options.rounds + 1):
             for case, (url, pid) in servers.items():
                 before = cpu_seconds(pid)
-                load = run_load(url, connections=options.connections, duration=options.duration)
+                load = run_load(
+                    url,
+                    connections=options.connections,
+                    duration=options.duration,
+                    targets=rotated.get(case, ()),
+                )
                 cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
                 if load.errors:
                     notes.append(f"Redirects, {case}: {load.errors} errors in {load.requests}.")
@@ -150,8 +173,9 @@ def _compare(
             base = statistics.median(samples[BARE])
             row = dataclasses.replace(
                 row,
-                target=f"none (>= {REFERENCE_RATIO}x for reference)",
-                target_value=base / REFERENCE_RATIO if inverse else base * REFERENCE_RATIO,
+                target=f">= {TARGET_RATIO}x",
+                met=ratio >= TARGET_RATIO,
+                target_value=base / TARGET_RATIO if inverse else base * TARGET_RATIO,
             )
         rows.append(row)
     return rows

@@ -423,3 +423,126 @@ def test_content_type_override_redirect_and_proxy(s3_settings, put):
     reply = call(proxy, proxy.signer.sign_url("docs/x.bin", content_type="image/png"))
     assert reply.headers["content-type"] == "image/png"
     assert [k for k, _ in reply.header_list].count("content-type") == 1
+
+
+# Redirects remembered for the rest of their second (gateway.middleware.RecentRedirects).
+# Presigning needs no network, so these run without an S3 server.
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def offline_settings(media_root: Path, **overrides) -> Settings:
+    values = {
+        "secret_keys": (SECRET,),
+        "media_root": media_root,
+        "use_s3": True,
+        "aws_access_key_id": "AKIDEXAMPLE",
+        "aws_secret_access_key": "offline-secret",
+        "aws_storage_bucket_name": "bucket",
+        "aws_s3_endpoint_url": "http://127.0.0.1:9",
+        "public_prefixes": ("public",),
+        "presign_window": 60,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def test_remembered_redirects_equal_fresh_ones(media_root):
+    """Every answer of a gateway that remembers redirects equals that of a fresh gateway
+    at the same moment: across seconds, presign windows, the URL's expiry, HEAD, public
+    files and a signed download."""
+    start = 1_800_000_000.0
+    clock = Clock(start)
+    settings = offline_settings(media_root)
+    gateway = MediaGateway(settings=settings, clock=clock)
+    signer = gateway.signer
+    targets = [
+        signer.sign_url("docs/a.pdf", expires_in=150),
+        signer.sign_url("docs/a.pdf", expires_in=150, download=True),
+        "/media/public/logo.png",
+    ]
+    # Expiries fall on a window boundary: the signed URLs expire at start + 300.
+    moments = [start + offset for offset in (0, 0.2, 0.99, 1.0, 59.5, 60.0, 61.3, 299.0)]
+    moments += [start + 299.999, start + 300.0, start + 300.5, start + 301.2]
+    seen = set()
+    for moment in moments:
+        clock.now = moment
+        for target in targets:
+            for method in ("GET", "HEAD", "GET"):
+                remembered = call(gateway, target, method=method)
+                fresh = call(MediaGateway(settings=settings, clock=clock), target, method=method)
+                assert (remembered.status, remembered.headers, remembered.body) == (
+                    fresh.status,
+                    fresh.headers,
+                    fresh.body,
+                ), (moment, target, method)
+                seen.add(remembered.status)
+    assert seen == {302, 403}  # the signed URLs expired during the run
+    assert gateway._recent is not None and gateway._recent._entries
+
+
+def test_redirect_is_not_remembered_past_the_urls_expiry(media_root):
+    """A URL expiring at T is redirected at T - 0.5 and refused at T + 0.2, although
+    both moments are within a second of each other."""
+    clock = Clock(1_800_000_000.0)
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=clock)
+    url = gateway.signer.sign_url("docs/a.pdf", expires_in=300)
+    expiry = int(dict(parse_qsl(urlsplit(url).query))["exp"])
+    clock.now = expiry - 0.5
+    assert call(gateway, url).status == 302
+    assert call(gateway, url).status == 302
+    clock.now = expiry + 0.2
+    assert call(gateway, url).status == 403
+
+
+def test_delegated_redirects_are_not_remembered(media_root):
+    """The app's decision depends on the cookies: a redirect it allowed for one user is
+    not handed to the next request for the same path, even in the same second."""
+    from tests.test_delegate import AuthApp
+
+    app = AuthApp({"session=alice": 200, "session=mallory": 403})
+    gateway = MediaGateway(
+        app, settings=offline_settings(media_root, auth_delegate="/auth"), clock=Clock(1.8e9)
+    )
+    target = "/media/docs/alice.pdf"
+    assert call(gateway, target, headers={"cookie": "session=alice"}).status == 302
+    assert call(gateway, target, headers={"cookie": "session=mallory"}).status == 403
+    assert call(gateway, target).status == 403
+
+
+def test_remembered_redirects_survive_middleware_that_edits_headers(media_root):
+    """Middleware around the gateway may add headers to a message in place (Starlette's
+    CORSMiddleware does): each answer still carries its headers once."""
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
+
+    async def tagging(scope, receive, send):
+        async def tagged(message):
+            if message["type"] == "http.response.start":
+                message["headers"].append((b"x-tag", b"1"))
+            await send(message)
+
+        await gateway(scope, receive, tagged)
+
+    url = gateway.signer.sign_url("docs/a.pdf")
+    replies = [call(tagging, url) for _ in range(3)]
+    for reply in replies:
+        assert reply.status == 302
+        assert sum(1 for name, _ in reply.header_list if name == "x-tag") == 1
+    assert len({reply.headers["location"] for reply in replies}) == 1
+
+
+def test_remembered_redirects_are_bounded(media_root):
+    """However many distinct URLs arrive in one second, at most SIZE are remembered."""
+    from gateway.middleware import RecentRedirects
+
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
+    for index in range(RecentRedirects.SIZE + 50):
+        assert call(gateway, f"/media/public/{index}.png").status == 302
+    assert gateway._recent is not None
+    assert len(gateway._recent._entries) == RecentRedirects.SIZE
