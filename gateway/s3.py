@@ -80,10 +80,17 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
             " (or use a role or profile that boto3 can find)",
         )
     chain = found
+    last: list[tuple[Any, Credentials]] = []
 
     def current() -> Credentials:
         frozen = chain.get_frozen_credentials()
-        return Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+        # The same Credentials object while botocore's values stay the same: callers
+        # compare it per request, and building one costs a microsecond.
+        if last and last[0][0] == frozen:
+            return last[0][1]
+        credentials = Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+        last[:] = [(frozen, credentials)]
+        return credentials
 
     return current
 

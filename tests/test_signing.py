@@ -14,7 +14,8 @@ from itsdangerous import Signer
 
 from gateway import MediaGateway, URLSigner
 from gateway.exceptions import BadSignature, SignatureExpired
-from gateway.signing import _HMAC, _payload
+from gateway.presign import HmacSha256
+from gateway.signing import _payload, _signature_text
 from tests.conftest import SECRET
 from tests.helpers import call
 
@@ -284,11 +285,12 @@ def test_remembered_signatures_are_bounded(signer):
 @given(key=st.binary(max_size=200), message=st.binary(max_size=300))
 def test_hmac_equals_the_standard_library(key, message):
     """The keyed-once HMAC gives hmac.digest's bytes for every key length (longer than
-    a block too, which is hashed first) and its URL-safe base64 without padding."""
-    mac = _HMAC(key)
+    a block too, which is hashed first), and the signature text is its URL-safe base64
+    without padding."""
+    mac = HmacSha256(key)
     expected = hmac.digest(key, message, "sha256")
     assert mac.digest(message) == expected
-    assert mac.text(message) == base64.urlsafe_b64encode(expected).rstrip(b"=")
+    assert _signature_text(mac, message) == base64.urlsafe_b64encode(expected).rstrip(b"=")
     assert mac.digest(message) == expected  # the keyed states are copied, never consumed
 
 
