@@ -51,12 +51,6 @@ class Metrics:
             "Body bytes served from local disk.",
             registry=self.registry,
         )
-        self.presigns = Counter(
-            "media_gateway_presigned_urls",
-            "Presigned URLs handed out; cached=true when the window's signing state was reused.",
-            ["cached"],
-            registry=self.registry,
-        )
         self.upstream_errors = Counter(
             "media_gateway_upstream_errors",
             "S3 or delegate failures, by the status the client got.",
