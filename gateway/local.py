@@ -48,9 +48,11 @@ CHUNK_SIZE = 1024 * 1024
 # are kept; a later write gets a later timestamp (git's "racily clean" rule). Two
 # seconds also cover file systems with 2 s timestamps (FAT).
 SETTLED_SECONDS = 2.0
-# Bookkeeping per kept file (stat result, key, list node), counted against the budget
-# so that many tiny files cannot exceed it.
-ENTRY_OVERHEAD = 512
+# Bookkeeping per kept file besides its body and name (stat result, tuples, list node:
+# ~730 bytes measured), counted against the budget so many tiny files cannot exceed it.
+ENTRY_OVERHEAD = 1024
+# Seconds a kept file is served on a stat alone before its path is checked again.
+RECHECK_SECONDS = 1.0
 
 
 class MediaFile(NamedTuple):
@@ -62,18 +64,33 @@ class MediaFile(NamedTuple):
     body: bytes | None = None
 
 
+class _Kept(NamedTuple):
+    st: os.stat_result
+    body: bytes
+    #: When the path was last opened and checked to lead under the root.
+    checked: float
+    #: What the entry counts against the budget.
+    cost: int
+
+
 class LocalFiles:
     """Open files under ``root`` (a real path), keeping small ones in memory.
 
     What is served from memory was read through a descriptor that passed
-    :func:`open_regular_file`'s check, and only while a ``stat`` of the path shows the
-    same inode, size, mtime and ctime: a file deleted, rewritten, re-linked, moved or
-    re-permissioned (all change one of them) is opened and checked again, and a
-    symlink swapped in names another inode (RELIABILITY item 7).
+    :func:`open_regular_file`'s check. On each request a ``stat`` of the path must show
+    the same inode, size, mtime and ctime: a file deleted, rewritten, re-linked,
+    replaced or re-permissioned (all change one of them), or a symlink swapped in for
+    it (another inode), is opened and checked again at once (RELIABILITY item 7). A
+    ``stat`` cannot tell whether a directory on the path was moved out of the root and
+    a symlink left in its place (the file is unchanged), so every ``RECHECK_SECONDS``
+    the path is opened and checked again as on a miss (without reading it): such a
+    file stops being served within that time, and never is one that was not under the
+    root when it was read.
 
     :param cache_size: bytes of small files to keep; 0 keeps none and serves every
         file from its descriptor.
-    :param clock: the current Unix time, for the settled-file rule; injected for tests.
+    :param clock: the current Unix time, for the settled-file rule and the recheck;
+        injected for tests.
     """
 
     def __init__(
@@ -82,28 +99,48 @@ class LocalFiles:
         self.root = root
         self.cache_size = cache_size
         self.clock = clock
-        # Files up to this size are read whole; none when nothing may be kept.
+        # Files up to this size may be kept; none when nothing may be kept.
         self._max_file = min(SMALL_FILE, cache_size - ENTRY_OVERHEAD)
-        self._kept: collections.OrderedDict[str, tuple[os.stat_result, bytes]] = (
-            collections.OrderedDict()
-        )
+        self._kept: collections.OrderedDict[str, _Kept] = collections.OrderedDict()
         self._kept_bytes = 0
 
     def open(self, relpath: str) -> MediaFile:
         """The file at ``relpath``; raises :class:`NotFound` or :class:`FileChanged`."""
         kept = self._kept.get(relpath)
         if kept is not None:
-            st, body = kept
-            try:
-                now = os.stat(f"{self.root}/{relpath}")
-            except OSError:
-                now = None
-            if now is not None and _same_file(now, st):
-                self._kept.move_to_end(relpath)
-                return MediaFile(st, body=body)
+            now = self.clock()
+            if now - kept.checked < RECHECK_SECONDS:
+                try:
+                    same = _same_file(os.stat(f"{self.root}/{relpath}"), kept.st)
+                except OSError:
+                    same = False
+                if same:
+                    self._kept.move_to_end(relpath)
+                    return MediaFile(kept.st, body=kept.body)
+            else:
+                fd, st = self._open_checked(relpath)
+                if _same_file(st, kept.st):
+                    os.close(fd)
+                    self._kept[relpath] = kept._replace(checked=now)
+                    self._kept.move_to_end(relpath)
+                    return MediaFile(kept.st, body=kept.body)
+                self._forget(relpath)
+                return self._read(relpath, fd, st)
             self._forget(relpath)
         fd, st = open_regular_file(self.root, relpath)
-        if st.st_size > self._max_file:
+        return self._read(relpath, fd, st)
+
+    def _open_checked(self, relpath: str) -> tuple[int, os.stat_result]:
+        try:
+            return open_regular_file(self.root, relpath)
+        except BaseException:
+            self._forget(relpath)
+            raise
+
+    def _read(self, relpath: str, fd: int, st: os.stat_result) -> MediaFile:
+        """Keep the opened file when it is small and settled; else hand out ``fd``."""
+        now = self.clock()
+        if st.st_size > self._max_file or st.st_ctime >= now - SETTLED_SECONDS:
             return MediaFile(st, fd)
         try:
             body = os.pread(fd, st.st_size, 0)
@@ -111,22 +148,18 @@ class LocalFiles:
             os.close(fd)
         if len(body) != st.st_size:
             raise FileChanged()
-        if st.st_ctime < self.clock() - SETTLED_SECONDS:
-            self._keep(relpath, st, body)
-        return MediaFile(st, body=body)
-
-    def _keep(self, relpath: str, st: os.stat_result, body: bytes) -> None:
-        self._forget(relpath)
-        self._kept[relpath] = st, body
-        self._kept_bytes += len(body) + ENTRY_OVERHEAD
+        cost = len(body) + len(relpath) + ENTRY_OVERHEAD
+        self._kept[relpath] = _Kept(st, body, now, cost)
+        self._kept_bytes += cost
         while self._kept_bytes > self.cache_size:
-            _, (_, oldest) = self._kept.popitem(last=False)
-            self._kept_bytes -= len(oldest) + ENTRY_OVERHEAD
+            _, oldest = self._kept.popitem(last=False)
+            self._kept_bytes -= oldest.cost
+        return MediaFile(st, body=body)
 
     def _forget(self, relpath: str) -> None:
         kept = self._kept.pop(relpath, None)
         if kept is not None:
-            self._kept_bytes -= len(kept[1]) + ENTRY_OVERHEAD
+            self._kept_bytes -= kept.cost
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:

@@ -36,6 +36,8 @@ logger = logging.getLogger("gateway")
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+# Longer request targets are answered but never remembered (redirects, signatures).
+MAX_REMEMBERED_TARGET = 1024
 # Seconds a cached redirect stops short of its presigned URL's expiry, so a browser
 # never follows a cached redirect to a URL that has just expired.
 REDIRECT_MARGIN = 60
@@ -382,10 +384,8 @@ class RecentRedirects:
         self._entries: dict[tuple[str, bytes, bytes], tuple[int, list[tuple[bytes, bytes]]]] = {}
 
     def get(self, scope: Scope) -> Message | None:
-        raw_path = scope.get("raw_path")
-        if raw_path is None:
-            return None
-        entry = self._entries.get((scope["method"], raw_path, scope["query_string"]))
+        key = _request_key(scope)
+        entry = self._entries.get(key) if key is not None else None
         if entry is None or entry[0] != int(self.clock()):
             return None
         # A fresh message and list each time: middleware around the gateway may edit
@@ -393,12 +393,25 @@ class RecentRedirects:
         return {"type": "http.response.start", "status": 302, "headers": list(entry[1])}
 
     def put(self, scope: Scope, second: int, headers: list[tuple[bytes, bytes]]) -> None:
-        raw_path = scope.get("raw_path")
-        if raw_path is None:
+        key = _request_key(scope)
+        if key is None:
             return
+        self._entries.pop(key, None)
         if len(self._entries) >= self.SIZE:
             del self._entries[next(iter(self._entries))]  # the oldest
-        self._entries[scope["method"], raw_path, scope["query_string"]] = second, list(headers)
+        self._entries[key] = second, list(headers)
+
+
+def _request_key(scope: Scope) -> tuple[str, bytes, bytes] | None:
+    """What a redirect depends on besides the time: the method and the exact request
+    target, as authorize() reads it. None when the request is too long to remember
+    (a padded query must not grow the memory) or has no raw path (then authorize()
+    reads the decoded one, which other raw paths may share)."""
+    raw_path = scope.get("raw_path")
+    query = scope.get("query_string", b"")
+    if not raw_path or len(raw_path) + len(query) > MAX_REMEMBERED_TARGET:
+        return None
+    return scope["method"], raw_path, query
 
 
 class Access(NamedTuple):

@@ -35,8 +35,10 @@ __all__ = ["Grant", "URLSigner"]
 # Part of the HMAC key: a signature made for another purpose with the same secret
 # (a Django session, say) never verifies here (RELIABILITY item 15).
 SALT = "media-gateway.url.v1"
-# Valid (path, query) pairs remembered per signer: ~300 bytes each.
+# Valid (path, query) pairs remembered per signer, each at most MAX_REMEMBERED
+# characters long: ~1.5 KiB each at worst, 3 MiB in all.
 GRANT_CACHE_SIZE = 2048
+MAX_REMEMBERED = 1024
 # Expiries are Unix seconds; 12 digits last until the year 33658 and bound the parse.
 _MAX_EXP_DIGITS = 12
 _CANONICAL_ORDERS = (
@@ -147,7 +149,10 @@ class URLSigner:
         Raises :class:`BadSignature` for a missing, malformed, duplicated, reordered or
         wrong signature, and :class:`SignatureExpired` for a valid but expired one.
         """
-        grant = self._signed_grant(relpath, query_string)
+        if len(relpath) + len(query_string) <= MAX_REMEMBERED:
+            grant = self._signed_grant(relpath, query_string)
+        else:  # padded with other parameters, or a long path: not worth its memory
+            grant = self._grant(relpath, query_string)
         if grant.expires < self.clock():
             raise SignatureExpired("Signature expired")
         return grant

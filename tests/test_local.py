@@ -15,7 +15,7 @@ import pytest
 from starlette.responses import FileResponse
 
 from gateway import MediaGateway
-from gateway.local import CHUNK_SIZE, ENTRY_OVERHEAD, SMALL_FILE, LocalFiles
+from gateway.local import CHUNK_SIZE, ENTRY_OVERHEAD, RECHECK_SECONDS, SMALL_FILE, LocalFiles
 from tests.helpers import call
 
 SIZE = 1000
@@ -374,18 +374,60 @@ def test_large_files_are_never_kept(media_root, gateway, client, settled):
 
 
 def test_kept_files_stay_within_their_budget(media_root):
-    """However many files are served, the kept bytes stay within the budget, oldest
-    first out, and every file still arrives byte for byte."""
+    """However many files are served, the kept bytes (bodies, names and bookkeeping)
+    stay within the budget, oldest first out, and every file arrives byte for byte."""
     files = LocalFiles(str(media_root), cache_size=64 * 1024, clock=lambda: time.time() + 60)
-    contents = {f"n{index}.bin": os.urandom(4000) for index in range(100)}
+    contents = {f"n{index:03d}.bin": os.urandom(4000) for index in range(100)}
     for name, data in contents.items():
         (media_root / name).write_bytes(data)
     for _ in range(2):
         for name, data in contents.items():
-            assert files.open(name).body == data
-    per_file = 4000 + ENTRY_OVERHEAD
+            file = files.open(name)
+            assert file.body == data and file.fd == -1
+    per_file = 4000 + len("n000.bin") + ENTRY_OVERHEAD
     assert files._kept_bytes <= 64 * 1024
     assert list(files._kept) == list(contents)[-(64 * 1024 // per_file) :]
+
+
+def test_files_not_kept_are_not_read_ahead(media_root, gateway, client, url):
+    """A file that is not kept (changed just now) is served from its descriptor: HEAD
+    and ranges read nothing more than they send."""
+    file = gateway.files.open("f.bin")
+    try:
+        assert file.body is None and file.fd >= 0
+    finally:
+        os.close(file.fd)
+    assert client.get(url, headers={"range": "bytes=0-9"}).content == DATA[:10]
+
+
+def test_kept_file_whose_directory_left_the_root(tmp_path, media_root, make_settings):
+    """A stat cannot see a directory of the path moved out of the root with a symlink
+    left in its place; the path is checked again within RECHECK_SECONDS, and from
+    then on the file is 404, as it is for a gateway that keeps nothing."""
+    (media_root / "docs").mkdir()
+    (media_root / "docs" / "a.txt").write_bytes(b"was inside")
+    gateway = MediaGateway(settings=make_settings())
+    offset = [60.0]
+    gateway.files.clock = lambda: time.time() + offset[0]
+    url = gateway.signer.sign_url("docs/a.txt")
+    assert call(gateway, url).body == b"was inside"
+    assert "docs/a.txt" in gateway.files._kept
+    os.rename(media_root / "docs", tmp_path / "moved-out")
+    (media_root / "docs").symlink_to(tmp_path / "moved-out")
+    assert call(MediaGateway(settings=make_settings(file_cache_mb=0)), url).status == 404
+    offset[0] += RECHECK_SECONDS
+    assert call(gateway, url).status == 404
+    assert "docs/a.txt" not in gateway.files._kept
+
+
+def test_kept_file_is_rechecked_without_reading(media_root, gateway, client, url, settled):
+    """After RECHECK_SECONDS a kept file's path is opened and checked again; an
+    unchanged file stays kept and is served from memory."""
+    assert client.get(url).content == DATA
+    checked = settled._kept["f.bin"].checked
+    settled.clock = lambda: time.time() + 60 + RECHECK_SECONDS
+    assert client.get(url).content == DATA
+    assert settled._kept["f.bin"].checked > checked
 
 
 def test_no_cache_serves_from_the_descriptor(media_root, make_settings):

@@ -546,3 +546,27 @@ def test_remembered_redirects_are_bounded(media_root):
         assert call(gateway, f"/media/public/{index}.png").status == 302
     assert gateway._recent is not None
     assert len(gateway._recent._entries) == RecentRedirects.SIZE
+
+
+def test_redirects_without_a_raw_path_are_not_remembered(media_root):
+    """A server (or middleware) that leaves raw_path empty makes authorize() read the
+    decoded path; such requests never share a remembered answer."""
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
+
+    async def no_raw_path(scope, receive, send):
+        await gateway({**scope, "raw_path": b""}, receive, send)
+
+    assert call(no_raw_path, "/media/public/logo.png").status == 302
+    assert call(no_raw_path, "/media/private/secret.pdf").status == 403
+    assert gateway._recent is not None and not gateway._recent._entries
+
+
+def test_padded_urls_are_answered_but_not_remembered(media_root):
+    """Extra query parameters still verify, but a long padded request is neither a
+    remembered signature nor a remembered redirect: it cannot fill the memory."""
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
+    url = gateway.signer.sign_url("docs/a.pdf") + "&utm=" + "x" * 2000
+    assert call(gateway, url).status == 302
+    assert call(gateway, url).status == 302
+    assert gateway.signer._signed_grant.cache_info().currsize == 0
+    assert gateway._recent is not None and not gateway._recent._entries
