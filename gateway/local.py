@@ -103,6 +103,16 @@ class LocalFiles:
         self._max_file = min(SMALL_FILE, cache_size - ENTRY_OVERHEAD)
         self._kept: collections.OrderedDict[str, _Kept] = collections.OrderedDict()
         self._kept_bytes = 0
+        #: Requests answered from memory so far (for the metrics).
+        self.hits = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    @property
+    def kept_bytes(self) -> int:
+        """What the kept files count against ``cache_size``."""
+        return self._kept_bytes
 
     def open(self, relpath: str) -> MediaFile:
         """The file at ``relpath``; raises :class:`NotFound` or :class:`FileChanged`."""
@@ -116,6 +126,7 @@ class LocalFiles:
                     same = False
                 if same:
                     self._kept.move_to_end(relpath)
+                    self.hits += 1
                     return MediaFile(kept.st, body=kept.body)
             else:
                 fd, st = self._open_checked(relpath)
@@ -123,6 +134,7 @@ class LocalFiles:
                     os.close(fd)
                     self._kept[relpath] = kept._replace(checked=now)
                     self._kept.move_to_end(relpath)
+                    self.hits += 1
                     return MediaFile(kept.st, body=kept.body)
                 self._forget(relpath)
                 return self._read(relpath, fd, st)

@@ -22,7 +22,7 @@ from .http import (
     validator_headers,
 )
 from .local import LocalFiles, MediaFile, send_file
-from .observe import Metrics, Observer, access_logger
+from .observe import MemoryUse, Metrics, Observer, access_logger
 from .paths import decoded_relative_path, relative_path
 from .presign import Presigner
 from .proxy import S3Proxy
@@ -97,7 +97,7 @@ class MediaGateway:
             )
         self.metrics: Metrics | None = None
         if settings.metrics_path or settings.metrics_port:
-            self.metrics = Metrics()
+            self.metrics = Metrics(memory=self._memory_use)
         self.readiness = Readiness(settings)
         self._operations: dict[str, Callable[[Send], Awaitable[None]]] = {}
         if settings.metrics_path:
@@ -148,6 +148,15 @@ class MediaGateway:
             await self.app(scope, receive, send)
         else:
             await _standalone(scope, receive, send)
+
+    def _memory_use(self) -> dict[str, MemoryUse]:
+        signatures = self.signer.remembered()
+        use = {"signature": MemoryUse(signatures.hits, signatures.currsize)}
+        if self.files is not None:
+            use["file"] = MemoryUse(self.files.hits, len(self.files), self.files.kept_bytes)
+        if self._recent is not None:
+            use["redirect"] = MemoryUse(self._recent.hits, len(self._recent))
+        return use
 
     def _start_metrics_server(self) -> None:
         from prometheus_client import start_http_server
@@ -381,6 +390,8 @@ class RecentRedirects:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        #: Requests answered from here so far (for the metrics).
+        self.hits = 0
         self._entries: dict[tuple[str, bytes, bytes], tuple[int, list[tuple[bytes, bytes]]]] = {}
 
     def get(self, scope: Scope) -> Message | None:
@@ -388,9 +399,13 @@ class RecentRedirects:
         entry = self._entries.get(key) if key is not None else None
         if entry is None or entry[0] != int(self.clock()):
             return None
+        self.hits += 1
         # A fresh message and list each time: middleware around the gateway may edit
         # the headers of a message in place (Starlette's CORSMiddleware does).
         return {"type": "http.response.start", "status": 302, "headers": list(entry[1])}
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def put(self, scope: Scope, second: int, headers: list[tuple[bytes, bytes]]) -> None:
         key = _request_key(scope)

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, NamedTuple
 
 from starlette.types import Message, Send
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+    from prometheus_client.metrics_core import Metric
 
-__all__ = ["OUTCOMES", "Metrics", "Observer", "access_logger"]
+__all__ = ["OUTCOMES", "MemoryUse", "Metrics", "Observer", "access_logger"]
 
 access_logger = logging.getLogger("gateway.access")
 
@@ -29,10 +31,17 @@ LATENCY_BUCKETS = (0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0,
 class Metrics:
     """The gateway's Prometheus metrics, in a registry of their own."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        memory: Callable[[], dict[str, MemoryUse]] | None = None,
+    ) -> None:
         from prometheus_client import CollectorRegistry, Counter, Histogram
 
         self.registry = registry if registry is not None else CollectorRegistry()
+        if memory is not None:
+            self.registry.register(_MemoryCollector(memory))
         self.requests = Counter(
             "media_gateway_requests",
             "Media requests by outcome.",
@@ -62,6 +71,45 @@ class Metrics:
         from prometheus_client import generate_latest
 
         return generate_latest(self.registry)
+
+
+class MemoryUse(NamedTuple):
+    """One of the gateway's in-memory shortcuts, as counted so far."""
+
+    hits: int
+    entries: int
+    bytes: int = 0
+
+
+class _MemoryCollector:
+    """Read at scrape time, so the request path only bumps plain integers."""
+
+    def __init__(self, memory: Callable[[], dict[str, MemoryUse]]) -> None:
+        self.memory = memory
+
+    def collect(self) -> Iterator[Metric]:
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        hits = CounterMetricFamily(
+            "media_gateway_memory_hits",
+            "Requests answered from memory: kept small files, remembered signatures, "
+            "redirects reused within their second.",
+            labels=["kind"],
+        )
+        entries = GaugeMetricFamily(
+            "media_gateway_memory_entries", "Entries held in memory.", labels=["kind"]
+        )
+        size = GaugeMetricFamily(
+            "media_gateway_memory_bytes",
+            "Bytes held for kept files (bodies, names and bookkeeping).",
+            labels=["kind"],
+        )
+        for kind, use in self.memory().items():
+            hits.add_metric([kind], use.hits)
+            entries.add_metric([kind], use.entries)
+            if use.bytes:
+                size.add_metric([kind], use.bytes)
+        yield from (hits, entries, size)
 
 
 class Observer:

@@ -157,6 +157,10 @@ class URLSigner:
             raise SignatureExpired("Signature expired")
         return grant
 
+    def remembered(self) -> functools._CacheInfo:
+        """Hits, misses and size of the remembered valid signatures."""
+        return self._signed_grant.cache_info()
+
     def _grant(self, relpath: str, query_string: str) -> Grant:
         """What a valid signature in ``query_string`` grants, expired or not."""
         match = _FAST_QUERY.fullmatch(query_string)

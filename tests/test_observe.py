@@ -108,3 +108,19 @@ def test_access_log_line(gateway, caplog):
     assert re.fullmatch(r"GET /media/a\.txt 200 local \d+\.\dms 5B", lines[0])
     assert re.fullmatch(r"GET /media/nope\.txt 403 denied \d+\.\dms \d+B", lines[1])
     assert "sig=" not in caplog.text
+
+
+def test_metrics_count_answers_from_memory(gateway):
+    """Kept files and remembered signatures are counted, with what they hold."""
+    import time
+
+    gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
+    url = gateway.signer.sign_url("a.txt")
+    for _ in range(3):
+        assert call(gateway, url).body == b"12345"
+    text = call(gateway, "/-/metrics").body.decode()
+    assert metric(text, "media_gateway_memory_hits_total", kind="file") == 2
+    assert metric(text, "media_gateway_memory_hits_total", kind="signature") == 2
+    assert metric(text, "media_gateway_memory_entries", kind="file") == 1
+    assert metric(text, "media_gateway_memory_entries", kind="signature") == 1
+    assert metric(text, "media_gateway_memory_bytes", kind="file") >= 5

@@ -570,3 +570,18 @@ def test_padded_urls_are_answered_but_not_remembered(media_root):
     assert call(gateway, url).status == 302
     assert gateway.signer._signed_grant.cache_info().currsize == 0
     assert gateway._recent is not None and not gateway._recent._entries
+
+
+def test_reused_redirects_are_counted(media_root):
+    """The metrics count redirects reused within their second."""
+    from tests.test_observe import metric
+
+    gateway = MediaGateway(
+        settings=offline_settings(media_root, metrics_path="/-/metrics"), clock=Clock(1.8e9)
+    )
+    url = gateway.signer.sign_url("docs/a.pdf")
+    assert [call(gateway, url).status for _ in range(3)] == [302, 302, 302]
+    text = call(gateway, "/-/metrics").body.decode()
+    assert metric(text, "media_gateway_memory_hits_total", kind="redirect") == 2
+    assert metric(text, "media_gateway_memory_entries", kind="redirect") == 1
+    assert metric(text, "media_gateway_requests_total", outcome="redirect") == 3
