@@ -116,38 +116,33 @@ class LocalFiles:
 
     def open(self, relpath: str) -> MediaFile:
         """The file at ``relpath``; raises :class:`NotFound` or :class:`FileChanged`."""
-        kept = self._kept.get(relpath)
+        kept = self._kept.pop(relpath, None)  # put back below while it is still good
         if kept is not None:
+            self._kept_bytes -= kept.cost
             now = self.clock()
             if now - kept.checked < RECHECK_SECONDS:
-                try:
-                    same = _same_file(os.stat(f"{self.root}/{relpath}"), kept.st)
-                except OSError:
-                    same = False
-                if same:
-                    self._kept.move_to_end(relpath)
-                    self.hits += 1
-                    return MediaFile(kept.st, body=kept.body)
+                if self._unchanged(relpath, kept.st):
+                    return self._serve_kept(relpath, kept)
             else:
-                fd, st = self._open_checked(relpath)
-                if _same_file(st, kept.st):
-                    os.close(fd)
-                    self._kept[relpath] = kept._replace(checked=now)
-                    self._kept.move_to_end(relpath)
-                    self.hits += 1
-                    return MediaFile(kept.st, body=kept.body)
-                self._forget(relpath)
-                return self._read(relpath, fd, st)
-            self._forget(relpath)
-        fd, st = open_regular_file(self.root, relpath)
-        return self._read(relpath, fd, st)
+                # Time to check the path again as on a miss, without reading the file.
+                fd, st = open_regular_file(self.root, relpath)
+                if not _same_file(st, kept.st):
+                    return self._read(relpath, fd, st)
+                os.close(fd)
+                return self._serve_kept(relpath, kept._replace(checked=now))
+        return self._read(relpath, *open_regular_file(self.root, relpath))
 
-    def _open_checked(self, relpath: str) -> tuple[int, os.stat_result]:
+    def _unchanged(self, relpath: str, st: os.stat_result) -> bool:
         try:
-            return open_regular_file(self.root, relpath)
-        except BaseException:
-            self._forget(relpath)
-            raise
+            return _same_file(os.stat(f"{self.root}/{relpath}"), st)
+        except OSError:
+            return False
+
+    def _serve_kept(self, relpath: str, kept: _Kept) -> MediaFile:
+        self._kept[relpath] = kept  # back in, as the most recently used
+        self._kept_bytes += kept.cost
+        self.hits += 1
+        return MediaFile(kept.st, body=kept.body)
 
     def _read(self, relpath: str, fd: int, st: os.stat_result) -> MediaFile:
         """Keep the opened file when it is small and settled; else hand out ``fd``."""
@@ -167,11 +162,6 @@ class LocalFiles:
             _, oldest = self._kept.popitem(last=False)
             self._kept_bytes -= oldest.cost
         return MediaFile(st, body=body)
-
-    def _forget(self, relpath: str) -> None:
-        kept = self._kept.pop(relpath, None)
-        if kept is not None:
-            self._kept_bytes -= kept.cost
 
 
 def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
