@@ -237,7 +237,9 @@ def run_load(url: str, *, connections: int, duration: float, targets: Sequence[s
 @contextlib.contextmanager
 def _targets_file(targets: Sequence[str]) -> Iterator[str]:
     """``targets``, one per line, in a temporary file."""
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", prefix="bench-targets-") as file:
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="ascii", suffix=".txt", prefix="bench-targets-"
+    ) as file:
         file.write("\n".join(targets) + "\n")
         file.flush()
         yield file.name
@@ -256,7 +258,9 @@ def _wrk_script(targets: Sequence[str]) -> Iterator[str]:
         '  return wrk.format("GET", targets[index])',
         "end",
     ]
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", prefix="bench-wrk-") as file:
+    with tempfile.NamedTemporaryFile(
+        "w", encoding="ascii", suffix=".lua", prefix="bench-wrk-"
+    ) as file:
         file.write("\n".join(lines) + "\n")
         file.flush()
         yield file.name

@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "load":
         targets = []
         if args.targets:
-            with open(args.targets, encoding="latin-1") as file:
+            with open(args.targets, encoding="ascii") as file:
                 targets = [line.strip() for line in file if line.strip()]
         result = _runner()(_load(args.url, args.connections, args.duration, targets))
     else:

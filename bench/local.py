@@ -6,8 +6,9 @@
     and the gateway's own response replayed from memory (what uvicorn alone charges for
     a response of that shape, so the rest of the gap is our code). One file requested
     over and over is the gateway's best case (kept in memory, its signature checked
-    once), so it is also measured on 20,000 files with a URL each, requested in turn:
-    more than it keeps, so every request opens its file and checks its signature.
+    once), so it is also measured with GATEWAY_FILE_CACHE_MB=0 (the file opened and read
+    on every request), and on 20,000 files with a URL each, requested in turn: more than
+    it keeps or remembers, so every request opens its file and checks its signature.
 (b) One big file: a 512 MiB download by a single client, in MB/s, as a ratio of nginx
     with sendfile, next to Starlette and servestatic; plus each server's peak RSS, which
     must not grow with the file.
@@ -66,6 +67,7 @@ BARE = "bare ASGI 302"
 NGINX = "nginx sendfile"
 OURS = "gateway, signed URL"
 PUBLIC = "gateway, public prefix"
+UNKEPT = "gateway, signed URL, nothing kept"
 MANY = f"gateway, {MANY_FILES:,} files in turn"
 REPLAY = "gateway's response, replayed"
 STARLETTE = "Starlette StaticFiles"
@@ -75,6 +77,7 @@ FACTORIES = {
     BARE: "bench._apps:redirect",
     OURS: "bench._apps:gateway",
     PUBLIC: "bench._apps:gateway",
+    UNKEPT: "bench._apps:gateway_nothing_kept",
     MANY: "bench._apps:gateway",
     REPLAY: "bench._apps:replay",
     STARLETTE: "bench._apps:starlette_static",
@@ -146,7 +149,7 @@ def _small_files(
     # request bytes are identical; the apps that do not check signatures ignore the query.
     targets = {BARE: signed, OURS: signed, PUBLIC: f"/media/{PUBLIC_PATH}", MANY: many[0]}
     rotated = {MANY: many}  # cases whose requests take these targets in turn
-    cases = _python_cases(BARE, REPLAY, OURS, PUBLIC, MANY, STARLETTE, SERVESTATIC)
+    cases = _python_cases(BARE, REPLAY, OURS, UNKEPT, PUBLIC, MANY, STARLETTE, SERVESTATIC)
     env = {**env, "BENCH_REPLAY_TARGET": signed}
     rates: dict[str, list[float]] = {case: [] for case in cases}
     cpu: dict[str, list[float]] = {case: [] for case in cases}  # server CPU us per request

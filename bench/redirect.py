@@ -86,7 +86,8 @@ def run(options: Options) -> Report:
         f"Redirects: {options.rounds} rounds of {options.duration:g} s per server, every "
         "server once per round, all with the same signed URL (the baselines ignore its "
         f"query) but the {MANY_URLS:,}-URL case; value = median, ratio = median of the "
-        "per-round ratios.",
+        "per-round ratios. The target is checked on the one URL, the gateway's best case "
+        f"(its redirect reused within the second); the {MANY_URLS:,}-URL row is its worst.",
         f"Presign: the same key, bucket, credentials, path-style loopback endpoint and "
         f"{settings.presign_ttl} s lifetime for both; best of {PRESIGN_ROUNDS} alternating "
         f"rounds of {PRESIGN_CALLS['boto3']:,} (boto3) and {PRESIGN_CALLS['ours']:,} (ours) "

@@ -36,7 +36,8 @@ logger = logging.getLogger("gateway")
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
-# Longer request targets are answered but never remembered (redirects, signatures).
+# Requests with a longer target (raw path and query, in bytes) are answered but their
+# redirects never remembered; signing.MAX_REMEMBERED bounds remembered signatures.
 MAX_REMEMBERED_TARGET = 1024
 # Seconds a cached redirect stops short of its presigned URL's expiry, so a browser
 # never follows a cached redirect to a URL that has just expired.
@@ -134,8 +135,7 @@ class MediaGateway:
                 elif self._recent is not None and (start := self._recent.get(scope)):
                     # A redirect given this second, sent without another coroutine:
                     # half of what the gateway adds to uvicorn's own cost here.
-                    await send(start)
-                    await send({"type": "http.response.body", "body": b""})
+                    await _send_redirect(send, start)
                 else:
                     await self._answer(scope, receive, send)
                 return
@@ -213,18 +213,17 @@ class MediaGateway:
         observer = Observer(self.metrics, scope["method"], raw_path.decode("latin-1"))
         outcome = None
         try:
-            outcome = await self._answer(scope, receive, observer.wrap(send))
+            if self._recent is not None and (start := self._recent.get(scope)):
+                await _send_redirect(observer.wrap(send), start)
+                outcome = "redirect"
+            else:
+                outcome = await self._answer(scope, receive, observer.wrap(send))
         finally:
             observer.finish(outcome)
 
     async def _answer(self, scope: Scope, receive: Receive, send: Send) -> str | None:
-        """Serve, redirect or proxy; return which, or None for an error response."""
-        if self._recent is not None:
-            start = self._recent.get(scope)
-            if start is not None:
-                await send(start)
-                await send({"type": "http.response.body", "body": b""})
-                return "redirect"
+        """Serve, redirect or proxy; return which, or None for an error response. The
+        caller has looked for a redirect to reuse."""
         head = scope["method"] == "HEAD"
         try:
             access = await self.authorize(scope)
@@ -355,8 +354,7 @@ class MediaGateway:
             # method, path and query and the current second (the signature stays valid
             # through it). Never a delegated one, which depends on the cookies.
             self._recent.put(scope, now, headers)
-        await send(start)
-        await send({"type": "http.response.body", "body": b""})
+        await _send_redirect(send, start)
 
     def _headers(
         self, access: Access, relpath: str, *, max_age: int | None = None
@@ -380,8 +378,9 @@ class RecentRedirects:
     presigned URL changes per window, the max-age per second, and a signature that is
     valid at the start of a second stays valid through it (expiries are whole seconds).
     Remembering the answer for that second makes a popular file's redirect cost a
-    lookup, not a signature check and a presign: 81 -> 39 us of server CPU per request
-    under load, where uvicorn alone needs 34 for this response (bench/redirect.py).
+    lookup, not a signature check and a presign: 36 us of server CPU per request under
+    load where uvicorn alone needs 31 for this response, against 87 us for URLs that
+    are not remembered (bench/results/redirect.md).
     Like nginx's "microcaching", but exact: tests/test_s3.py checks every answer
     against a fresh gateway's. Bounded; entries of a past second are ignored.
     """
@@ -446,6 +445,11 @@ def _disposition(access: Access) -> str | None:
     if not access.download:
         return None
     return content_disposition(access.relpath.rsplit("/", 1)[-1], attachment=True)
+
+
+async def _send_redirect(send: Send, start: Message) -> None:
+    await send(start)
+    await send({"type": "http.response.body", "body": b""})
 
 
 async def _send_whole(

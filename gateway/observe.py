@@ -78,7 +78,8 @@ class MemoryUse(NamedTuple):
 
     hits: int
     entries: int
-    bytes: int = 0
+    #: Bytes held, where they are counted (kept files); None elsewhere.
+    bytes: int | None = None
 
 
 class _MemoryCollector:
@@ -107,7 +108,7 @@ class _MemoryCollector:
         for kind, use in self.memory().items():
             hits.add_metric([kind], use.hits)
             entries.add_metric([kind], use.entries)
-            if use.bytes:
+            if use.bytes is not None:
                 size.add_metric([kind], use.bytes)
         yield from (hits, entries, size)
 

@@ -26,8 +26,8 @@ from itsdangerous import Signer
 from itsdangerous.encoding import base64_encode
 
 from .exceptions import BadSignature, SignatureExpired
+from .hmac_sha256 import HmacSha256
 from .paths import validate_relpath
-from .presign import HmacSha256
 from .settings import Settings
 
 __all__ = ["Grant", "URLSigner"]

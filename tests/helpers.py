@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -119,3 +120,9 @@ def stop(proc: Any, *, sig: int | None = None, seconds: float = 10) -> None:
     for stream in (proc.stdout, proc.stderr):
         if stream is not None:
             stream.close()
+
+
+def settle(files: Any, *, later: float = 0.0) -> None:
+    """Make every file of a LocalFiles count as settled (changed long ago), so small
+    files are kept from their first request; ``later`` moves its clock further on."""
+    files.clock = lambda: time.time() + 60 + later

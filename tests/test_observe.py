@@ -10,7 +10,7 @@ import pytest
 
 from gateway import ConfigError, MediaGateway
 from tests.conftest import free_port
-from tests.helpers import call
+from tests.helpers import call, settle
 
 
 @pytest.fixture
@@ -112,9 +112,7 @@ def test_access_log_line(gateway, caplog):
 
 def test_metrics_count_answers_from_memory(gateway):
     """Kept files and remembered signatures are counted, with what they hold."""
-    import time
-
-    gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
+    settle(gateway.files)
     url = gateway.signer.sign_url("a.txt")
     for _ in range(3):
         assert call(gateway, url).body == b"12345"

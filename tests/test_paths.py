@@ -13,7 +13,7 @@ import pytest
 from gateway import MediaGateway
 from gateway.exceptions import BadRequest, NotFound, URITooLong
 from gateway.paths import open_regular_file, relative_path, validate_relpath
-from tests.helpers import call, raw_request
+from tests.helpers import call, raw_request, settle
 
 SECRET_BYTES = b"TOP-SECRET outside the media root"
 
@@ -144,7 +144,7 @@ def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway, kept):
     never served from outside: the check runs on the opened descriptor, and a file
     kept in memory is served only while the path names the same inode."""
     if kept:
-        gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
+        settle(gateway.files)
     link = tree / "public" / "race.txt"
     inside, outside = tree / "public" / "logo.txt", tmp_path / "secret.txt"
     stop = threading.Event()
@@ -178,11 +178,11 @@ def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway, kept):
 def test_symlink_swapped_after_the_file_was_kept(tree, tmp_path, gateway):
     """Item 7: a link served (and kept in memory) while it pointed inside the root, then
     pointed outside, gives 404, never the outside file nor the old bytes."""
-    gateway.files.clock = lambda: time.time() + 60  # every file counts as settled
+    settle(gateway.files)
     link = tree / "public" / "moved.txt"
     link.symlink_to(tree / "public" / "logo.txt")
     assert call(gateway, "/media/public/moved.txt").body == b"public inside"
-    assert "public/moved.txt" in gateway.files._kept
+    assert len(gateway.files) == 1
     spare = tree / "public" / "moved.tmp"
     spare.symlink_to(tmp_path / "secret.txt")
     os.replace(spare, link)
