@@ -234,6 +234,60 @@ def run_load(url: str, *, connections: int, duration: float, targets: Sequence[s
     return Load(result["requests_per_s"], int(result["requests"]), errors)
 
 
+@dataclasses.dataclass(frozen=True)
+class Loaded:
+    """A running server to load: ``url``, its process, and the request targets its load
+    takes in turn (none: ``url`` itself every time)."""
+
+    url: str
+    pid: int
+    targets: Sequence[str] = ()
+
+
+def interleaved_rounds(
+    servers: Mapping[str, Loaded], options: Options, *, label: str, notes: list[str]
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Warm every server up, then load each in turn once per round; return requests/s
+    and server CPU microseconds per request, a sample per round and case.
+
+    All servers run at once, idle but for the one under load, so a slow spell of the
+    machine hits one round of every case rather than every round of one case.
+    """
+    for server in servers.values():
+        run_load(
+            server.url,
+            connections=options.connections,
+            duration=options.warmup,
+            targets=server.targets,
+        )
+    rates: dict[str, list[float]] = {case: [] for case in servers}
+    cpu: dict[str, list[float]] = {case: [] for case in servers}
+    for number in range(1, options.rounds + 1):
+        for case, server in servers.items():
+            before = cpu_seconds(server.pid)
+            load = run_load(
+                server.url,
+                connections=options.connections,
+                duration=options.duration,
+                targets=server.targets,
+            )
+            cpu[case].append((cpu_seconds(server.pid) - before) / load.requests * 1e6)
+            if load.errors:
+                notes.append(f"{label}, {case}: {load.errors} errors in {load.requests}.")
+            rates[case].append(load.requests_per_s)
+        progress(
+            f"{label} round {number}: "
+            + ", ".join(f"{case} {values[-1]:,.0f}" for case, values in rates.items())
+            + " req/s"
+        )
+    return rates, cpu
+
+
+def progress(line: str) -> None:
+    """A line of progress for whoever watches the run (stderr: stdout is the report)."""
+    print(f"  {line}", file=sys.stderr, flush=True)
+
+
 @contextlib.contextmanager
 def _targets_file(targets: Sequence[str]) -> Iterator[str]:
     """``targets``, one per line, in a temporary file."""

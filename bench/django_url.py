@@ -27,7 +27,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ._common import Options, Report, Row, free_port, write_report
+from ._common import Options, Report, Row, free_port, progress, write_report
 
 NAMES = 1000
 # Seven alternating rounds take ~3 s here, nearly all of it in the baseline.
@@ -68,7 +68,7 @@ def run(options: Options | None = None, *, rounds: int = ROUNDS) -> Report:
                 url(name)
             per_call = (time.perf_counter() - started) / NAMES * 1e6
             best[case] = min(best[case], per_call)
-    _progress(", ".join(f"{case} {value:.1f} us" for case, value in best.items()))
+    progress(", ".join(f"{case} {value:.1f} us" for case, value in best.items()))
 
     base = best[BASELINE]
     report = Report("django_url", "media URLs in Django pages, without boto3")
@@ -147,10 +147,6 @@ def _version(package: str) -> str:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
         return "not installed"
-
-
-def _progress(line: str) -> None:
-    print(f"  {line}", file=sys.stderr, flush=True)
 
 
 if __name__ == "__main__":

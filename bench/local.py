@@ -24,7 +24,6 @@ import importlib.util
 import os
 import secrets
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,15 +32,17 @@ from gateway import URLSigner
 
 from . import _apps
 from ._common import (
+    Loaded,
     Options,
     PeakMemory,
     Report,
     Row,
     cpu_seconds,
     download,
+    interleaved_rounds,
     memory_kib,
+    progress,
     request,
-    run_load,
     serve_uvicorn,
 )
 from ._environment import describe
@@ -151,36 +152,14 @@ def _small_files(
     rotated = {MANY: many}  # cases whose requests take these targets in turn
     cases = _python_cases(BARE, REPLAY, OURS, UNKEPT, PUBLIC, MANY, STARLETTE, SERVESTATIC)
     env = {**env, "BENCH_REPLAY_TARGET": signed}
-    rates: dict[str, list[float]] = {case: [] for case in cases}
-    cpu: dict[str, list[float]] = {case: [] for case in cases}  # server CPU us per request
     with contextlib.ExitStack() as stack:
-        # All servers at once, idle but for the one under load, so rounds can interleave.
         servers = {}
         for case in cases:
             server = stack.enter_context(serve_uvicorn(case, FACTORIES[case], env=env))
             url = server.url + targets.get(case, signed)
             _expect(case, url, status=302 if case == BARE else 200, size=SMALL_SIZE)
-            run_load(
-                url,
-                connections=options.connections,
-                duration=options.warmup,
-                targets=rotated.get(case, ()),
-            )
-            servers[case] = url, server.pid
-        for number in range(1, options.rounds + 1):
-            for case, (url, pid) in servers.items():
-                before = cpu_seconds(pid)
-                load = run_load(
-                    url,
-                    connections=options.connections,
-                    duration=options.duration,
-                    targets=rotated.get(case, ()),
-                )
-                cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
-                if load.errors:
-                    notes.append(f"4 KiB, {case}: {load.errors} errors in {load.requests}.")
-                rates[case].append(load.requests_per_s)
-            _progress(f"4 KiB round {number}: " + _summary(rates, "req/s"))
+            servers[case] = Loaded(url, server.pid, rotated.get(case, ()))
+        rates, cpu = interleaved_rounds(servers, options, label="4 KiB", notes=notes)
     notes.append(
         "4 KiB, server CPU: CPU time of the server process per request, and the throughput "
         "ratio it implies (baseline CPU / case CPU). Unlike requests/s it does not depend on "
@@ -222,7 +201,9 @@ def _large_file(
                 cpu[case].append((cpu_seconds(pid) - before) / (LARGE_SIZE / 1e9))
                 spent[case] += time.monotonic() - started
                 peak[case] = max(peak[case], memory.peak_kib / 1024)
-    _progress("512 MiB best: " + _summary(speeds, "MB/s", best=True))
+    progress(
+        "512 MiB best: " + ", ".join(f"{c} {max(v):,.0f}" for c, v in speeds.items()) + " MB/s"
+    )
     notes += [
         f"512 MiB, {case}: only {len(runs)} run(s) within the {options.run_budget:g} s budget."
         for case, runs in speeds.items()
@@ -299,12 +280,3 @@ def _with_target(
         met=row.ratio >= target,
         target_value=base / target if inverse else base * target,
     )
-
-
-def _summary(samples: dict[str, list[float]], unit: str, *, best: bool = False) -> str:
-    pick = max if best else (lambda values: values[-1])
-    return ", ".join(f"{case} {pick(values):,.0f}" for case, values in samples.items()) + f" {unit}"
-
-
-def _progress(line: str) -> None:
-    print(f"  {line}", file=sys.stderr, flush=True)

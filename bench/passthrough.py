@@ -15,7 +15,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ._common import Options, Report, Row, cpu_seconds, request, run_load, serve_uvicorn
+from ._common import Loaded, Options, Report, Row, interleaved_rounds, request, serve_uvicorn
 from ._environment import describe
 
 TARGET = 0.95
@@ -27,8 +27,6 @@ PAGE = "/"
 
 def run(options: Options) -> Report:
     report = Report("passthrough", "Pass-through: a Django page with and without the gateway")
-    rates: dict[str, list[float]] = {case: [] for case in FACTORIES}
-    cpu: dict[str, list[float]] = {case: [] for case in FACTORIES}
     with contextlib.ExitStack() as stack:
         base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-pass-")))
         (base / "media").mkdir()
@@ -44,16 +42,8 @@ def run(options: Options) -> Report:
             status, _, _ = request(server.url + PAGE)
             if status != 200:
                 raise RuntimeError(f"{case}: {PAGE} answered {status}")
-            run_load(server.url + PAGE, connections=options.connections, duration=options.warmup)
-            servers[case] = server
-        for _ in range(options.rounds):
-            for case, server in servers.items():
-                before = cpu_seconds(server.pid)
-                load = run_load(
-                    server.url + PAGE, connections=options.connections, duration=options.duration
-                )
-                rates[case].append(load.requests_per_s)
-                cpu[case].append((cpu_seconds(server.pid) - before) / load.requests * 1e6)
+            servers[case] = Loaded(server.url + PAGE, server.pid)
+        rates, cpu = interleaved_rounds(servers, options, label="Django page", notes=report.notes)
     ratio = statistics.median(o / b for o, b in zip(rates[OURS], rates[BARE], strict=True))
     cpu_ratio = statistics.median(b / o for o, b in zip(cpu[OURS], cpu[BARE], strict=True))
     base_rate = statistics.median(rates[BARE])

@@ -27,7 +27,6 @@ import dataclasses
 import hashlib
 import hmac
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -37,7 +36,16 @@ from gateway import Settings, URLSigner
 from gateway.s3 import make_presigner, make_s3_client
 
 from . import _s3apps
-from ._common import Options, Report, Row, cpu_seconds, request, run_load, serve_uvicorn
+from ._common import (
+    Loaded,
+    Options,
+    Report,
+    Row,
+    interleaved_rounds,
+    progress,
+    request,
+    serve_uvicorn,
+)
 from ._environment import describe
 
 SMALL_PATH = "docs/small.jpg"
@@ -104,41 +112,14 @@ def run(options: Options) -> Report:
 def _redirects(
     env: dict[str, str], signed: str, many: list[str], options: Options, notes: list[str]
 ) -> list[Row]:
-    rates: dict[str, list[float]] = {case: [] for case in FACTORIES}
-    cpu: dict[str, list[float]] = {case: [] for case in FACTORIES}  # server CPU us per request
-    rotated = {MANY: many}  # cases whose requests take these targets in turn
     with contextlib.ExitStack() as stack:
-        # All servers at once, idle but for the one under load, so rounds can interleave.
         servers = {}
         for case, factory in FACTORIES.items():
             server = stack.enter_context(serve_uvicorn(case, factory, env=env))
             url = server.url + (many[0] if case == MANY else signed)
             _expect_redirect(case, url, follow=case in (OURS, BOTO3))
-            run_load(
-                url,
-                connections=options.connections,
-                duration=options.warmup,
-                targets=rotated.get(case, ()),
-            )
-            servers[case] = url, server.pid
-        for number in range(1, options.rounds + 1):
-            for case, (url, pid) in servers.items():
-                before = cpu_seconds(pid)
-                load = run_load(
-                    url,
-                    connections=options.connections,
-                    duration=options.duration,
-                    targets=rotated.get(case, ()),
-                )
-                cpu[case].append((cpu_seconds(pid) - before) / load.requests * 1e6)
-                if load.errors:
-                    notes.append(f"Redirects, {case}: {load.errors} errors in {load.requests}.")
-                rates[case].append(load.requests_per_s)
-            _progress(
-                f"redirect round {number}: "
-                + ", ".join(f"{case} {values[-1]:,.0f}" for case, values in rates.items())
-                + " req/s"
-            )
+            servers[case] = Loaded(url, server.pid, many if case == MANY else ())
+        rates, cpu = interleaved_rounds(servers, options, label="redirect", notes=notes)
     return [
         *_compare("S3 redirect, signed URL", "req/s", rates),
         *_compare("S3 redirect, server CPU", "us/req", cpu, inverse=True),
@@ -225,7 +206,7 @@ def _presign(settings: Settings) -> list[Row]:
                 best[case] = min(best[case], (time.perf_counter() - started) / calls * 1e6)
     finally:
         client.close()
-    _progress(", ".join(f"{case} {value:.2f} us" for case, value in best.items()))
+    progress(", ".join(f"{case} {value:.2f} us" for case, value in best.items()))
 
     base = best[BOTO3_PRESIGN]
     rows = []
@@ -241,7 +222,3 @@ def _presign(settings: Settings) -> list[Row]:
             )
         rows.append(row)
     return rows
-
-
-def _progress(line: str) -> None:
-    print(f"  {line}", file=sys.stderr, flush=True)

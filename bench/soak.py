@@ -31,7 +31,6 @@ import re
 import secrets
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -54,6 +53,7 @@ from ._common import (
     load_generator,
     memory_kib,
     pinned,
+    progress,
     request,
     run_load,
     serve_uvicorn,
@@ -323,11 +323,11 @@ def _soak(urls: dict[str, str], probe: Probe, duration: float) -> Soak:
     for name, url in urls.items():
         _expect(name, url)
     idle, idle_fds = probe.sample(), probe.descriptors()
-    _progress(f"idle: RSS {idle.rss_mb:.1f} MB, {idle.fds} fds {idle_fds}")
+    progress(f"idle: RSS {idle.rss_mb:.1f} MB, {idle.fds} fds {idle_fds}")
     _load_all(urls, WARMUP)
     time.sleep(REST)
     rested = probe.sample()
-    _progress(f"at rest after a {WARMUP:g} s warm-up: RSS {rested.rss_mb:.1f} MB")
+    progress(f"at rest after a {WARMUP:g} s warm-up: RSS {rested.rss_mb:.1f} MB")
     with probe.sampling():
         first = len(probe.samples)
         probe.sample()
@@ -361,7 +361,7 @@ def _soak(urls: dict[str, str], probe: Probe, duration: float) -> Soak:
         checked,
         checked_fds,
     )
-    _progress(
+    progress(
         f"soak: {sum(x.requests for x in loads.values()):,} requests, "
         f"{sum(sum(x.errors.values()) for x in loads.values())} errors; RSS {soak.start_mb:.1f} -> "
         f"{soak.end_mb:.1f} MB (max {soak.max_mb:.1f}, at rest {rested.rss_mb:.1f} -> "
@@ -480,7 +480,3 @@ def _errors(load: PathLoad) -> str:
         + ", ".join(f"{k} {n}" for k, n in load.errors.items())
         + ")"
     )
-
-
-def _progress(line: str) -> None:
-    print(f"  {line}", file=sys.stderr, flush=True)
