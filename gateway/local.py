@@ -32,7 +32,7 @@ from .exceptions import FileChanged
 from .http import Plan
 from .paths import open_regular_file
 
-__all__ = ["SMALL_FILE", "LocalFiles", "MediaFile", "relay", "send_file"]
+__all__ = ["SMALL_FILE", "LocalFiles", "MediaFile", "relay", "send_file", "whole_body"]
 
 logger = logging.getLogger("gateway.local")
 
@@ -193,11 +193,8 @@ async def send_file(
             await send(_start(plan, headers))
             await send({"type": "http.response.body", "body": b""})
         elif file.body is not None:
-            body = file.body
-            if plan.length != len(body):
-                body = body[plan.start : plan.start + plan.length]
-            await send(_start(plan, headers))
-            await send({"type": "http.response.body", "body": body})
+            for message in whole_body(file.body, plan, headers, head=head):
+                await send(message)
         elif plan.length <= SMALL_FILE:
             body = os.pread(fd, plan.length, plan.start)
             if len(body) != plan.length:
@@ -210,6 +207,17 @@ async def send_file(
     finally:
         if fd >= 0:
             os.close(fd)
+
+
+def whole_body(
+    body: bytes, plan: Plan, headers: list[tuple[bytes, bytes]], *, head: bool
+) -> tuple[Message, Message]:
+    """The two messages of ``plan`` for a file whose whole ``body`` is in memory."""
+    if plan.status == 304 or head:
+        body = b""
+    elif plan.length != len(body):
+        body = body[plan.start : plan.start + plan.length]
+    return _start(plan, headers), {"type": "http.response.body", "body": body}
 
 
 def _start(plan: Plan, headers: list[tuple[bytes, bytes]]) -> Message:

@@ -21,7 +21,7 @@ from .http import (
     plan_response,
     validator_headers,
 )
-from .local import LocalFiles, MediaFile, send_file
+from .local import LocalFiles, MediaFile, send_file, whole_body
 from .observe import MemoryUse, Metrics, Observer, access_logger
 from .paths import decoded_relative_path, relative_path
 from .presign import Presigner
@@ -227,7 +227,15 @@ class MediaGateway:
         caller has looked for a redirect to reuse."""
         head = scope["method"] == "HEAD"
         try:
-            access = await self.authorize(scope)
+            relpath = self._relpath(scope)
+            try:
+                access = self._access(scope, relpath)
+            except Forbidden:
+                if self.delegate is None:
+                    raise
+                # No valid signature (an expired link, say): the app decides per request.
+                await self.delegate.check(scope, relpath)
+                access = Access(relpath, public=False, delegated=True)
             request_headers = _conditional_headers(scope["headers"])
             if self.files is not None:
                 file = self._open_local(self.files, access.relpath)
@@ -239,6 +247,13 @@ class MediaGateway:
                         if file.fd >= 0:
                             os.close(file.fd)
                         raise
+                    if file.body is not None:
+                        # In memory: two messages, sent here rather than through
+                        # another coroutine (2.5 us a request under load).
+                        start, body = whole_body(file.body, plan, headers, head=head)
+                        await send(start)
+                        await send(body)
+                        return "local"
                     await send_file(
                         send,
                         receive,
@@ -274,27 +289,23 @@ class MediaGateway:
             await send_error(send, exc, head=head)
             return None
 
-    async def authorize(self, scope: Scope) -> Access:
-        """Check the method, the path, then a public prefix, a signature or the app's
-        delegate, in that order; deny by default."""
+    def _relpath(self, scope: Scope) -> str:
+        """The method and the path, checked first: 405, 400, 404 or 414 before
+        anything touches the disk or S3."""
         if scope["method"] not in ALLOWED_METHODS:
             raise MethodNotAllowed(headers={"allow": ", ".join(ALLOWED_METHODS)})
         raw_path = scope.get("raw_path")
         if raw_path:
-            relpath = relative_path(raw_path.split(b"?", 1)[0], self.prefix)
-        else:
-            relpath = decoded_relative_path(scope["path"], self.prefix)
+            return relative_path(raw_path.split(b"?", 1)[0], self.prefix)
+        return decoded_relative_path(scope["path"], self.prefix)
+
+    def _access(self, scope: Scope, relpath: str) -> Access:
+        """A public prefix or a valid signature; else :class:`Forbidden`, which the
+        app's delegate may still overrule. Deny by default."""
         if self.settings.is_public(relpath):
             return Access(relpath, public=True)
         query = scope.get("query_string", b"").decode("latin-1")
-        try:
-            grant = self.signer.verify(relpath, query)
-        except Forbidden:
-            if self.delegate is None:
-                raise
-            # No valid signature (an expired link, say): the app decides per request.
-            await self.delegate.check(scope, relpath)
-            return Access(relpath, public=False, delegated=True)
+        grant = self.signer.verify(relpath, query)
         return Access(
             relpath,
             public=False,
