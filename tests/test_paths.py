@@ -284,3 +284,20 @@ class TestRelativePath:
         for name in ("pipe", "docs"):
             with pytest.raises(NotFound):
                 open_regular_file(root, name)
+
+
+def test_remembered_paths_answer_as_fresh_ones():
+    """relative_path remembers what it accepted; a refusal is made again every time,
+    and a path too long to remember is checked the same way."""
+    from gateway.paths import REMEMBERED_PATH_BYTES, _relative_path
+
+    for _ in range(2):
+        assert relative_path(b"/media/docs/a%20b.txt", "/media/") == "docs/a b.txt"
+        for bad, error in ((b"/media/../x", NotFound), (b"/media/a%00b", BadRequest)):
+            with pytest.raises(error):
+                relative_path(bad, "/media/")
+    long = b"/media/" + b"/".join(bytes([ord("a") + i]) * 200 for i in range(6))
+    assert len(long) > REMEMBERED_PATH_BYTES
+    assert relative_path(long, "/media/") == _relative_path(long, "/media/")
+    with pytest.raises(URITooLong):
+        relative_path(b"/media/" + b"x" * (3 * 4096 + 1), "/media/")
