@@ -288,19 +288,12 @@ def progress(line: str) -> None:
     print(f"  {line}", file=sys.stderr, flush=True)
 
 
-@contextlib.contextmanager
-def _targets_file(targets: Sequence[str]) -> Iterator[str]:
+def _targets_file(targets: Sequence[str]) -> contextlib.AbstractContextManager[str]:
     """``targets``, one per line, in a temporary file."""
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="ascii", suffix=".txt", prefix="bench-targets-"
-    ) as file:
-        file.write("\n".join(targets) + "\n")
-        file.flush()
-        yield file.name
+    return _text_file(targets, suffix=".txt")
 
 
-@contextlib.contextmanager
-def _wrk_script(targets: Sequence[str]) -> Iterator[str]:
+def _wrk_script(targets: Sequence[str]) -> contextlib.AbstractContextManager[str]:
     """A wrk Lua script that requests ``targets`` in turn (they hold no quote or
     backslash: signed media paths are percent-encoded)."""
     if any('"' in t or "\\" in t or "\n" in t for t in targets):
@@ -312,9 +305,13 @@ def _wrk_script(targets: Sequence[str]) -> Iterator[str]:
         '  return wrk.format("GET", targets[index])',
         "end",
     ]
-    with tempfile.NamedTemporaryFile(
-        "w", encoding="ascii", suffix=".lua", prefix="bench-wrk-"
-    ) as file:
+    return _text_file(lines, suffix=".lua")
+
+
+@contextlib.contextmanager
+def _text_file(lines: Sequence[str], *, suffix: str) -> Iterator[str]:
+    """A temporary ASCII file of ``lines``, for as long as the block lasts."""
+    with tempfile.NamedTemporaryFile("w", encoding="ascii", suffix=suffix, prefix="bench-") as file:
         file.write("\n".join(lines) + "\n")
         file.flush()
         yield file.name
