@@ -73,15 +73,14 @@ class MediaGateway:
         self.prefix = settings.media_url
         self.clock = clock
         self.signer = URLSigner.from_settings(settings, clock=clock)
-        self.root: str | None = None
         self.files: LocalFiles | None = None
         if not settings.use_s3 or settings.local_fallback:
-            self.root = os.path.realpath(settings.media_root)
-            if not os.path.isdir(self.root):
+            root = os.path.realpath(settings.media_root)
+            if not os.path.isdir(root):
                 raise ConfigError(
                     "MEDIA_ROOT", f"directory {str(settings.media_root)!r} does not exist"
                 )
-            self.files = LocalFiles(self.root, cache_size=settings.file_cache_mb * 1024 * 1024)
+            self.files = LocalFiles(root, cache_size=settings.file_cache_mb * 1024 * 1024)
         self.delegate: Delegate | None = None
         if settings.auth_delegate is not None:
             if app is None and not settings.auth_delegate.startswith(("http://", "https://")):
@@ -432,8 +431,8 @@ class RecentRedirects:
 
 def _request_key(scope: Scope) -> tuple[str, bytes, bytes] | None:
     """What a redirect depends on besides the time: the method and the exact request
-    target, as authorize() reads it. None when the request is too long to remember
-    (a padded query must not grow the memory) or has no raw path (then authorize()
+    target, as _relpath() reads it. None when the request is too long to remember
+    (a padded query must not grow the memory) or has no raw path (then _relpath()
     reads the decoded one, which other raw paths may share)."""
     raw_path = scope.get("raw_path")
     query = scope.get("query_string", b"")

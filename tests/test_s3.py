@@ -550,7 +550,7 @@ def test_remembered_redirects_are_bounded(media_root):
 
 
 def test_redirects_without_a_raw_path_are_not_remembered(media_root):
-    """A server (or middleware) that leaves raw_path empty makes authorize() read the
+    """A server (or middleware) that leaves raw_path empty makes the gateway read the
     decoded path; such requests never share a remembered answer."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
 
