@@ -26,6 +26,27 @@ class Row:
     target_value: float | None = None
 
 
+def cost_rows(
+    group: str, costs: dict[str, float], *, baseline: str, ours: str, speedup: int
+) -> list[Row]:
+    """Rows for per-call costs in microseconds (lower is better), each as a ratio of
+    ``baseline``'s; ``ours`` must cost at most 1/``speedup`` of it."""
+    base = costs[baseline]
+    rows = []
+    for case, value in costs.items():
+        label = "(the baseline)" if case == baseline else baseline
+        row = Row(group, case, value, "µs/call", label, value / base)
+        if case == ours:
+            row = dataclasses.replace(
+                row,
+                target=f"<= {1 / speedup:g}x ({speedup}x cheaper)",
+                met=value * speedup <= base,
+                target_value=base / speedup,
+            )
+        rows.append(row)
+    return rows
+
+
 @dataclasses.dataclass
 class Report:
     name: str

@@ -18,7 +18,6 @@ Run: ``python -m bench.django_url`` (writes ``bench/results/django_url.md``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import importlib.metadata
 import os
 import platform
@@ -27,7 +26,8 @@ import sys
 import time
 from collections.abc import Callable
 
-from ._common import Options, Report, Row, free_port, progress, write_report
+from ._common import Options, Report, free_port, progress, write_report
+from ._results import cost_rows
 
 NAMES = 1000
 # Seven alternating rounds take ~3 s here, nearly all of it in the baseline.
@@ -72,17 +72,7 @@ def run(options: Options | None = None, *, rounds: int = ROUNDS) -> Report:
 
     base = best[BASELINE]
     report = Report("django_url", "media URLs in Django pages, without boto3")
-    for case, value in best.items():
-        label = "(the baseline)" if case == BASELINE else BASELINE
-        row = Row(GROUP, case, value, "µs/call", label, value / base)
-        if case == OURS:
-            row = dataclasses.replace(
-                row,
-                target=f"<= {1 / TARGET_SPEEDUP:g}x ({TARGET_SPEEDUP}x cheaper)",
-                met=value * TARGET_SPEEDUP <= base,
-                target_value=base / TARGET_SPEEDUP,
-            )
-        report.rows.append(row)
+    report.rows += cost_rows(GROUP, best, baseline=BASELINE, ours=OURS, speedup=TARGET_SPEEDUP)
     report.notes += [
         f"{OURS} is {base / best[OURS]:.1f}x cheaper than {BASELINE}; "
         f"{MEDIA_URL_CASE} {base / best[MEDIA_URL_CASE]:.1f}x. Lower is better; the ratio "

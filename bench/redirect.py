@@ -47,6 +47,7 @@ from ._common import (
     serve_uvicorn,
 )
 from ._environment import describe
+from ._results import cost_rows
 
 SMALL_PATH = "docs/small.jpg"
 BODY = b"\xff\xd8" + bytes(4094)  # 4 KiB; only checked when a redirect is followed
@@ -208,17 +209,10 @@ def _presign(settings: Settings) -> list[Row]:
         client.close()
     progress(", ".join(f"{case} {value:.2f} us" for case, value in best.items()))
 
-    base = best[BOTO3_PRESIGN]
-    rows = []
-    for case, value in best.items():
-        label = "(the baseline)" if case == BOTO3_PRESIGN else BOTO3_PRESIGN
-        row = Row("one presigned URL, in process", case, value, "µs/call", label, value / base)
-        if case == OURS_PRESIGN:
-            row = dataclasses.replace(
-                row,
-                target=f"<= {1 / PRESIGN_SPEEDUP:g}x ({PRESIGN_SPEEDUP}x cheaper)",
-                met=value * PRESIGN_SPEEDUP <= base,
-                target_value=base / PRESIGN_SPEEDUP,
-            )
-        rows.append(row)
-    return rows
+    return cost_rows(
+        "one presigned URL, in process",
+        best,
+        baseline=BOTO3_PRESIGN,
+        ours=OURS_PRESIGN,
+        speedup=PRESIGN_SPEEDUP,
+    )
