@@ -55,11 +55,19 @@ _DROPPED = CONDITIONAL_HEADERS | {
     b"content-type",
     b"transfer-encoding",
     b"connection",
-    b"x-media-path",
-    b"x-original-uri",
 }
-# Bounds the decision cache; at ~200 bytes an entry, 10,000 entries stay under 2 MB.
-CACHE_ENTRIES = 10_000
+# The headers the gateway itself tells the app, as they are compared: lower case, with
+# "_" read as "-". WSGI servers and adapters (a2wsgi, Django's ASGI handler) map
+# X-Media-Path, X_Media_Path and x-media-path to one HTTP_X_MEDIA_PATH, joining repeats
+# with a comma, so a client's copy in any of these spellings would reach the app next
+# to ours (RELIABILITY item 19a, tests/test_delegate.py). Never forwarded.
+GATEWAY_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
+# Bounds the decision cache in bytes. An entry is a 32-byte digest and a (deadline,
+# status) pair in an OrderedDict, measured at under 300 bytes with tracemalloc
+# (tests/test_delegate.py), whatever the path, the query or the cookies.
+CACHE_BYTES = 2 * 1024 * 1024
+ENTRY_BYTES = 300
+CACHE_ENTRIES = CACHE_BYTES // ENTRY_BYTES
 
 
 class Delegate:
@@ -68,7 +76,10 @@ class Delegate:
     :param target: a path on the wrapped app (``/media-auth/``) or an http(s) URL.
     :param app: the wrapped ASGI app, for in-process sub-requests.
     :param timeout: seconds the app has to answer; then 504.
-    :param cache_ttl: seconds to remember a decision per (credentials, path); 0 = never.
+    :param cache_ttl: seconds to remember a decision per (credentials, path and query);
+        0 = never. Anonymous requests are never remembered, nor answers the app marks
+        ``Cache-Control: no-store``, ``no-cache`` or ``max-age=0``; a ``max-age`` shorter
+        than ``cache_ttl`` wins.
     """
 
     def __init__(
@@ -90,18 +101,18 @@ class Delegate:
         self.cache_ttl = cache_ttl
         self.clock = clock
         self.transport = transport
-        self._cache: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+        self._cache: OrderedDict[bytes, tuple[float, int]] = OrderedDict()
         self._clients: dict[asyncio.AbstractEventLoop, httpx.AsyncClient] = {}
 
     async def check(self, scope: Scope, relpath: str) -> None:
         """Return when the app allows ``relpath`` for this request; raise otherwise."""
-        headers = [(k, v) for k, v in scope["headers"] if k.lower() not in _DROPPED]
-        cache_key = self._cache_key(headers, relpath) if self.cache_ttl > 0 else None
+        headers = [(k, v) for k, v in scope["headers"] if _forwarded(k)]
+        original = scope.get("raw_path") or scope["path"].encode("utf-8")
+        if scope.get("query_string"):
+            original += b"?" + scope["query_string"]
+        cache_key = self._cache_key(headers, original) if self.cache_ttl > 0 else None
         status = self._cached(cache_key)
         if status is None:
-            original = scope.get("raw_path") or scope["path"].encode("utf-8")
-            if scope.get("query_string"):
-                original += b"?" + scope["query_string"]
             headers += [
                 (b"x-media-path", quote(relpath, safe="/").encode("ascii")),
                 (b"x-original-uri", original),
@@ -109,9 +120,9 @@ class Delegate:
             try:
                 with anyio.fail_after(self.timeout):
                     if self.remote:
-                        status = await self._ask_http(headers)
+                        status, cache_control = await self._ask_http(headers)
                     else:
-                        status = await self._ask_app(scope, headers)
+                        status, cache_control = await self._ask_app(scope, headers)
             except TimeoutError:
                 raise GatewayTimeout("Authorization check timed out") from None
             except RequestError:
@@ -120,7 +131,9 @@ class Delegate:
                 logger.exception("authorization check raised")
                 raise BadGateway("Authorization check failed") from None
             if cache_key is not None and (200 <= status < 300 or status in (401, 403)):
-                self._remember(cache_key, status)
+                ttl = _cacheable_for(cache_control, self.cache_ttl)
+                if ttl > 0:
+                    self._remember(cache_key, status, ttl)
         raise_for(status)
 
     async def _ask_app(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> int:
@@ -135,6 +148,7 @@ class Delegate:
             "headers": headers,
         }
         status = 0
+        cache_control = b""
         sent_request = False
 
         async def receive() -> Message:
@@ -146,14 +160,17 @@ class Delegate:
             raise AssertionError("unreachable")  # pragma: no cover
 
         async def send(message: Message) -> None:
-            nonlocal status
+            nonlocal status, cache_control
             if message["type"] == "http.response.start":
                 status = message["status"]
+                cache_control = b", ".join(
+                    v for k, v in message.get("headers", ()) if k.lower() == b"cache-control"
+                )
 
         await self.app(sub_scope, receive, send)
-        return status
+        return status, cache_control.decode("latin-1")
 
-    async def _ask_http(self, headers: list[tuple[bytes, bytes]]) -> int:
+    async def _ask_http(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -165,22 +182,29 @@ class Delegate:
             raise TimeoutError from None
         except httpx.TransportError:
             raise BadGateway("Authorization service unreachable") from None
-        return response.status_code
+        return response.status_code, ", ".join(response.headers.get_list("cache-control"))
 
     async def aclose(self) -> None:
         for client in self._clients.values():
             await client.aclose()
         self._clients = {}
 
-    def _cache_key(self, headers: list[tuple[bytes, bytes]], relpath: str) -> tuple[str, str]:
-        # Only the credentials decide; the digest keeps secrets out of memory dumps.
-        digest = hashlib.sha256()
+    def _cache_key(self, headers: list[tuple[bytes, bytes]], original: bytes) -> bytes | None:
+        """What the decision is remembered by: the credentials and the whole target the
+        app is shown (path and query: a share link's token is part of it). None for an
+        anonymous request, whose answer may hang on anything else the app sees."""
+        # A digest: the key stays 32 bytes for any cookie or path, and keeps secrets
+        # out of memory dumps.
+        digest = hashlib.sha256(original + b"\0")
+        anonymous = True
         for name, value in headers:
-            if name.lower() in (b"cookie", b"authorization"):
-                digest.update(name.lower() + b"\0" + value + b"\0")
-        return digest.hexdigest(), relpath
+            lowered = name.lower()
+            if lowered in (b"cookie", b"authorization"):
+                anonymous = False
+                digest.update(lowered + b"\0" + value + b"\0")
+        return None if anonymous else digest.digest()
 
-    def _cached(self, key: tuple[str, str] | None) -> int | None:
+    def _cached(self, key: bytes | None) -> int | None:
         if key is None:
             return None
         entry = self._cache.get(key)
@@ -188,11 +212,32 @@ class Delegate:
             return None
         return entry[1]
 
-    def _remember(self, key: tuple[str, str], status: int) -> None:
-        self._cache[key] = (self.clock() + self.cache_ttl, status)
+    def _remember(self, key: bytes, status: int, ttl: float) -> None:
+        self._cache[key] = (self.clock() + ttl, status)
         self._cache.move_to_end(key)
         while len(self._cache) > CACHE_ENTRIES:
             self._cache.popitem(last=False)
+
+
+def _forwarded(name: bytes) -> bool:
+    lowered = name.lower()
+    return lowered not in _DROPPED and lowered.replace(b"_", b"-") not in GATEWAY_HEADERS
+
+
+def _cacheable_for(cache_control: str, ttl: int) -> float:
+    """Seconds the app's answer may be remembered: ``ttl``, shortened by its own
+    ``max-age``, and 0 when it says ``no-store`` or ``no-cache``."""
+    seconds: float = ttl
+    for directive in cache_control.lower().split(","):
+        name, _, value = directive.strip().partition("=")
+        if name in ("no-store", "no-cache"):
+            return 0
+        if name == "max-age":
+            value = value.strip().strip('"')
+            if not (value.isascii() and value.isdigit()):
+                return 0  # an answer we cannot read is not remembered
+            seconds = min(seconds, int(value))
+    return seconds
 
 
 def raise_for(status: int) -> None:

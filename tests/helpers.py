@@ -24,9 +24,10 @@ def call(
     target: bytes | str,
     *,
     method: str = "GET",
-    headers: dict[str, str] | None = None,
+    headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None,
 ) -> Reply:
-    """Run one HTTP request through an ASGI app in-process, with a raw request target."""
+    """Run one HTTP request through an ASGI app in-process, with a raw request target.
+    ``headers`` as a list is sent as it is: repeats, and names in any case."""
     if isinstance(target, str):
         target = target.encode("utf-8")
     raw_path, _, query = target.partition(b"?")
@@ -42,7 +43,9 @@ def call(
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
-        "headers": [
+        "headers": headers
+        if isinstance(headers, list)
+        else [
             (k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()
         ],
         "client": ("127.0.0.1", 50000),

@@ -15,16 +15,29 @@ from tests.helpers import call
 class AuthApp:
     """A stand-in app: /auth answers by the Cookie; every call is recorded."""
 
-    def __init__(self, status_by_cookie: dict[str, int] | None = None, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        status_by_cookie: dict[str, int] | None = None,
+        delay: float = 0.0,
+        cache_control: bytes | None = None,
+    ) -> None:
         self.status_by_cookie = status_by_cookie or {}
         self.delay = delay
+        self.cache_control = cache_control
         self.calls: list[dict] = []
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
             return
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
-        self.calls.append({"path": scope["path"], "method": scope["method"], "headers": headers})
+        self.calls.append(
+            {
+                "path": scope["path"],
+                "method": scope["method"],
+                "headers": headers,
+                "raw_headers": list(scope["headers"]),
+            }
+        )
         if self.delay:
             await asyncio.sleep(self.delay)
         status = (
@@ -34,13 +47,10 @@ class AuthApp:
         )
         if status == -1:
             raise RuntimeError("the app crashed")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [(b"content-type", b"text/plain")],
-            }
-        )
+        answer_headers = [(b"content-type", b"text/plain")]
+        if self.cache_control is not None:
+            answer_headers.append((b"cache-control", self.cache_control))
+        await send({"type": "http.response.start", "status": status, "headers": answer_headers})
         await send({"type": "http.response.body", "body": b"app says"})
 
 
@@ -148,6 +158,126 @@ def test_cache_per_credentials_and_path(tree, make_settings):
     assert call(gateway, TARGET, headers={"cookie": "other"}).status == 403
     assert call(gateway, "/media/docs/b.txt", headers={"cookie": "ok"}).status == 200
     assert len(app.calls) == 3
+
+
+def test_cache_key_holds_the_query(tree, make_settings):
+    """Item 19: a share link (?share=TOKEN) allowed once does not let the same path
+    through without the token, and a refusal without it does not lock the holder out."""
+
+    class ShareApp(AuthApp):
+        def __init__(self):
+            super().__init__()
+
+        async def __call__(self, scope, receive, send):
+            headers = dict(scope["headers"])
+            self.calls.append(headers)
+            ok = headers[b"x-original-uri"].endswith(b"?share=TOKEN")
+            await send({"type": "http.response.start", "status": 200 if ok else 403})
+            await send({"type": "http.response.body", "body": b""})
+
+    app = ShareApp()
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    cookie = {"cookie": "session=anyone"}
+    assert call(gateway, TARGET, headers=cookie).status == 403
+    assert call(gateway, TARGET + "?share=TOKEN", headers=cookie).status == 200
+    assert call(gateway, TARGET, headers=cookie).status == 403
+    assert call(gateway, TARGET + "?share=TOKEN", headers=cookie).status == 200
+    assert len(app.calls) == 2
+
+
+def test_anonymous_decisions_are_not_remembered(tree, make_settings):
+    """Without Cookie or Authorization the app is asked every time: its answer may
+    depend on anything else it sees."""
+    app = AuthApp({"": 200})
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    for _ in range(3):
+        assert call(gateway, TARGET).status == 200
+    assert len(app.calls) == 3
+
+
+@pytest.mark.parametrize(
+    ("cache_control", "calls"),
+    [
+        (b"no-store", 3),
+        (b"private, no-cache", 3),
+        (b"private, max-age=0", 3),
+        (b"private, max-age=soon", 3),
+        (b"private, max-age=30", 1),
+    ],
+)
+def test_the_app_says_what_may_be_remembered(tree, make_settings, cache_control, calls):
+    """no-store, no-cache and max-age=0 on the app's answer are never remembered."""
+    app = AuthApp({"ok": 200}, cache_control=cache_control)
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    for _ in range(3):
+        assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 200
+    assert len(app.calls) == calls
+
+
+def test_app_max_age_shortens_the_ttl(tree, make_settings):
+    """A max-age shorter than GATEWAY_AUTH_CACHE_TTL wins."""
+    from gateway.delegate import Delegate
+
+    now = [1000.0]
+    app = AuthApp({"ok": 200}, cache_control=b"private, max-age=5")
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    assert gateway.delegate is not None
+    gateway.delegate = Delegate("/auth", app=app, timeout=5, cache_ttl=60, clock=lambda: now[0])
+    call(gateway, TARGET, headers={"cookie": "ok"})
+    now[0] += 4
+    call(gateway, TARGET, headers={"cookie": "ok"})
+    assert len(app.calls) == 1
+    now[0] += 2
+    call(gateway, TARGET, headers={"cookie": "ok"})
+    assert len(app.calls) == 2
+
+
+def test_cache_is_bounded_in_bytes(tree, make_settings):
+    """Item 19: the decision cache holds CACHE_BYTES at most, whatever the size of the
+    paths, queries and cookies (once 3.9 KB an entry, 20 times its stated bound)."""
+    import tracemalloc
+
+    from gateway import delegate as delegate_module
+
+    app = AuthApp()
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    assert gateway.delegate is not None
+    long_cookie = "c=" + "x" * 4000
+    scope_headers = [(b"cookie", long_cookie.encode())]
+    key = gateway.delegate._cache_key(scope_headers, b"/media/" + b"p" * 4000 + b"?q=1")
+    assert key is not None and len(key) == 32
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for n in range(delegate_module.CACHE_ENTRIES + 500):
+        key = gateway.delegate._cache_key(scope_headers, b"/media/%d/" % n + b"p" * 4000)
+        gateway.delegate._remember(key, 200, 60)
+    used = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    assert len(gateway.delegate._cache) == delegate_module.CACHE_ENTRIES
+    assert used <= delegate_module.CACHE_BYTES, used
+
+
+@pytest.mark.parametrize(
+    "forged",
+    [
+        [(b"x-media-path", b"docs/other")],
+        [(b"x_media_path", b"docs/other")],
+        [(b"X_Media_Path", b"docs/other")],
+        [(b"x-original_uri", b"/media/docs/other")],
+        [(b"x-media-path", b"a"), (b"x_media-path", b"b"), (b"X-ORIGINAL-URI", b"/x")],
+    ],
+)
+def test_client_copies_of_gateway_headers_are_dropped(tree, make_settings, forged):
+    """Item 19: whatever the spelling (dashes, underscores, case, repeats), the app sees
+    exactly one X-Media-Path and one X-Original-URI, the gateway's."""
+    app = AuthApp({"ok": 200})
+    call(gateway_for(app, make_settings), TARGET, headers=[(b"cookie", b"ok"), *forged])
+    (sub,) = app.calls
+    names = [k.lower().replace(b"_", b"-") for k, _ in sub["raw_headers"]]
+    assert names.count(b"x-media-path") == 1
+    assert names.count(b"x-original-uri") == 1
+    assert sub["headers"]["x-media-path"] == "docs/caf%C3%A9%20%231.txt"
+    assert sub["headers"]["x-original-uri"] == TARGET
 
 
 def test_http_delegate(tree, make_settings, serve):

@@ -570,12 +570,19 @@ def test_delegate_view(django_media: Path, make_user: Callable[[], Any]) -> None
     statuses = {who: response.status_code for who, response in answers.items()}
     assert statuses == {"owner": 204, "other": 403, "anonymous": 403, "owner, other file": 403}
     for response in answers.values():
-        assert response["Cache-Control"] == "no-store"
+        assert response["Cache-Control"] == "private, max-age=0"
 
 
 @pytest.mark.parametrize(
     ("path", "status"),
-    [(None, 400), ("", 400), ("../etc/passwd", 400), ("%C3%28", 400), ("a%00b", 400)],
+    [
+        (None, 400),
+        ("", 400),
+        ("../etc/passwd", 400),
+        ("%C3%28", 400),
+        ("a%00b", 400),
+        ("users/2/x,users/1/a.txt", 400),
+    ],
 )
 def test_delegate_view_bad_header(
     django_apps: dict[str, Any], make_user: Callable[[], Any], path: str | None, status: int
@@ -583,7 +590,7 @@ def test_delegate_view_bad_header(
     """A missing or unusable X-Media-Path is a 400, also uncacheable."""
     response = ask(signed_in(make_user()), path)
     assert response.status_code == status
-    assert response["Cache-Control"] == "no-store"
+    assert response["Cache-Control"] == "private, max-age=0"
 
 
 def test_delegate_view_decodes_the_path(django_media: Path, make_user: Callable[[], Any]) -> None:
@@ -604,7 +611,7 @@ def test_delegate_view_methods(django_media: Path, make_user: Callable[[], Any])
     assert ask(client, doc.file.name, "head").status_code == 204
     response = ask(client, doc.file.name, "post")
     assert response.status_code == 405
-    assert response["Cache-Control"] == "no-store"
+    assert response["Cache-Control"] == "private, max-age=0"
 
 
 def test_authorize_media_default(django_apps: dict[str, Any], make_user: Callable[[], Any]) -> None:
@@ -681,3 +688,75 @@ def test_delegate_end_to_end(
     assert get(owner, "/media/documents/caf%C3%A9%20%231.txt").content == b"cafe"
     assert get(other, f"/media/{doc.file.name}").status_code == 403
     assert get(None, f"/media/{doc.file.name}").status_code == 403
+
+
+# Forged gateway headers (issue 17, 1): a client's X-Media-Path or X-Original-URI, in any
+# spelling a server maps to the same name, never reaches the delegate.
+
+FORGED_SPELLINGS = [
+    [("X-Media-Path", "{mine}")],
+    [("X_Media_Path", "{mine}")],
+    [("x_media_path", "{mine}")],
+    [("X-MEDIA_PATH", "{mine}")],
+    [("X-Media-Path", "{mine}"), ("X-Media-Path", "{mine}")],
+    [("X_Media_Path", "{mine}"), ("X-Original-URI", "/media/{mine}")],
+]
+
+
+def forged_request(spelling: list[tuple[str, str]], mine: str) -> list[tuple[str, str]]:
+    return [(name, value.format(mine=mine)) for name, value in spelling]
+
+
+@pytest.fixture
+def folders(django_media: Path, make_user: Callable[[], Any]) -> tuple[Any, Any, str]:
+    """The owner's users/<id>/a.txt, and an attacker signed in as another user."""
+    owner, attacker = make_user(), make_user()
+    (django_media / "users" / str(owner.pk)).mkdir(parents=True)
+    (django_media / "users" / str(owner.pk) / "a.txt").write_bytes(b"owner's bytes")
+    return owner, attacker, f"/media/users/{owner.pk}/a.txt"
+
+
+def session_cookie(user: Any) -> str:
+    name = django_settings.SESSION_COOKIE_NAME
+    return f"{name}={signed_in(user).cookies[name].value}"
+
+
+@pytest.mark.parametrize("kind", ["asgi", "wsgi"])
+@pytest.mark.parametrize("spelling", FORGED_SPELLINGS)
+def test_forged_media_path_never_reaches_the_delegate(
+    kind: str,
+    spelling: list[tuple[str, str]],
+    front: Callable[..., httpx.Client],
+    folders: tuple[Any, Any, str],
+) -> None:
+    """Item 19: user 2 sends X_Media_Path: users/2/x (and other spellings) for user 1's
+    file. Under WSGI (a2wsgi, as `serve --interface wsgi` runs it) the app once saw
+    "users/2/x,users/1/a.txt" and a prefix rule let the request through."""
+    owner, attacker, target = folders
+    client = front(kind, auth_delegate="/media-auth-folder/")
+    headers = [("cookie", session_cookie(attacker))]
+    headers += forged_request(spelling, f"users/{attacker.pk}/x")
+    response = client.get(target, headers=headers)
+    assert response.status_code == 403
+    assert b"owner's bytes" not in response.content
+    owners = client.get(target, headers=[("cookie", session_cookie(owner)), *headers[1:]])
+    assert owners.content == b"owner's bytes"
+
+
+@pytest.mark.parametrize("spelling", FORGED_SPELLINGS)
+def test_forged_media_path_over_an_http_delegate(
+    spelling: list[tuple[str, str]],
+    django_apps: dict[str, Any],
+    make_settings: Callable[..., Settings],
+    serve: Callable[..., str],
+    folders: tuple[Any, Any, str],
+) -> None:
+    """Item 19: the same attack through a standalone gateway asking Django over HTTP."""
+    owner, attacker, target = folders
+    app_url = serve(django_apps["wsgi"])
+    settings = make_settings(auth_delegate=f"{app_url}/media-auth-folder/")
+    with httpx.Client(base_url=serve(MediaGateway(settings=settings)), timeout=10) as client:
+        headers = [("cookie", session_cookie(attacker))]
+        headers += forged_request(spelling, f"users/{attacker.pk}/x")
+        assert client.get(target, headers=headers).status_code == 403
+        assert client.get(target, headers=[("cookie", session_cookie(owner))]).status_code == 200

@@ -9,8 +9,14 @@ signature. 2xx serves the file; 403 and 404 pass on to the client::
     path("media-auth/", authorize_media),                         # any signed-in user
     path("media-auth/", authorize_media_view(owns_document)),     # a custom rule
 
-Every answer carries ``Cache-Control: no-store``: it holds for this user and this
-moment only, and no cache between the gateway and Django may keep it.
+Every answer carries ``Cache-Control: private``: no shared cache between the gateway
+and Django may keep it. With ``GATEWAY_AUTH_CACHE_TTL`` set, a decision for a signed-in
+user says ``max-age`` of that many seconds, which the gateway may remember for the same
+session and target; anything else says ``max-age=0``, never remembered.
+
+Only the gateway's own ``X-Media-Path`` reaches this view: the gateway drops a client's
+copy in every spelling a server maps to the same name (``X_Media_Path``, repeats), and
+a value with a comma (two copies joined) is refused here all the same.
 """
 
 from __future__ import annotations
@@ -48,7 +54,13 @@ def authorize_media_view(
 
     def authorize_media(request: HttpRequest) -> HttpResponse:
         response = _decide(request, permission, login_required)
-        response["Cache-Control"] = "no-store"
+        ttl = 0
+        user = getattr(request, "user", None)
+        if response.status_code < 300 and user is not None and user.is_authenticated:
+            from . import gateway_settings
+
+            ttl = gateway_settings().auth_cache_ttl
+        response["Cache-Control"] = f"private, max-age={ttl}"
         return response
 
     return authorize_media
@@ -62,6 +74,9 @@ def _decide(
     raw = request.headers.get(MEDIA_PATH_HEADER)
     if raw is None:
         return _text(400, f"{MEDIA_PATH_HEADER} header missing")
+    if "," in raw:
+        # The gateway encodes commas; a raw one means two copies joined by a server.
+        return _text(400, f"{MEDIA_PATH_HEADER} appears more than once")
     try:
         path = validate_relpath(unquote(raw, errors="strict"))
     except (UnicodeDecodeError, RequestError):

@@ -16,4 +16,5 @@ urlpatterns = [
     path("docs/<int:pk>/", docs_views.document, name="document"),
     path("docs/<int:pk>/url/", docs_views.document_url, name="document-url"),
     path("media-auth/", docs_views.media_auth, name="media-auth"),
+    path("media-auth-folder/", docs_views.media_auth_folder, name="media-auth-folder"),
 ]

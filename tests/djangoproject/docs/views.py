@@ -30,3 +30,12 @@ def owns_document(request: HttpRequest, path: str) -> bool:
 
 
 media_auth = authorize_media_view(owns_document)
+
+
+def in_own_folder(request: HttpRequest, path: str) -> bool:
+    """A rule that tests a prefix: ``users/<id>/`` belongs to user ``<id>``. A forged
+    X-Media-Path once got past such a rule under WSGI (issue 17)."""
+    return path.startswith(f"users/{request.user.pk}/")
+
+
+media_auth_folder = authorize_media_view(in_own_folder)
