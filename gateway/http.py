@@ -22,16 +22,30 @@ __all__ = [
     "content_disposition",
     "content_type",
     "etag_for",
+    "is_active",
     "plan_response",
     "validator_headers",
 ]
 
-# Types a browser would run script in when the URL is opened directly. Uploaded
-# files of these types get a CSP sandbox so that they cannot act as the app's origin.
+# Types a browser may run script in when the URL is opened directly: HTML, SVG and
+# every XML type (an XSLT stylesheet can turn XML into HTML), and multipart and message
+# documents that can carry HTML. Uploaded files of these types must not act as the
+# app's origin (is_active). ActiveStorage's content_types_to_serve_as_binary is the
+# same idea.
 ACTIVE_TYPES = frozenset(
-    {"text/html", "application/xhtml+xml", "image/svg+xml", "text/xml", "application/xml"}
+    {
+        "text/html",
+        "application/xhtml+xml",
+        "image/svg+xml",
+        "text/xml",
+        "application/xml",
+        "text/xsl",
+        "application/xslt+xml",
+        "application/mathml+xml",
+    }
 )
 SANDBOX_CSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+SANDBOX_HEADER = (b"content-security-policy", SANDBOX_CSP.encode("latin-1"))
 # Request headers that change a GET's answer (Range and preconditions), in bytes as
 # they appear in an ASGI scope.
 CONDITIONAL_HEADERS = frozenset(
@@ -75,6 +89,22 @@ def _content_type_for_suffix(suffix: str) -> str:
     if guessed.startswith("text/") or guessed in ("application/javascript", "application/json"):
         return f"{guessed}; charset=utf-8"
     return guessed
+
+
+def is_active(content_type: str) -> bool:
+    """Whether a response of this Content-Type may run script when opened directly.
+
+    Decided from the type actually sent (a signed override, S3's stored type), never
+    from the file name alone. Missing or unreadable types count as active: fail closed.
+    """
+    mime = content_type.split(";", 1)[0].strip().lower()
+    if "/" not in mime:
+        return True
+    return (
+        mime in ACTIVE_TYPES
+        or mime.endswith(("+xml", "/xml"))
+        or mime.startswith(("multipart/", "message/"))
+    )
 
 
 def content_disposition(filename: str, *, attachment: bool) -> str:
@@ -155,8 +185,8 @@ def _validator_headers(
         (b"last-modified", _http_date(mtime_ns // 1_000_000_000).encode("ascii")),
         (b"accept-ranges", b"bytes"),
     ]
-    if mime.split(";", 1)[0] in ACTIVE_TYPES:
-        headers.append((b"content-security-policy", SANDBOX_CSP.encode("latin-1")))
+    if is_active(mime):
+        headers.append(SANDBOX_HEADER)
     return tuple(headers)
 
 

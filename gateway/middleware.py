@@ -17,7 +17,10 @@ from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, Requ
 from .health import Readiness, json_response
 from .http import (
     CONDITIONAL_HEADERS,
+    SANDBOX_HEADER,
     content_disposition,
+    content_type,
+    is_active,
     plan_response,
     validator_headers,
 )
@@ -36,6 +39,7 @@ logger = logging.getLogger("gateway")
 
 ALLOWED_METHODS = ("GET", "HEAD")
 _NOSNIFF = (b"x-content-type-options", b"nosniff")
+_TYPE_HEADERS = frozenset({b"content-type", b"content-security-policy"})
 # Requests with a longer target (raw path and query, in bytes) are answered but their
 # redirects never remembered; signing.MAX_REMEMBERED bounds remembered signatures.
 MAX_REMEMBERED_TARGET = 1024
@@ -267,14 +271,10 @@ class MediaGateway:
                 await self._redirect(scope, send, access)
                 return "redirect"
             assert self.proxy is not None
-            headers = self._headers(access, access.relpath)
-            disposition = _disposition(access)
-            if disposition is not None:
-                # Set here rather than through response-content-disposition, which
-                # some S3-compatible servers ignore.
-                headers.append((b"content-disposition", disposition.encode("latin-1")))
-            if access.content_type is not None:
-                headers.append((b"content-type", access.content_type.encode("ascii")))
+            # The options are set here rather than through response-content-*, which
+            # some S3-compatible servers ignore; the proxy adds the sandbox for the
+            # type S3 sends when no override is signed.
+            headers = [*self._headers(access, access.relpath), *_option_headers(access)]
             await self.proxy.send(
                 send,
                 receive,
@@ -324,14 +324,13 @@ class MediaGateway:
             raise
 
     def _local_headers(self, access: Access, st: os.stat_result) -> list[tuple[bytes, bytes]]:
-        headers = [*validator_headers(access.relpath, st), *self._headers(access, access.relpath)]
-        if access.content_type is not None:  # a signed override replaces the guess
-            headers = [h for h in headers if h[0] != b"content-type"]
-            headers.append((b"content-type", access.content_type.encode("ascii")))
-        disposition = _disposition(access)
-        if disposition is not None:
-            headers.append((b"content-disposition", disposition.encode("latin-1")))
-        return headers
+        validators = validator_headers(access.relpath, st)
+        if access.content_type is not None:
+            # A signed override replaces the guess, and the sandbox follows the type
+            # sent, not the name: a .txt signed as text/html is sandboxed, an .html
+            # signed as text/plain needs none.
+            validators = tuple(h for h in validators if h[0] not in _TYPE_HEADERS)
+        return [*validators, *self._headers(access, access.relpath), *_option_headers(access)]
 
     async def _redirect(self, scope: Scope, send: Send, access: Access) -> None:
         assert self.presigner is not None
@@ -342,8 +341,15 @@ class MediaGateway:
             location = f"{custom}/{quote(key)}"
             max_age = self.settings.public_max_age
         else:
+            disposition = _disposition(access)
+            sent_type = access.content_type or content_type(access.relpath)
+            if disposition is None and is_active(sent_type):
+                # S3 sends no sandbox header of ours: a type that could run script is
+                # downloaded instead, so even a bucket on a subdomain of the site (a
+                # custom domain, a CDN) never renders an upload as a page.
+                disposition = _attachment(access)
             presigned = self.presigner.presign(
-                key, content_disposition=_disposition(access), content_type=access.content_type
+                key, content_disposition=disposition, content_type=access.content_type
             )
             location = presigned.url
             # A cached redirect must never outlive the URL it points to.
@@ -457,7 +463,25 @@ class Access(NamedTuple):
 def _disposition(access: Access) -> str | None:
     if not access.download:
         return None
+    return _attachment(access)
+
+
+def _attachment(access: Access) -> str:
     return content_disposition(access.relpath.rsplit("/", 1)[-1], attachment=True)
+
+
+def _option_headers(access: Access) -> list[tuple[bytes, bytes]]:
+    """The signed response options as headers, the same for local and proxy delivery
+    (redirects carry them as response-content-* parameters instead)."""
+    headers = []
+    disposition = _disposition(access)
+    if disposition is not None:
+        headers.append((b"content-disposition", disposition.encode("latin-1")))
+    if access.content_type is not None:
+        headers.append((b"content-type", access.content_type.encode("ascii")))
+        if is_active(access.content_type):
+            headers.append(SANDBOX_HEADER)
+    return headers
 
 
 async def _send_redirect(send: Send, start: Message) -> None:

@@ -18,6 +18,7 @@ import httpx
 from starlette.types import Receive, Send
 
 from .exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
+from .http import SANDBOX_HEADER, is_active
 from .local import relay
 from .presign import Presigner
 
@@ -35,6 +36,8 @@ FORWARDED_REQUEST_HEADERS = (
 )
 FORWARDED_RESPONSE_HEADERS = (
     "content-type",
+    # A stored "attachment" stays one (django-storages users set it per object).
+    "content-disposition",
     "content-length",
     "content-range",
     "content-encoding",
@@ -148,6 +151,8 @@ class S3Proxy:
                 for name, value in response.headers.items()
                 if name in FORWARDED_RESPONSE_HEADERS and name.encode("latin-1") not in ours
             ]
+            if b"content-type" not in ours:
+                headers += _content_policy(response.headers.get("content-type"))
             status = response.status_code
             if status == 200 and "content-range" in response.headers:
                 # Some S3-compatible servers (rclone's, measured) send a partial body
@@ -192,6 +197,16 @@ class S3Proxy:
                 continue
             raise _error_for(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _content_policy(stored_type: str | None) -> list[tuple[bytes, bytes]]:
+    """What the site's origin adds to S3's own Content-Type: the same sandbox as local
+    delivery for a type that could run script, decided from the type S3 sends (an
+    object stored as text/html under a .png name is sandboxed too)."""
+    if stored_type is None:
+        # With no type and nosniff, a browser would still sniff a navigation.
+        return [(b"content-type", b"application/octet-stream")]
+    return [SANDBOX_HEADER] if is_active(stored_type) else []
 
 
 def _error_for(response: httpx.Response) -> RequestError:
