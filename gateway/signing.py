@@ -39,8 +39,6 @@ SALT = "media-gateway.url.v1"
 # characters long: ~1.5 KiB each at worst, 3 MiB in all.
 GRANT_CACHE_SIZE = 2048
 MAX_REMEMBERED = 1024
-# Expiries are Unix seconds; 12 digits last until the year 33658 and bound the parse.
-_MAX_EXP_DIGITS = 12
 _CANONICAL_ORDERS = (
     ("exp", "sig"),
     ("exp", "dl", "sig"),
@@ -49,10 +47,15 @@ _CANONICAL_ORDERS = (
 )
 _PARAMS = frozenset({"exp", "dl", "ct", "sig"})
 # A content-type override: a MIME type and at most a charset, nothing a header could
-# be smuggled through.
-_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[\w.+-]+(; ?charset=[\w-]+)?")
-# The query exactly as sign_url writes it, verified without a general parse.
-_FAST_QUERY = re.compile(r"exp=(?P<exp>\d{1,12})(?P<dl>&dl=1)?&sig=(?P<sig>[A-Za-z0-9_-]{43})")
+# be smuggled through; ASCII only (re.ASCII: \w would match any script's letters).
+_CONTENT_TYPE = re.compile(r"[A-Za-z0-9][\w.+-]*/[\w.+-]+(; ?charset=[\w-]+)?", re.ASCII)
+# The query exactly as sign_url writes it, verified without a general parse. Expiries
+# are Unix seconds with one spelling, as sign_url writes them: ASCII digits, no leading
+# zero; 12 digits last until the year 33658 and bound the parse.
+_FAST_QUERY = re.compile(
+    r"exp=(?P<exp>[1-9][0-9]{0,11})(?P<dl>&dl=1)?&sig=(?P<sig>[A-Za-z0-9_-]{43})"
+)
+_EXPIRY = re.compile(r"[1-9][0-9]{0,11}")
 # URL-safe base64 of a SHA-256 HMAC, without padding.
 _SIGNATURE = re.compile(r"[A-Za-z0-9_-]{43}")
 
@@ -185,10 +188,13 @@ class URLSigner:
         if names not in _CANONICAL_ORDERS:
             raise BadSignature("Malformed signature parameters")
         exp, download = values["exp"], "dl" in values
-        if not exp.isdigit() or len(exp) > _MAX_EXP_DIGITS or values.get("dl", "1") != "1":
+        if not _EXPIRY.fullmatch(exp) or values.get("dl", "1") != "1":
             raise BadSignature("Malformed signature parameters")
         content_type = unquote(values["ct"]) if "ct" in values else None
-        if content_type is not None and not _CONTENT_TYPE.fullmatch(content_type):
+        if content_type is not None and (
+            not _CONTENT_TYPE.fullmatch(content_type)
+            or quote(content_type, safe="") != values["ct"]  # one spelling, sign_url's
+        ):
             raise BadSignature("Malformed signature parameters")
         signature = values["sig"]
         # Only the exact form we issue: itsdangerous's decoder tolerates padding and

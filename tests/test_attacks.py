@@ -1,0 +1,90 @@
+"""Attacks that once worked (issue 17, items 5 and 6), each reproduced against a real
+server (uvicorn or gunicorn) and kept as a regression test. The forged delegate headers
+are in tests/test_delegate.py and tests/test_django_integration.py; the content policy
+in tests/test_content_policy.py."""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import quote
+
+import httpx
+import pytest
+
+from gateway import MediaGateway, URLSigner
+from gateway.signing import _payload, _signature_text
+from tests.conftest import SECRET
+
+
+@pytest.fixture
+def served(media_root, make_settings, serve):
+    (media_root / "a.txt").write_bytes(b"private")
+    gateway = MediaGateway(settings=make_settings())
+    return gateway, serve(gateway)
+
+
+def forge(signer: URLSigner, relpath: str, exp: str, *, ct: str | None = None) -> str:
+    """A query whose signature is valid for int(exp) and ct, in another spelling."""
+    payload = _payload(relpath, int(exp), False, ct)
+    sig = _signature_text(signer._macs[0], payload).decode()
+    options = "" if ct is None else f"&ct={quote(ct, safe='')}"
+    return f"exp={exp}{options}&sig={sig}"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "exp=1&ct=text%2F%C3%A9&sig=" + "A" * 43,
+        "exp=1&ct=%C3%A9%2Fx&sig=" + "A" * 43,
+        "exp=1&ct=text%2Fplain%3B%20charset%3D%C3%A9&sig=" + "A" * 43,
+        "exp=%D9%A1&sig=" + "A" * 43,
+    ],
+)
+def test_non_ascii_options_are_403_without_traceback(served, caplog, query):
+    """A non-ASCII ct once gave a 500 and a logged traceback on every request."""
+    _, base = served
+    with caplog.at_level(logging.ERROR):
+        response = httpx.get(f"{base}/media/a.txt?{query}")
+    assert response.status_code == 403
+    assert not [r for r in caplog.records if r.exc_info]
+
+
+def test_an_expiry_has_one_spelling(served):
+    """Item 6 (INFO, decided): a grant has one spelling. Leading zeros and non-ASCII
+    digits (int() reads both) are refused, although the HMAC is right."""
+    gateway, base = served
+    far = str(int(gateway.signer.clock()) + 3600)
+    assert httpx.get(f"{base}/media/a.txt?{forge(gateway.signer, 'a.txt', far)}").content == (
+        b"private"
+    )
+    arabic = far.translate(
+        str.maketrans("0123456789", "\u0660\u0661\u0662\u0663\u0664\u0665\u0666\u0667\u0668\u0669")
+    )
+    for exp in ("0" + far, "00" + far, quote(arabic)):
+        query = forge(gateway.signer, "a.txt", far).replace(f"exp={far}", f"exp={exp}")
+        assert httpx.get(f"{base}/media/a.txt?{query}").status_code == 403, exp
+
+
+def test_a_content_type_has_one_spelling(served):
+    """ct as sign_url writes it, percent-encoded; a raw or re-encoded spelling of the
+    same type is another URL for one grant and is refused."""
+    gateway, base = served
+    far = str(int(gateway.signer.clock()) + 3600)
+    query = forge(gateway.signer, "a.txt", far, ct="text/plain")
+    assert httpx.get(f"{base}/media/a.txt?{query}").status_code == 200
+    for spelling in ("text/plain", "text%2fplain", "%74ext%2Fplain"):
+        other = query.replace("ct=text%2Fplain", f"ct={spelling}")
+        assert httpx.get(f"{base}/media/a.txt?{other}").status_code == 403, spelling
+
+
+def test_signed_urls_still_verify(served):
+    """The URLs sign_url writes, with every option, are unaffected."""
+    gateway, base = served
+    signer = URLSigner(secret_keys=[SECRET])
+    for url in (
+        signer.sign_url("a.txt"),
+        signer.sign_url("a.txt", download=True),
+        signer.sign_url("a.txt", content_type="text/plain; charset=utf-8"),
+        signer.sign_url("a.txt", download=True, content_type="application/x-thing+json"),
+    ):
+        assert httpx.get(base + url).status_code == 200, url
