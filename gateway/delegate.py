@@ -136,9 +136,7 @@ class Delegate:
                     self._remember(cache_key, status, ttl)
         raise_for(status)
 
-    async def _ask_app(
-        self, scope: Scope, headers: list[tuple[bytes, bytes]]
-    ) -> tuple[int, str]:
+    async def _ask_app(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
         assert self.app is not None
         path = self.target.split("?", 1)[0]
         sub_scope = {

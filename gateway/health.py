@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -18,16 +19,32 @@ __all__ = ["Readiness", "json_response"]
 # A readiness probe every second from several load balancers must not become a
 # HeadBucket every second: the answer is reused this long.
 CACHE_SECONDS = 5.0
+# What anyone who can reach the probe learns of a problem: a short code per setting.
+# The details (bucket name, internal endpoint, S3's error) go to the log and to
+# `media-gateway check`, never to the probe's body.
+REASON_CODES = {
+    "MEDIA_ROOT": "media_root",
+    "AWS_STORAGE_BUCKET_NAME": "bucket",
+    "AWS_ACCESS_KEY_ID": "credentials",
+    "AWS_S3_ENDPOINT_URL": "endpoint",
+    "clock": "clock",
+}
+
+logger = logging.getLogger("gateway.health")
 
 
 class Readiness:
     """Checks that the settings work: MEDIA_ROOT exists, and in S3 mode the bucket
-    answers HeadBucket with our credentials. Results are cached for a few seconds."""
+    answers HeadBucket with our credentials. Results are cached for a few seconds.
+
+    The answer names each problem by a short code (:data:`REASON_CODES`); the full
+    line is logged when the set of problems changes."""
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.clock = clock
         self._result: tuple[float, bool, dict[str, Any]] | None = None
+        self._problems: list[str] = []
         self._lock = anyio.Lock()
 
     async def check(self) -> tuple[bool, dict[str, Any]]:
@@ -36,11 +53,17 @@ class Readiness:
             if cached is not None and self.clock() - cached[0] < CACHE_SECONDS:
                 return cached[1], cached[2]
             # HeadBucket is a blocking boto3 call: off the event loop.
-            ok, details = await anyio.to_thread.run_sync(self._check_now)
+            ok, details, problems = await anyio.to_thread.run_sync(self._check_now)
+            if cached is None or problems != self._problems:
+                for problem in problems:
+                    logger.warning("not ready: %s", problem)
+                if not problems and cached is not None:
+                    logger.warning("ready again")
+            self._problems = problems
             self._result = (self.clock(), ok, details)
             return ok, details
 
-    def _check_now(self) -> tuple[bool, dict[str, Any]]:
+    def _check_now(self) -> tuple[bool, dict[str, Any], list[str]]:
         settings = self.settings
         details: dict[str, Any] = {"mode": "s3" if settings.use_s3 else "local"}
         problems: list[str] = []
@@ -51,8 +74,10 @@ class Readiness:
             report, s3_problems = check_bucket(settings)
             details["bucket_reachable"] = report.get("bucket_reachable", False)
             problems += s3_problems
-        details["problems"] = problems
-        return not problems, details
+        details["problems"] = sorted(
+            {REASON_CODES.get(problem.split(":", 1)[0], "s3") for problem in problems}
+        )
+        return not problems, details, problems
 
 
 def json_response(

@@ -20,6 +20,7 @@ from typing import Any, cast
 from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from starlette.types import ASGIApp
 
+from .exceptions import NotFound
 from .middleware import MediaGateway
 from .settings import Settings
 
@@ -56,5 +57,32 @@ class MediaGatewayWSGI:
         # PATH_INFO is latin-1 decoded bytes (PEP 3333); the prefix is ASCII.
         path = str(environ.get("SCRIPT_NAME", "")) + str(environ.get("PATH_INFO", ""))
         if path.startswith(self._prefix) or path in self._operations:
+            if not _is_utf8(path):
+                # No media file has a name that is not UTF-8, and a2wsgi's scope
+                # builder raises on one (a 500 under gunicorn): answered here.
+                return _not_found(start_response, head=environ.get("REQUEST_METHOD") == "HEAD")
             return self._asgi(environ, start_response)
         return self.app(environ, start_response)
+
+
+def _is_utf8(path: str) -> bool:
+    try:
+        path.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        return False
+    return True
+
+
+def _not_found(start_response: StartResponse, *, head: bool) -> list[bytes]:
+    error = NotFound()
+    body = f"{error.reason}\n".encode()
+    start_response(
+        f"{error.status_code} Not Found",
+        [
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
+            ("Cache-Control", "no-store"),
+            ("X-Content-Type-Options", "nosniff"),
+        ],
+    )
+    return [] if head else [body]

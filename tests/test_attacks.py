@@ -14,6 +14,7 @@ import pytest
 from gateway import MediaGateway, URLSigner
 from gateway.signing import _payload, _signature_text
 from tests.conftest import SECRET
+from tests.test_wsgi import gunicorn  # noqa: F401 (fixture)
 
 
 @pytest.fixture
@@ -88,3 +89,37 @@ def test_signed_urls_still_verify(served):
         signer.sign_url("a.txt", download=True, content_type="application/x-thing+json"),
     ):
         assert httpx.get(base + url).status_code == 200, url
+
+
+@pytest.mark.parametrize("target", ["/media/%FF", "/media/%C3%28", "/media/a%FF.txt?exp=1"])
+def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target):
+    """MediaGatewayWSGI under gunicorn once answered these with a 500."""
+    assert httpx.get(gunicorn + target).status_code == 404
+
+
+def test_readiness_keeps_the_details_to_the_log(
+    s3_server, media_root, make_settings, serve, caplog
+):
+    """Anyone who reaches the probe learns a short reason code; the bucket name and the
+    internal endpoint go to the log (and to `media-gateway check`)."""
+    settings = make_settings(
+        use_s3=True,
+        aws_access_key_id=s3_server.access_key,
+        aws_secret_access_key=s3_server.secret_key,
+        aws_storage_bucket_name="secret-bucket-name",
+        aws_s3_endpoint_url=s3_server.endpoint_url,
+        ready_path="/-/ready",
+    )
+    base = serve(MediaGateway(settings=settings))
+    with caplog.at_level(logging.WARNING, logger="gateway.health"):
+        response = httpx.get(base + "/-/ready")
+    assert response.status_code == 503
+    assert response.json() == {
+        "ready": False,
+        "mode": "s3",
+        "bucket_reachable": False,
+        "problems": ["bucket"],
+    }
+    assert "secret-bucket-name" not in response.text
+    assert s3_server.endpoint_url.split("//")[1] not in response.text
+    assert "secret-bucket-name" in caplog.text

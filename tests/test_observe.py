@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import logging
 import re
 
@@ -89,7 +91,7 @@ def test_ready_fails_without_bucket(s3_server, s3_bucket, media_root, make_setti
     )
     reply = call(MediaGateway(settings=settings), "/ready")
     assert reply.status == 503
-    assert b"does not exist" in reply.body
+    assert json.loads(reply.body)["problems"] == ["bucket"]
     good = MediaGateway(
         settings=settings.__class__(**{**settings.__dict__, "aws_storage_bucket_name": s3_bucket})
     )
