@@ -57,14 +57,27 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def run_server(app: Any, **options: Any) -> Iterator[str]:
-    """Run ``app`` under a real uvicorn on 127.0.0.1 in a thread; yield its base URL."""
-    port = free_port()
+def run_server(app: Any, *, send_buffer: int | None = None, **options: Any) -> Iterator[str]:
+    """Run ``app`` under a real uvicorn on 127.0.0.1 in a thread; yield its base URL.
+
+    ``send_buffer`` fixes the kernel's send buffer of every connection (SO_SNDBUF, no
+    autotuning), as on a link with a small bandwidth-delay product: on loopback the
+    kernel otherwise buffers megabytes and wakes a writer in steps of a third of that.
+    """
+    sockets = None
+    if send_buffer is None:
+        port = free_port()
+    else:
+        listener = socket.socket()
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        sockets = [listener]  # accepted connections inherit the buffer size
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="auto", **options
     )
     server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": sockets}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while not server.started:

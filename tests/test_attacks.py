@@ -14,7 +14,7 @@ import pytest
 from gateway import MediaGateway, URLSigner
 from gateway.signing import _payload, _signature_text
 from tests.conftest import SECRET
-from tests.test_wsgi import gunicorn  # noqa: F401 (fixture)
+from tests.test_wsgi import gunicorn  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
@@ -80,7 +80,7 @@ def test_a_content_type_has_one_spelling(served):
 
 def test_signed_urls_still_verify(served):
     """The URLs sign_url writes, with every option, are unaffected."""
-    gateway, base = served
+    _, base = served
     signer = URLSigner(secret_keys=[SECRET])
     for url in (
         signer.sign_url("a.txt"),
@@ -92,7 +92,7 @@ def test_signed_urls_still_verify(served):
 
 
 @pytest.mark.parametrize("target", ["/media/%FF", "/media/%C3%28", "/media/a%FF.txt?exp=1"])
-def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target):
+def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target):  # noqa: F811
     """MediaGatewayWSGI under gunicorn once answered these with a 500."""
     assert httpx.get(gunicorn + target).status_code == 404
 
@@ -123,3 +123,42 @@ def test_readiness_keeps_the_details_to_the_log(
     assert "secret-bucket-name" not in response.text
     assert s3_server.endpoint_url.split("//")[1] not in response.text
     assert "secret-bucket-name" in caplog.text
+
+
+def test_a_slow_steady_reader_is_not_dropped(media_root, make_settings, serve):
+    """GATEWAY_SEND_TIMEOUT once bounded the send of a whole 1 MiB chunk, so a client
+    reading steadily, but slower than 1 MiB per timeout, was dropped as idle once the
+    kernel's buffers were full. Here: a 0.5 s timeout, a reader paced at 768 KB/s (a
+    1 MiB send waits 1.4 s for it), small kernel buffers: every byte arrives."""
+    import os
+    import socket
+    import time
+
+    rate = 768 * 1024
+    data = os.urandom(3 * 1024 * 1024)
+    (media_root / "big.bin").write_bytes(data)
+    gateway = MediaGateway(settings=make_settings(send_timeout=0.5))
+    host, port = serve(gateway, send_buffer=32768).removeprefix("http://").split(":")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+    sock.connect((host, int(port)))
+    target = gateway.signer.sign_url("big.bin")
+    sock.sendall(f"GET {target} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n".encode())
+    received = bytearray()
+    started = time.monotonic()
+    try:
+        while time.monotonic() - started < 30:
+            chunk = sock.recv(16384)
+            if not chunk:
+                break
+            received += chunk
+            # Paced: never ahead of `rate` bytes a second since the start.
+            time.sleep(max(0.0, len(received) / rate - (time.monotonic() - started)))
+    finally:
+        sock.close()
+    elapsed = time.monotonic() - started
+    head, _, body = bytes(received).partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    assert len(body) == len(data)
+    assert body == data
+    assert len(received) / elapsed < 1024 * 1024 / 0.5  # slower than 1 MiB per timeout
