@@ -108,3 +108,110 @@ def test_signed_or_not(world, path, signed):
 
 def _decoded(target: bytes) -> str:
     return unquote_to_bytes(target).decode()[len("/media/") :]
+
+
+# Attack families of issue 17, as properties.
+
+GATEWAY_HEADER_NAMES = ("x-media-path", "x-original-uri")
+
+
+def spellings(name: str) -> st.SearchStrategy[bytes]:
+    """Every spelling of ``name`` that a server may map to the same variable: each
+    letter in either case, each dash a dash or an underscore."""
+    parts = [
+        st.sampled_from([c, c.upper()])
+        if c.isalpha()
+        else st.sampled_from(["-", "_"])
+        if c == "-"
+        else st.just(c)
+        for c in name
+    ]
+    return st.tuples(*parts).map(lambda chars: "".join(chars).encode("latin-1"))
+
+
+forged_headers = st.lists(
+    st.tuples(
+        st.sampled_from(GATEWAY_HEADER_NAMES).flatmap(spellings),
+        st.binary(min_size=0, max_size=12).map(lambda b: quote_from_bytes(b).encode()),
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(forged=forged_headers, query=st.sampled_from([b"", b"share=1", b"a=b&c=d"]))
+def test_delegate_sees_only_the_gateways_headers(world, forged, query):
+    """Whatever spellings and repeats a client sends, the app's delegate sees exactly one
+    X-Media-Path and one X-Original-URI, both the gateway's."""
+    _, root = world
+    seen: list[list[tuple[bytes, bytes]]] = []
+
+    async def app(scope, receive, send):
+        seen.append(list(scope["headers"]))
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    gateway = MediaGateway(
+        app, settings=Settings(secret_keys=(SECRET,), media_root=root, auth_delegate="/auth")
+    )
+    target = b"/media/a.txt" + (b"?" + query if query else b"")
+    assert call(gateway, target, headers=[(b"cookie", b"s=1"), *forged]).status == 200
+    (headers,) = seen
+    normal = [(k.lower().replace(b"_", b"-"), v) for k, v in headers]
+    assert [v for k, v in normal if k == b"x-media-path"] == [b"a.txt"]
+    assert [v for k, v in normal if k == b"x-original-uri"] == [target]
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    queries=st.lists(
+        st.sampled_from([b"", b"share=T", b"share=U", b"share=T&x=1", b"x=1"]),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_remembered_decisions_follow_the_query(world, queries):
+    """With a decision cache, every answer equals what the delegate would say for that
+    exact query (a share link allows only itself)."""
+    _, root = world
+
+    async def app(scope, receive, send):
+        uri = dict(scope["headers"])[b"x-original-uri"]
+        status = 200 if uri.endswith(b"share=T") else 403
+        await send({"type": "http.response.start", "status": status, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    gateway = MediaGateway(
+        app,
+        settings=Settings(
+            secret_keys=(SECRET,), media_root=root, auth_delegate="/auth", auth_cache_ttl=60
+        ),
+    )
+    for query in queries:
+        target = b"/media/a.txt" + (b"?" + query if query else b"")
+        expected = 200 if query.endswith(b"share=T") else 403
+        assert call(gateway, target, headers={"cookie": "s=1"}).status == expected
+
+
+mime_token = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789.+-", min_size=1, max_size=8)
+mime_types = st.one_of(
+    st.sampled_from(["text/html", "image/svg+xml", "text/plain", "image/png", "text/xml"]),
+    st.builds(
+        lambda a, b: f"{a}/{b}", st.sampled_from(["text", "image", "application"]), mime_token
+    ),
+).filter(lambda t: t[0].isalnum())
+
+
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(content_type=mime_types, name=st.sampled_from(["a.txt", "dir/b.txt", "caf\u00e9.txt"]))
+def test_sandbox_follows_the_signed_type(world, content_type, name):
+    """A signed content-type override is sandboxed exactly when that type is active,
+    whatever the file's name."""
+    from gateway.http import SANDBOX_CSP, is_active
+
+    gateway, _ = world
+    reply = call(gateway, gateway.signer.sign_url(name, content_type=content_type))
+    assert reply.status == 200
+    assert reply.headers["content-type"] == content_type
+    assert (reply.headers.get("content-security-policy") == SANDBOX_CSP) is is_active(content_type)

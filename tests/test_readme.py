@@ -23,3 +23,15 @@ def test_every_item_is_mapped_to_existing_tests():
                 n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))
             }
             assert name in defined, f"item {item}: {module}::{name} does not exist"
+
+
+def test_every_attack_names_existing_tests():
+    """The attacks map names only tests that exist."""
+    text = (TESTS / "README.md").read_text()
+    section = text.split("## Attacks that once worked", 1)[1]
+    names = re.findall(r"`(test_\w+\.py)::(\w+)`", section)
+    assert len(names) >= 9
+    for module, name in names:
+        tree = ast.parse((TESTS / module).read_text())
+        defined = {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+        assert name in defined, f"{module}::{name} does not exist"
