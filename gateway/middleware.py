@@ -342,8 +342,14 @@ class MediaGateway:
             location = f"{custom}/{quote(key)}"
             max_age = self.settings.public_max_age
         else:
+            # Signed for the request's method: a HEAD that follows a redirect signed for
+            # GET is refused by S3. RecentRedirects keys on the method, so a GET is never
+            # answered with a HEAD's URL or the reverse.
             presigned = self.presigner.presign(
-                key, content_disposition=_disposition(access), content_type=access.content_type
+                key,
+                content_disposition=_disposition(access),
+                content_type=access.content_type,
+                method=scope["method"],
             )
             location = presigned.url
             # A cached redirect must never outlive the URL it points to.
