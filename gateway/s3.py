@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
 
 from .exceptions import ConfigError
 from .presign import Credentials, Presigner
@@ -73,8 +74,8 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
 
     Refreshable credentials (roles, SSO, ``credential_process``, pod identity) are
     refreshed by botocore when they near expiry (15 minutes before, 10 at the latest),
-    and carry their expiry so that nothing signed with them outlives them; static ones
-    cost two locks and an attribute read.
+    and carry their expiry so that nothing signed with them outlives them (two locks and
+    a clock read per call); static ones are read once.
     """
     found = _session(settings).get_credentials()
     if found is None:
@@ -84,6 +85,12 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
             " (or use a role or profile that boto3 can find)",
         )
     chain = found
+    if not isinstance(chain, RefreshableCredentials):
+        # Keys that never change (settings, environment, a shared file): read once, so
+        # a presign costs no lock here.
+        frozen = chain.get_frozen_credentials()
+        fixed = Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+        return lambda: fixed
     # botocore publishes a refresh's keys and its expiry one after the other, under a
     # lock of its own that get_frozen_credentials() takes and releases. This chain
     # belongs to a session made here, so every reader goes through current(): its lock
@@ -95,7 +102,8 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
     def current() -> Credentials:
         with lock:
             frozen = chain.get_frozen_credentials()
-            # Set by RefreshableCredentials (a tz-aware datetime); absent on static keys.
+            # A tz-aware datetime, with no public name (nor a stub). None only for
+            # deferred credentials never fetched, which get_frozen_credentials() just did.
             expiry = getattr(chain, "_expiry_time", None)
         # The same Credentials object while botocore's values stay the same: callers
         # compare it per request, and building one costs a microsecond.
