@@ -80,7 +80,8 @@ class Presigner:
     :param ttl: URLs are signed for this many seconds from the window start, never
         past the expiry of the credentials.
     :param window: URLs are identical within a window of this many seconds, and stay
-        valid at least ``ttl - window`` seconds after they are handed out.
+        valid at least ``ttl - window`` seconds after they are handed out (or until
+        temporary credentials end, if sooner).
     """
 
     def __init__(
