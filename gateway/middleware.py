@@ -348,8 +348,14 @@ class MediaGateway:
                 # downloaded instead, so even a bucket on a subdomain of the site (a
                 # custom domain, a CDN) never renders an upload as a page.
                 disposition = _attachment(access)
+            # Signed for the request's method: a HEAD that follows a redirect signed for
+            # GET is refused by S3. RecentRedirects keys on the method, so a GET is never
+            # answered with a HEAD's URL or the reverse.
             presigned = self.presigner.presign(
-                key, content_disposition=disposition, content_type=access.content_type
+                key,
+                content_disposition=disposition,
+                content_type=access.content_type,
+                method=scope["method"],
             )
             location = presigned.url
             # A cached redirect must never outlive the URL it points to.

@@ -12,7 +12,9 @@ Why our own presigner rather than boto3's ``generate_presigned_url``:
 
 tests/test_presign.py proves the output byte-identical to botocore's for the same
 time, credentials and inputs. Credentials come from boto3's chain, session tokens
-included, and are read on each call so refreshed credentials are picked up.
+included, and are read on each call so refreshed credentials are picked up. A URL
+signed with temporary credentials dies with them, so it is never signed to live past
+their expiry.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from datetime import UTC, datetime
 from typing import NamedTuple
 from urllib.parse import quote, urlsplit
 
+from .exceptions import ServiceUnavailable
 from .hmac_sha256 import HmacSha256
 
 __all__ = ["MAX_EXPIRES", "Credentials", "Presigned", "Presigner", "signing_key"]
@@ -45,6 +48,8 @@ class _WindowState(NamedTuple):
     #: The string to sign up to the canonical request's hash.
     string_to_sign: bytes
     mac: HmacSha256
+    #: Unix time after which S3 refuses the window's URLs.
+    expires_at: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Credentials:
     access_key: str
     secret_key: str
     token: str | None = None
+    #: Unix time at which temporary credentials end (S3 then refuses every URL signed
+    #: with them); None for long-term keys and tokens of unknown lifetime.
+    expires_at: int | None = None
 
 
 class Presigned(NamedTuple):
@@ -69,9 +77,11 @@ class Presigner:
     :param addressing_style: ``path`` (``host/bucket/key``) or ``virtual``
         (``bucket.host/key``).
     :param credentials: returns the current credentials (boto3's chain).
-    :param ttl: URLs are signed for this many seconds from the window start.
+    :param ttl: URLs are signed for this many seconds from the window start, never
+        past the expiry of the credentials.
     :param window: URLs are identical within a window of this many seconds, and stay
-        valid at least ``ttl - window`` seconds after they are handed out.
+        valid at least ``ttl - window`` seconds after they are handed out (or until
+        temporary credentials end, if sooner).
     """
 
     def __init__(
@@ -115,11 +125,18 @@ class Presigner:
     ) -> Presigned:
         """Return the presigned URL of ``key``, identical within the current window.
 
-        ``method`` is GET for clients; the proxy also signs HEAD, since SigV4 signs the
-        method and a HEAD with a GET signature is refused.
+        ``method`` is the client's (GET or HEAD): SigV4 signs the method, and a HEAD
+        with a GET signature is refused. Raises :class:`ServiceUnavailable` when the
+        credentials have ended and the chain gave no new ones: a URL signed with them
+        would be refused.
         """
-        start = int(self.clock()) // self.window * self.window
-        state = self._window_state(start, self.credentials())
+        now = int(self.clock())
+        creds = self.credentials()
+        if creds.expires_at is not None and now >= creds.expires_at:
+            # The window's state was made while they were valid; reusing it now would
+            # hand out a URL that is dead on arrival.
+            raise ServiceUnavailable("Storage credentials expired; retry")
+        state = self._window_state(now // self.window * self.window, creds)
         # Request parameters come first in the URL, after the auth parameters in the
         # canonical query: sorted by name, "X-Amz-" precedes "response-".
         query, canonical_query = state.query, state.canonical_query
@@ -141,7 +158,7 @@ class Presigner:
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         signature = state.mac.digest(state.string_to_sign + digest.encode("ascii")).hex()
         return Presigned(
-            f"{self._origin}{path}?{query}&X-Amz-Signature={signature}", start + self.ttl
+            f"{self._origin}{path}?{query}&X-Amz-Signature={signature}", state.expires_at
         )
 
     def _window_state(self, start: int, creds: Credentials) -> _WindowState:
@@ -151,12 +168,19 @@ class Presigner:
         if cached is not None and cached[0] == (start, creds):
             return cached[1]
         amz_date = datetime.fromtimestamp(start, UTC).strftime("%Y%m%dT%H%M%SZ")
+        # A URL cannot outlive the credentials it is signed with (S3 refuses it then), so
+        # it is not signed to: its expiry stops at theirs, and so do the redirect's
+        # max-age and the browser caches that trust it. presign() has checked that they
+        # are still valid, so at least one second remains after the window start.
+        expires = self.ttl
+        if creds.expires_at is not None:
+            expires = min(expires, creds.expires_at - start)
         scope = amz_date[:8] + self._scope_suffix
         auth = [
             ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
             ("X-Amz-Credential", f"{creds.access_key}/{scope}"),
             ("X-Amz-Date", amz_date),
-            ("X-Amz-Expires", str(self.ttl)),
+            ("X-Amz-Expires", str(expires)),
             ("X-Amz-SignedHeaders", "host"),
         ]
         if creds.token:
@@ -167,6 +191,7 @@ class Presigner:
             canonical_query="&".join(f"{k}={v}" for k, v in sorted(encoded)),
             string_to_sign=f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n".encode(),
             mac=HmacSha256(signing_key(creds.secret_key, amz_date[:8], self.region)),
+            expires_at=start + expires,
         )
         self._window = ((start, creds), state)
         return state

@@ -6,12 +6,15 @@ boto3: presigning is done by :mod:`gateway.presign`, and proxying by httpx.
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
+from botocore.credentials import RefreshableCredentials
 
 from .exceptions import ConfigError
 from .presign import Credentials, Presigner
@@ -69,8 +72,10 @@ def make_s3_client(settings: Settings, **config: Any) -> S3Client:
 def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
     """Return a function giving the current credentials from boto3's chain.
 
-    Refreshable credentials (roles, SSO) are refreshed by botocore when they near
-    expiry; static ones cost a lock and an attribute read.
+    Refreshable credentials (roles, SSO, ``credential_process``, pod identity) are
+    refreshed by botocore when they near expiry (15 minutes before, 10 at the latest),
+    and carry their expiry so that nothing signed with them outlives them (two locks and
+    a clock read per call); static ones are read once.
     """
     found = _session(settings).get_credentials()
     if found is None:
@@ -80,16 +85,38 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
             " (or use a role or profile that boto3 can find)",
         )
     chain = found
-    last: list[tuple[Any, Credentials]] = []
+    if not isinstance(chain, RefreshableCredentials):
+        # Keys that never change (settings, environment, a shared file): read once, so
+        # a presign costs no lock here.
+        frozen = chain.get_frozen_credentials()
+        fixed = Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
+        return lambda: fixed
+    # botocore publishes a refresh's keys and its expiry one after the other, under a
+    # lock of its own that get_frozen_credentials() takes and releases. This chain
+    # belongs to a session made here, so every reader goes through current(): its lock
+    # makes the keys and their expiry one pair, never the keys of one refresh with the
+    # expiry of the next (the migration tools sign from several threads).
+    lock = threading.Lock()
+    last: list[tuple[Any, Any, Credentials]] = []
 
     def current() -> Credentials:
-        frozen = chain.get_frozen_credentials()
+        with lock:
+            frozen = chain.get_frozen_credentials()
+            # A tz-aware datetime, with no public name (nor a stub). None only for
+            # deferred credentials never fetched, which get_frozen_credentials() just did.
+            expiry = getattr(chain, "_expiry_time", None)
         # The same Credentials object while botocore's values stay the same: callers
         # compare it per request, and building one costs a microsecond.
-        if last and last[0][0] == frozen:
-            return last[0][1]
-        credentials = Credentials(str(frozen.access_key), str(frozen.secret_key), frozen.token)
-        last[:] = [(frozen, credentials)]
+        if last and last[0][0] == frozen and last[0][1] == expiry:
+            return last[0][2]
+        credentials = Credentials(
+            str(frozen.access_key),
+            str(frozen.secret_key),
+            frozen.token,
+            # Rounded down: a URL must stop at or before the credentials' last second.
+            None if expiry is None else math.floor(expiry.timestamp()),
+        )
+        last[:] = [(frozen, expiry, credentials)]
         return credentials
 
     return current

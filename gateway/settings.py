@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class Settings:
     #: Expiries are rounded up to a multiple of this, so the same page rendered twice
     #: within the window carries byte-identical URLs and browsers keep their cache.
     #: 0 means min(300, url_ttl): five minutes of identical URLs, never more than a TTL.
+    #: A link of a shorter lifetime rounds to a tenth of it (signing.rounding_window).
     url_window: int = 0
     #: ``Cache-Control: public, max-age`` for public prefixes.
     public_max_age: int = 86400
@@ -246,10 +248,28 @@ class Settings:
 
     @property
     def addressing_style(self) -> str:
-        """The resolved addressing style: ``path`` or ``virtual``."""
-        if self.aws_s3_addressing_style != "auto":
-            return self.aws_s3_addressing_style
-        return "path" if self.aws_s3_endpoint_url else "virtual"
+        """The resolved addressing style: ``path`` or ``virtual``.
+
+        ``auto`` is path for a custom endpoint, virtual for AWS. Virtual-hosted only for
+        a bucket that can be a host name under the endpoint's, as botocore decides: a
+        bucket with dots (``media.example.com``) over HTTPS would be
+        ``media.example.com.s3.<region>.amazonaws.com``, which no certificate for
+        ``*.s3.<region>.amazonaws.com`` matches (a wildcard covers one label), so it is
+        path-style there; over plain HTTP, where no certificate is checked, dots are
+        fine. Both endpoints count: the client's (boto3, proxy mode) and the one
+        presigned URLs are made for.
+        """
+        style = self.aws_s3_addressing_style
+        if style == "auto":
+            style = "path" if self.aws_s3_endpoint_url else "virtual"
+        if style == "virtual" and self.aws_storage_bucket_name is not None:
+            plain_http = all(
+                url.startswith("http://")
+                for url in (self.s3_endpoint_url, self.public_endpoint_url)
+            )
+            if not _virtual_hostable(self.aws_storage_bucket_name, dots=plain_http):
+                return "path"
+        return style
 
     @property
     def s3_endpoint_url(self) -> str:
@@ -380,6 +400,22 @@ def _json_object(variable: str, raw: str) -> dict[str, Any]:
             f'expected a JSON object like {{"CacheControl": "max-age=86400"}} (got {raw!r})',
         )
     return value
+
+
+def _virtual_hostable(bucket: str, *, dots: bool) -> bool:
+    """True when ``bucket`` can be the first label(s) of a host name: botocore's
+    ``aws.isVirtualHostableS3Bucket`` (lower case, 3 characters or more, not an IPv4
+    address, each label an RFC 1123 host label; several labels only with ``dots``)."""
+    if len(bucket) < 3 or bucket.lower() != bucket or _IPV4.fullmatch(bucket):
+        return False
+    labels = bucket.split(".")
+    if len(labels) > 1 and not dots:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+_IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}")
+_HOST_LABEL = re.compile(r"(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
 
 
 def _public_prefix(prefix: str) -> str:

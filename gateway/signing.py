@@ -7,6 +7,8 @@ option, so a signature made for one path or one option set fails on every other.
 The expiry is rounded up to a multiple of the window. itsdangerous's TimestampSigner
 stamps the signing time, which gives a new URL on every call and defeats the browser
 cache (pallets/itsdangerous#40); a rounded expiry gives the same URL for a whole window.
+The window shrinks for short lifetimes, so a link never outlives the lifetime asked for
+by more than max(1 s, 10%).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ class URLSigner:
     :param secret_keys: the last key signs; every key verifies, for rotation.
     :param media_url: the URL prefix, such as ``/media/``.
     :param ttl: default lifetime of a URL, in seconds.
-    :param window: expiries are rounded up to a multiple of this many seconds.
+    :param window: expiries are rounded up to a multiple of this many seconds, or of a
+        tenth of the lifetime (at least one second) when that is shorter.
     :param clock: returns the current Unix time; injected for tests.
     """
 
@@ -136,7 +139,8 @@ class URLSigner:
             raise ValueError(
                 f"content_type must be a MIME type like text/plain, not {content_type!r}"
             )
-        expires = math.ceil((self.clock() + lifetime) / self.window) * self.window
+        window = rounding_window(self.window, lifetime)
+        expires = math.ceil((self.clock() + lifetime) / window) * window
         payload = _payload(relpath, expires, download, content_type)
         raw = self._signer.algorithm.get_signature(self._derived_keys[0], payload)
         signature = base64_encode(raw).decode("ascii")
@@ -226,6 +230,20 @@ class URLSigner:
             return validate_relpath(path)
         except Exception:
             raise ValueError(f"not a valid media path: {path!r}") from None
+
+
+def rounding_window(window: int, lifetime: int) -> int:
+    """The window a link of ``lifetime`` seconds has its expiry rounded up to.
+
+    Rounding up adds less than one window to the lifetime, so the window is at most a
+    tenth of it (at least a second): a link never lives more than max(1 s, 10%) longer
+    than asked (RELIABILITY item 60); ``sign --expires 1`` dies within two seconds, not
+    at the end of a five-minute window. It depends on the lifetime alone, not on the
+    time, so links of one lifetime still share their expiry for a whole window: the
+    default TTL (3600 s, a tenth is 360) keeps the full 300 s window, and a page
+    rendered twice within it carries byte-identical URLs.
+    """
+    return min(window, max(1, lifetime // 10))
 
 
 def _signature_text(mac: HmacSha256, message: bytes) -> bytes:

@@ -72,7 +72,33 @@ def test_redirect_to_presigned_url(s3_settings, put, serve, s3_server):
     assert follow(location).content == DATA
     head = httpx.head(base + gateway.signer.sign_url("docs/a b#1.bin"))
     assert head.status_code == 302
-    assert head.headers["location"] == location
+    assert head.headers["location"] != location  # signed for HEAD: see the next test
+
+
+@pytest.mark.parametrize("hybrid", [False, True], ids=["redirect", "hybrid"])
+def test_head_follows_the_redirect_to_the_object(s3_settings, put, serve, hybrid):
+    """Item 59: a HEAD redirected to S3 and followed gets the object's headers (200), as
+    a GET does, never a 403 for a URL signed for GET (SigV4 signs the method), in
+    redirect mode and in hybrid mode for a file no longer on disk."""
+    put("media/docs/h.bin", ContentType="application/pdf")
+    gateway = MediaGateway(settings=s3_settings(local_fallback=hybrid))
+    base = serve(gateway)
+    signed = base + gateway.signer.sign_url("docs/h.bin")
+    got = httpx.get(signed, follow_redirects=True)
+    assert (got.status_code, got.content) == (200, DATA)
+    redirect = httpx.head(signed)
+    assert redirect.status_code == 302
+    assert "X-Amz-Signature=" in redirect.headers["location"]
+    head = httpx.head(redirect.headers["location"])
+    assert head.status_code == 200
+    assert head.content == b""
+    for name in ("content-length", "content-type", "etag", "last-modified"):
+        assert head.headers[name] == got.headers[name], name
+    assert head.headers["content-length"] == str(len(DATA))
+    # As a client sees it, in one call; and the GET's URL is what S3 refuses a HEAD.
+    assert httpx.head(signed, follow_redirects=True).status_code == 200
+    get_location = httpx.get(signed).headers["location"]
+    assert httpx.head(get_location).status_code == 403
 
 
 def test_unsigned_is_denied_before_s3(s3_settings, serve):
@@ -463,8 +489,8 @@ def test_remembered_redirects_equal_fresh_ones(media_root):
     gateway = MediaGateway(settings=settings, clock=clock)
     signer = gateway.signer
     targets = [
-        signer.sign_url("docs/a.pdf", expires_in=150),
-        signer.sign_url("docs/a.pdf", expires_in=150, download=True),
+        signer.sign_url("docs/a.pdf", expires_in=300),
+        signer.sign_url("docs/a.pdf", expires_in=300, download=True),
         "/media/public/logo.png",
     ]
     # Expiries fall on a window boundary: the signed URLs expire at start + 300.

@@ -1,20 +1,23 @@
-"""Signed URLs: RELIABILITY items 14-18, 20, 21, and stable URLs within a window."""
+"""Signed URLs: RELIABILITY items 14-18, 20, 21, 60, and stable URLs within a window."""
 
 from __future__ import annotations
 
 import base64
 import hashlib
 import hmac
+import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
+import httpx
 import pytest
 from itsdangerous import Signer
 
 from gateway import MediaGateway, URLSigner
+from gateway.cli import main
 from gateway.exceptions import BadSignature, SignatureExpired
 from gateway.hmac_sha256 import HmacSha256
-from gateway.signing import _payload, _signature_text
+from gateway.signing import _payload, _signature_text, rounding_window
 from tests.conftest import SECRET
 from tests.helpers import call
 
@@ -305,3 +308,64 @@ def test_content_type_override_is_a_mime_type(signer, bad):
     """Only a MIME type (and a charset) may be signed: nothing a header could carry."""
     with pytest.raises(ValueError, match="content_type"):
         signer.sign_url("a.jpg", content_type=bad)
+
+
+@pytest.mark.parametrize(
+    ("window", "lifetime", "expected"),
+    [
+        (300, 3600, 300),
+        (300, 7200, 300),
+        (300, 600, 60),
+        (300, 100, 10),
+        (300, 19, 1),
+        (300, 1, 1),
+        (60, 3600, 60),
+        (5, 40, 4),
+    ],
+)
+def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(window, lifetime, expected):
+    """Short lifetimes get a short window; the default TTL keeps the whole window."""
+    assert rounding_window(window, lifetime) == expected
+
+
+LIFETIMES = [1, 2, 5, 9, 10, 11, 59, 60, 100, 299, 301, 999, 3600, 7200, 86400]
+
+
+def test_links_die_within_a_tenth_of_their_lifetime(media_root, make_settings, serve):
+    """Item 60: a link asked for N seconds works at N and is refused by the gateway
+    under uvicorn after N + max(1 s, 10%), for short and long N and for signing times
+    anywhere in a window (an injected clock, so a day-long link needs no day)."""
+    (media_root / "a.jpg").write_bytes(b"A")
+    clock = Clock()
+    gateway = MediaGateway(settings=make_settings(), clock=clock)
+    base = serve(gateway)
+    with httpx.Client(base_url=base) as client:
+        for signed_at in (NOW - 10, NOW - 9.7, NOW + 0.5, NOW + 137.25, NOW + 289.999):
+            for lifetime in LIFETIMES:
+                clock.now = signed_at
+                url = gateway.signer.sign_url("a.jpg", expires_in=lifetime)
+                clock.now = signed_at + lifetime
+                assert client.get(url).status_code == 200, (signed_at, lifetime)
+                clock.now = signed_at + lifetime + max(1, lifetime / 10)
+                refused = client.get(url)
+                assert refused.status_code == 403, (signed_at, lifetime)
+                assert refused.text == "Signature expired\n"
+
+
+def test_sign_command_expires_as_asked(media_root, make_settings, serve, monkeypatch, capsys):
+    """Item 60: ``media-gateway sign --expires 1`` prints a link that works now and is
+    refused by a gateway on the real clock two seconds later, not at the end of the
+    five-minute window."""
+    (media_root / "a.jpg").write_bytes(b"A")
+    monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
+    monkeypatch.setenv("MEDIA_ROOT", str(media_root))
+    before = time.time()
+    assert main(["sign", "a.jpg", "--expires", "1"]) == 0
+    url = capsys.readouterr().out.strip()
+    expires = int(dict(parse_qsl(query(url)))["exp"])
+    assert expires < before + 1 + 1 and expires < time.time() + 2
+    base = serve(MediaGateway(settings=make_settings()))
+    with httpx.Client(base_url=base) as client:
+        assert client.get(url).status_code == 200
+        time.sleep(max(0.0, expires - time.time()) + 0.05)  # under two seconds (above)
+        assert client.get(url).status_code == 403
