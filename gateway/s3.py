@@ -98,7 +98,7 @@ class _TLSSession(URLLib3Session):
 
     def _setup_ssl_cert(self, conn: Any, url: str, verify: Any) -> None:
         # The context holds the CAs already: no bundle for urllib3 to load again.
-        conn.cert_reqs = "CERT_REQUIRED"
+        conn.cert_reqs = "CERT_REQUIRED" if url.lower().startswith("https") else "CERT_NONE"
         conn.ca_certs = None
 
 
