@@ -12,9 +12,17 @@ from collections.abc import Callable
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, ProxyConnectionError
 
 from .exceptions import ConfigError
+from .network import (
+    ca_bundle,
+    is_untrusted,
+    proxy_for,
+    proxy_variable,
+    redact,
+    untrusted_message,
+)
 from .s3 import credentials_provider, make_s3_client
 from .settings import Settings
 
@@ -36,16 +44,17 @@ def check_bucket(
         credentials_provider(settings)
     except ConfigError as exc:
         return {"bucket_reachable": False}, [str(exc)]
-    client = make_s3_client(settings, retries={"max_attempts": 1, "mode": "standard"})
+    try:
+        client = make_s3_client(settings, retries={"max_attempts": 1, "mode": "standard"})
+    except ConfigError as exc:  # an unreadable AWS_CA_BUNDLE
+        return {"bucket_reachable": False}, [str(exc)]
     try:
         try:
             response = client.head_bucket(Bucket=bucket)
         except ClientError as exc:
             return {"bucket_reachable": False}, [_explain(exc, settings)]
         except BotoCoreError as exc:
-            return {"bucket_reachable": False}, [
-                f"AWS_S3_ENDPOINT_URL: cannot reach {settings.s3_endpoint_url}: {exc}"
-            ]
+            return {"bucket_reachable": False}, [_unreachable(exc, settings)]
         report: dict[str, Any] = {"bucket_reachable": True}
         problems = []
         date = response["ResponseMetadata"].get("HTTPHeaders", {}).get("date")
@@ -76,6 +85,17 @@ def _explain(exc: ClientError, settings: Settings) -> str:
             f" ({code or status}); check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         )
     return f"AWS_S3_ENDPOINT_URL: S3 answered {code or status} for bucket {bucket!r}"
+
+
+def _unreachable(exc: BotoCoreError, settings: Settings) -> str:
+    url = settings.s3_endpoint_url
+    if is_untrusted(exc):
+        return f"AWS_CA_BUNDLE: {untrusted_message(url, ca_bundle(settings))}"
+    if isinstance(exc, ProxyConnectionError):
+        proxy = redact(proxy_for(url) or "")
+        reason = exc.kwargs.get("error", exc)
+        return f"{proxy_variable(url)}: cannot reach the proxy {proxy} for {url}: {reason}"
+    return f"AWS_S3_ENDPOINT_URL: cannot reach {url}: {exc}"
 
 
 def _inventory(client: S3Client, bucket: str, location: str) -> dict[str, Any]:

@@ -22,7 +22,7 @@ __all__ = ["rclone_binary", "serve_s3"]
 
 # rclone logs this line once it listens. Binding port 0 and reading the port back
 # avoids racing other processes for a port picked in advance.
-_LISTENING = re.compile(r"Starting s3 server on \[(http://127\.0\.0\.1:\d+)/?\]")
+_LISTENING = re.compile(r"Starting s3 server on \[(https?://127\.0\.0\.1:\d+)/?\]")
 START_TIMEOUT = 15.0  # seconds; rclone usually answers in well under one
 STOP_TIMEOUT = 5.0  # seconds to exit after SIGTERM before it is killed
 
@@ -37,9 +37,17 @@ def rclone_binary() -> str:
 
 @contextlib.contextmanager
 def serve_s3(
-    root: Path, *, access_key: str, secret_key: str, log_path: Path, port: int = 0
+    root: Path,
+    *,
+    access_key: str,
+    secret_key: str,
+    log_path: Path,
+    port: int = 0,
+    tls: tuple[Path, Path] | None = None,
 ) -> Iterator[str]:
     """Run ``rclone serve s3`` over ``root`` on 127.0.0.1; yield its endpoint URL.
+
+    With ``tls`` (a certificate chain and its key, PEM files) it serves https.
 
     Buckets are top-level folders, but create them through the S3 API: rclone caches
     directory listings, so a folder made on disk may not show up as a bucket for minutes.
@@ -59,6 +67,8 @@ def serve_s3(
         "--vfs-cache-mode=off",
         "--log-level=INFO",  # logs each refused request, which helps when a test fails
     ]
+    if tls is not None:
+        command += [f"--cert={tls[0]}", f"--key={tls[1]}"]
     # RCLONE_* variables set any option a flag above does not: keep a developer's out.
     env = {name: value for name, value in os.environ.items() if not name.startswith("RCLONE_")}
     with log_path.open("wb") as log:
@@ -82,7 +92,9 @@ def _wait_until_listening(process: subprocess.Popen[bytes], log_path: Path) -> s
         match = _LISTENING.search(log_path.read_text(errors="replace"))
         if match:
             with contextlib.suppress(httpx.TransportError):
-                httpx.get(match[1], timeout=1)  # any answer will do; unsigned ones get 400
+                # Any answer will do (unsigned ones get 400); whether it listens, not who
+                # signed its certificate, is the question here.
+                httpx.get(match[1], timeout=1, verify=False)  # noqa: S501
                 return match[1]
         time.sleep(0.05)
     raise RuntimeError(

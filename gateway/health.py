@@ -27,6 +27,9 @@ REASON_CODES = {
     "AWS_STORAGE_BUCKET_NAME": "bucket",
     "AWS_ACCESS_KEY_ID": "credentials",
     "AWS_S3_ENDPOINT_URL": "endpoint",
+    "AWS_CA_BUNDLE": "ca_bundle",
+    "HTTPS_PROXY": "proxy",
+    "HTTP_PROXY": "proxy",
     "clock": "clock",
 }
 

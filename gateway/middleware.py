@@ -25,6 +25,7 @@ from .http import (
     validator_headers,
 )
 from .local import LocalFiles, MediaFile, send_file, whole_body
+from .network import proxy_for, tls_context
 from .observe import MemoryUse, Metrics, Observer, access_logger
 from .paths import decoded_relative_path, relative_path
 from .presign import Presigner
@@ -121,6 +122,8 @@ class MediaGateway:
                     timeout=settings.s3_timeout,
                     idle_timeout=settings.send_timeout,
                     transport=transport,
+                    tls=tls_context(settings),
+                    proxy=proxy_for(settings.s3_endpoint_url),
                 )
             else:
                 self.presigner = make_presigner(settings, clock=clock)

@@ -21,6 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from .exceptions import ConfigError
+from .network import (
+    ca_bundle,
+    proxy_for,
+    proxy_variable,
+    tls_context,
+    untrusted_message,
+)
 from .presign import Credentials
 from .settings import Settings
 from .transfer import ObjectInfo, S3Error, S3Wire
@@ -66,8 +73,8 @@ def add_commands(commands: Any) -> None:
         type=_shard,
         default=(0, 1),
         metavar="I/N",
-        help="handle the paths whose stable hash falls in shard I of N (0 <= I < N), so "
-        "that N machines can share one tree",
+        help="handle the paths whose stable hash falls in shard I of N, counted from 1 "
+        "(--shard 1/4 ... --shard 4/4), so that N machines can share one tree",
     )
     upload.add_argument(
         "--cleanup",
@@ -148,13 +155,19 @@ def _workers(raw: str) -> int:
 
 
 def _shard(raw: str) -> tuple[int, int]:
+    """``I/N`` counted from 1, as Jest's and Playwright's ``--shard``; returned as the
+    :class:`Selector`'s ``(I - 1, N)``."""
     index, _, count = raw.partition("/")
     try:
-        shard = int(index), int(count)
-        Selector(shard=shard)
+        number, total = int(index), int(count)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N (got {raw!r})") from None
-    return shard
+        number = total = 0
+    if not 1 <= number <= total:
+        hint = "; shards count from 1" if number == 0 and total > 0 else ""
+        raise argparse.ArgumentTypeError(
+            f"expected I/N with 1 <= I <= N, as in --shard 1/4 ... --shard 4/4 (got {raw!r}){hint}"
+        )
+    return number - 1, total
 
 
 # --- the commands ------------------------------------------------------------
@@ -319,8 +332,15 @@ def _config_error(exc: S3Error, settings: Settings) -> ConfigError:
             f"S3 refused the credentials for bucket {bucket!r} ({exc}); check "
             "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
         )
+    url = settings.s3_endpoint_url
+    if exc.region is not None:
+        return ConfigError("AWS_S3_REGION_NAME", f"bucket {bucket!r}: {exc}")
+    if exc.code == "TLSError":
+        return ConfigError("AWS_CA_BUNDLE", untrusted_message(url, ca_bundle(settings)))
+    if exc.code == "ProxyError":
+        return ConfigError(proxy_variable(url), f"{exc.message}; not connecting to {url} directly")
     if exc.code == "ConnectionError":
-        return ConfigError("AWS_S3_ENDPOINT_URL", f"cannot reach {settings.s3_endpoint_url}: {exc}")
+        return ConfigError("AWS_S3_ENDPOINT_URL", f"cannot reach {url}: {exc}")
     return ConfigError("AWS_S3_ENDPOINT_URL", f"S3 failed for bucket {bucket!r}: {exc}")
 
 
@@ -361,13 +381,18 @@ def _session(
     bucket = settings.aws_storage_bucket_name
     if not bucket:
         raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required to migrate")
-    wire = S3Wire(
-        endpoint_url=settings.s3_endpoint_url,
-        region=settings.aws_s3_region_name,
-        bucket=bucket,
-        addressing_style=settings.addressing_style,
-        credentials=_credentials(settings),
-    )
+    try:
+        wire = S3Wire(
+            endpoint_url=settings.s3_endpoint_url,
+            region=settings.aws_s3_region_name,
+            bucket=bucket,
+            addressing_style=settings.addressing_style,
+            credentials=_credentials(settings),
+            tls=tls_context(settings),
+            proxy_for=proxy_for,
+        )
+    except ValueError as exc:  # a proxy this client cannot use (https://)
+        raise ConfigError(proxy_variable(settings.s3_endpoint_url), str(exc)) from None
     path: Path | None = None
     if stateful:
         path = args.state or default_state_path(

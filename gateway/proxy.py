@@ -63,6 +63,8 @@ class S3Proxy:
     :param timeout: seconds for connecting and for each read; beyond it, 504.
     :param idle_timeout: seconds a client may take no bytes before it is dropped.
     :param transport: an httpx transport; injected for tests.
+    :param tls: the TLS context of every client (:func:`gateway.network.tls_context`).
+    :param proxy: the proxy URL for S3 (:func:`gateway.network.proxy_for`), or None.
     """
 
     def __init__(
@@ -72,13 +74,16 @@ class S3Proxy:
         timeout: float,
         idle_timeout: float = 60.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        tls: ssl.SSLContext | None = None,
+        proxy: str | None = None,
     ) -> None:
         self.presigner = presigner
         self.timeout = timeout
         self.idle_timeout = idle_timeout
         self.transport = transport
         # One TLS context for every client: building one costs milliseconds.
-        self._tls = ssl.create_default_context()
+        self._tls = tls or ssl.create_default_context()
+        self._proxy = proxy
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle: list[httpx.AsyncClient] = []
 
@@ -88,6 +93,10 @@ class S3Proxy:
             limits=httpx.Limits(max_connections=1, max_keepalive_connections=1),
             transport=self.transport,
             verify=self._tls,
+            # The proxy and CAs of gateway.network, as for every other S3 client: not
+            # httpx's own reading of the environment (its NO_PROXY rules differ).
+            proxy=self._proxy,
+            trust_env=False,
         )
 
     @contextlib.asynccontextmanager

@@ -7,16 +7,19 @@ boto3: presigning is done by :mod:`gateway.presign`, and proxying by httpx.
 from __future__ import annotations
 
 import math
+import ssl
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import boto3
 from botocore.config import Config
 from botocore.credentials import RefreshableCredentials
+from botocore.httpsession import URLLib3Session
 
 from .exceptions import ConfigError
+from .network import proxy_for, tls_context
 from .presign import Credentials, Presigner
 from .settings import Settings
 
@@ -60,13 +63,46 @@ def client_config(settings: Settings, **overrides: Any) -> Config:
 
 
 def make_s3_client(settings: Settings, **config: Any) -> S3Client:
-    """A boto3 S3 client for the configured endpoint (check, upload, verify, pull)."""
+    """A boto3 S3 client for the configured endpoint (check, readiness, the demo), with
+    the CAs and proxy of :mod:`gateway.network`."""
+    options = client_config(settings, **config)
+    tls = tls_context(settings)  # before the client: a bad bundle must not leak one
     client: S3Client = _session(settings).client(
-        "s3",
-        endpoint_url=settings.aws_s3_endpoint_url,
-        config=client_config(settings, **config),
+        "s3", endpoint_url=settings.aws_s3_endpoint_url, config=options
     )
+    proxy = proxy_for(settings.s3_endpoint_url)
+    scheme = settings.s3_endpoint_url.partition(":")[0]
+    # botocore takes a CA bundle only as a path, which it then trusts *instead of* the
+    # system store and loads again for every connection; it has no public hook for an
+    # SSL context, so the endpoint's HTTP session is swapped for one that uses ours.
+    endpoint = cast(Any, client)._endpoint
+    merged = cast(Any, client.meta.config)  # ours over botocore's defaults
+    previous = endpoint.http_session
+    endpoint.http_session = _TLSSession(
+        tls,
+        timeout=(merged.connect_timeout, merged.read_timeout),
+        proxies={scheme: proxy} if proxy else {},
+        max_pool_connections=merged.max_pool_connections,
+        socket_options=previous._socket_options,
+    )
+    previous.close()
     return client
+
+
+class _TLSSession(URLLib3Session):
+    """botocore's HTTP session verifying with one given SSL context."""
+
+    def __init__(self, tls: ssl.SSLContext, **kwargs: Any) -> None:
+        self._tls = tls
+        super().__init__(**kwargs)
+
+    def _get_ssl_context(self) -> ssl.SSLContext:
+        return self._tls
+
+    def _setup_ssl_cert(self, conn: Any, url: str, verify: Any) -> None:
+        # The context holds the CAs already: no bundle for urllib3 to load again.
+        conn.cert_reqs = "CERT_REQUIRED" if url.lower().startswith("https") else "CERT_NONE"
+        conn.ca_certs = None
 
 
 def credentials_provider(settings: Settings) -> Callable[[], Credentials]:

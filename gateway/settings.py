@@ -69,6 +69,9 @@ class Settings:
     #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
     aws_location: str = "media"
     aws_session_token: str | None = dataclasses.field(default=None, repr=False)
+    #: A PEM file of extra CAs that every S3 client trusts besides the system store
+    #: (boto3's ``AWS_CA_BUNDLE``): for endpoints signed by a private CA.
+    aws_ca_bundle: str | None = None
     #: ``path`` (host/bucket/key) or ``virtual`` (bucket.host/key); ``auto`` picks path
     #: for a custom endpoint (MinIO and most S3-compatible servers) and virtual for AWS.
     aws_s3_addressing_style: str = "auto"
@@ -316,6 +319,7 @@ class Settings:
             "aws_s3_endpoint_url": text("AWS_S3_ENDPOINT_URL"),
             "aws_location": env.get("AWS_LOCATION", "media").strip(),
             "aws_session_token": text("AWS_SESSION_TOKEN"),
+            "aws_ca_bundle": text("AWS_CA_BUNDLE"),
             "aws_s3_addressing_style": (text("AWS_S3_ADDRESSING_STYLE") or "auto").lower(),
             "aws_s3_custom_domain": text("AWS_S3_CUSTOM_DOMAIN"),
             "s3_delivery": (text("GATEWAY_S3_DELIVERY") or "redirect").lower(),

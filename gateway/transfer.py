@@ -17,6 +17,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import random
+import re
+import ssl
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -25,8 +27,9 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import quote, unquote_plus, urlsplit
 
+from .network import redact
 from .presign import Credentials
-from .transfer_http import Connection, ProtocolError, Response
+from .transfer_http import Connection, ProtocolError, ProxyError, Response
 from .transfer_sigv4 import HeaderSigner
 
 __all__ = ["Body", "ObjectInfo", "S3Error", "S3Wire", "Sink"]
@@ -68,12 +71,17 @@ class Sink(Protocol):
 
 class S3Error(Exception):
     """S3 refused a request (``code`` from its XML, or the HTTP status), or it could not
-    be reached after every retry (``status`` None)."""
+    be reached after every retry (``status`` None). ``region`` is the bucket's region
+    when S3 sent us elsewhere (301, 307, or a 400 naming the region it expects)."""
 
-    def __init__(self, code: str, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, code: str, message: str, status: int | None = None, region: str | None = None
+    ) -> None:
         super().__init__(f"{code}: {message}" if message else code)
         self.code = code
+        self.message = message
         self.status = status
+        self.region = region
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -97,6 +105,10 @@ class S3Wire:
         server busy with 64 uploads may take a while to acknowledge one part.
     :param max_attempts: tries per request on 5xx, 429 and dropped connections, with
         exponential backoff and full jitter capped at ``backoff_cap`` seconds.
+    :param tls: the TLS context of every connection (:func:`gateway.network.tls_context`);
+        by default the system store's, built once.
+    :param proxy_for: the proxy URL for a URL, or None (:func:`gateway.network.proxy_for`);
+        by default every connection is direct.
     """
 
     def __init__(
@@ -112,6 +124,8 @@ class S3Wire:
         backoff_base: float = 0.05,
         backoff_cap: float = 10.0,
         sleep: Callable[[float], None] = time.sleep,
+        tls: ssl.SSLContext | None = None,
+        proxy_for: Callable[[str], str | None] | None = None,
     ) -> None:
         parts = urlsplit(endpoint_url)
         self._https = parts.scheme == "https"
@@ -123,6 +137,13 @@ class S3Wire:
             self._host = parts.netloc
             self._prefix = f"{base_path}/{quote(bucket, safe='~')}"
         self.bucket = bucket
+        self.region = region
+        self.origin = f"{parts.scheme}://{self._host}"
+        # One context for all connections: building one loads the CA store (milliseconds).
+        self.tls = (tls or ssl.create_default_context()) if self._https else None
+        self.proxy = proxy_for(self.origin) if proxy_for is not None else None
+        if self.proxy is not None and not self.proxy.startswith("http://"):
+            raise ValueError(f"expected an http:// proxy (got {redact(self.proxy)!r})")
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff_base = backoff_base
@@ -185,7 +206,7 @@ class S3Wire:
                 if "%" in key or "+" in key:
                     key = unquote_plus(key, errors="strict")
                 etag = _text(item, "ETag")
-                yield ObjectInfo(key[cut:], int(_text(item, "Size") or 0), etag.strip('"'))
+                yield ObjectInfo(key[cut:], _size(_text(item, "Size")), etag.strip('"'))
             token = _text(root, "NextContinuationToken")
             if _text(root, "IsTruncated") != "true" or not token:
                 return
@@ -316,10 +337,14 @@ class S3Wire:
                 data = response.read()
         except RETRY_ERRORS as exc:
             self._drop_connection()
+            if isinstance(exc, ProxyError):
+                raise _Retry(S3Error("ProxyError", str(exc))) from None
             raise _Retry(S3Error("ConnectionError", f"{type(exc).__name__}: {exc}")) from None
         except OSError as exc:  # TLS, routing, name resolution: not worth retrying
             self._drop_connection()
-            raise S3Error("ConnectionError", f"{type(exc).__name__}: {exc}") from None
+            untrusted = isinstance(exc, ssl.SSLCertVerificationError)
+            code = "TLSError" if untrusted else "ConnectionError"
+            raise S3Error(code, f"{type(exc).__name__}: {exc}") from None
         except BaseException:
             self._drop_connection()  # a body that failed mid-send leaves the stream unusable
             raise
@@ -329,12 +354,12 @@ class S3Wire:
         if 200 <= status < 300:
             if data.startswith(b"<?xml") and b"<Error>" in data[:200]:
                 # CompleteMultipartUpload may fail after its 200 status line.
-                error = _error(status, data)
+                error = _error(status, data, reply_headers, self.region)
                 raise _Retry(error) if error.code == "InternalError" else error
             return _Reply(status, reply_headers, data, received)
         if status == 404 and ok_missing:
             return _Reply(status, reply_headers, data, None)
-        error = _error(status, data)
+        error = _error(status, data, reply_headers, self.region)
         if status in RETRY_STATUSES or error.code in ("SlowDown", "RequestTimeout"):
             raise _Retry(error)
         raise error
@@ -342,7 +367,13 @@ class S3Wire:
     def _connection(self) -> Connection:
         conn: Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = Connection(self._host, tls=self._https, timeout=self.timeout)
+            conn = Connection(
+                self._host,
+                tls=self._https,
+                timeout=self.timeout,
+                context=self.tls,
+                proxy=self.proxy,
+            )
             self._local.conn = conn
             with self._lock:
                 self._connections.append(conn)
@@ -375,8 +406,18 @@ class _Retry(Exception):
         self.error = error
 
 
-def _error(status: int, data: bytes) -> S3Error:
+# Where S3 names the region of an endpoint: bucket.s3.eu-west-1.amazonaws.com,
+# s3-eu-west-1.amazonaws.com, bucket.s3.dualstack.eu-west-1.amazonaws.com.
+_ENDPOINT_REGION = re.compile(r"s3[.-](?:dualstack\.)?([a-z]{2}(?:-[a-z]+)+-\d+)\.amazonaws\.")
+# Statuses S3 answers for a bucket addressed through another region's endpoint.
+_REGION_STATUSES = frozenset({301, 307, 400})
+
+
+def _error(
+    status: int, data: bytes, headers: Mapping[str, str] | None = None, asked: str = ""
+) -> S3Error:
     code, message = str(status), ""
+    root: ET.Element | None = None
     if data:
         try:
             root = ET.fromstring(data)  # noqa: S314 - the configured S3 server's answer
@@ -387,7 +428,30 @@ def _error(status: int, data: bytes) -> S3Error:
             message = _text(root, "Message")
     elif status == 404:
         code = "NotFound"
-    return S3Error(code, message, status)
+    elif status in (301, 307):  # a HEAD: no body, only the header
+        code = "PermanentRedirect" if status == 301 else "TemporaryRedirect"
+    region = None
+    if status in _REGION_STATUSES:
+        region = (headers or {}).get("x-amz-bucket-region") or None
+        if region is None and root is not None:
+            found = _ENDPOINT_REGION.search(_text(root, "Endpoint"))
+            region = _text(root, "Region") or (found[1] if found else None)
+        if region == asked:
+            region = None  # a 400 for another reason
+        if region is not None:
+            message = (
+                f"the bucket is in region {region}, not {asked or 'the one configured'}:"
+                f" set AWS_S3_REGION_NAME={region}"
+            )
+    return S3Error(code, message, status, region)
+
+
+def _size(text: str) -> int:
+    if not text:
+        return 0
+    if not (text.isascii() and text.isdigit()):
+        raise S3Error("BadResponse", f"listing with a bad object size {text[:40]!r}")
+    return int(text)
 
 
 def _xml(data: bytes) -> ET.Element:

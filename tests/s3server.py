@@ -2,6 +2,9 @@
 
 Loaded as a pytest plugin from ``tests/conftest.py``. ``s3_server`` starts one server per
 session on a free loopback port; ``s3_bucket`` gives each test a fresh, empty bucket on it.
+``s3_tls_server`` and ``s3_tls_bucket`` do the same over https, with a certificate signed
+by a private CA that the session generates (``trustme``): its PEM file is ``ca_file``,
+trusted by nothing on the machine.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+import trustme
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -25,7 +29,12 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-__all__ = ["S3Server", "s3_bucket", "s3_server"]
+__all__ = ["TLS_NAMES", "S3Server", "s3_bucket", "s3_server", "s3_tls_bucket", "s3_tls_server"]
+
+# The names the TLS server's certificate is valid for. ``s3.test`` resolves nowhere
+# (RFC 2606): only a proxy that maps it to loopback can reach it, so a client that
+# connects directly fails instead of passing by the proxy unseen.
+TLS_NAMES = ("127.0.0.1", "localhost", "s3.test")
 
 
 @dataclass(frozen=True)
@@ -36,6 +45,8 @@ class S3Server:
     access_key: str
     secret_key: str
     region: str = "us-east-1"
+    #: The PEM file of the CA that signed the server's certificate (https servers).
+    ca_file: str | None = None
 
     def client(self) -> S3Client:
         """A new boto3 S3 client for this server; the caller closes it."""
@@ -54,6 +65,7 @@ class S3Server:
             aws_secret_access_key=self.secret_key,
             region_name=self.region,
             config=config,
+            verify=self.ca_file,
         )
 
     def env(self, bucket: str) -> dict[str, str]:
@@ -88,13 +100,54 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield S3Server(endpoint_url=url, access_key=access_key, secret_key=secret_key)
 
 
+@pytest.fixture(scope="session")
+def s3_tls_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One ``rclone serve s3`` over https for the session; see :data:`TLS_NAMES`."""
+    base = tmp_path_factory.mktemp("s3-tls")
+    root = base / "data"
+    root.mkdir()
+    ca = trustme.CA()
+    ca_file, cert_file, key_file = base / "ca.pem", base / "cert.pem", base / "key.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    leaf = ca.issue_cert(*TLS_NAMES)
+    leaf.private_key_pem.write_to_path(str(key_file))
+    leaf.cert_chain_pems[0].write_to_path(str(cert_file))
+    for pem in leaf.cert_chain_pems[1:]:
+        pem.write_to_path(str(cert_file), append=True)
+    access_key = "AKIA" + secrets.token_hex(8).upper()
+    secret_key = secrets.token_hex(20)
+    with serve_s3(
+        root,
+        access_key=access_key,
+        secret_key=secret_key,
+        log_path=base / "rclone.log",
+        tls=(cert_file, key_file),
+    ) as url:
+        yield S3Server(
+            endpoint_url=url, access_key=access_key, secret_key=secret_key, ca_file=str(ca_file)
+        )
+
+
 @pytest.fixture
 def s3_bucket(s3_server: S3Server) -> Iterator[str]:
     """A new, empty bucket on the session's server; emptied and deleted afterwards."""
+    with _bucket(s3_server) as name:
+        yield name
+
+
+@pytest.fixture
+def s3_tls_bucket(s3_tls_server: S3Server) -> Iterator[str]:
+    """A new, empty bucket on the session's https server."""
+    with _bucket(s3_tls_server) as name:
+        yield name
+
+
+@contextlib.contextmanager
+def _bucket(server: S3Server) -> Iterator[str]:
     # Created through the S3 API: rclone caches directory listings, so a folder made on disk
     # may not show up as a bucket for minutes.
     name = f"test-{uuid.uuid4().hex[:16]}"
-    with contextlib.closing(s3_server.client()) as client:
+    with contextlib.closing(server.client()) as client:
         client.create_bucket(Bucket=name)
         try:
             yield name

@@ -307,11 +307,11 @@ def test_bad_settings_exit_2(migrate_env, media_root, monkeypatch, capsys):
             assert captured.out == ""
             assert captured.err.startswith("media-gateway: ") and message in captured.err
             assert captured.err.count("\n") == 1
-    for shard in ("3/3", "x", "1/0"):
+    for shard in ("0/3", "4/3", "x", "1/0", "2/1"):
         with pytest.raises(SystemExit) as exc:
             main(["upload", "--shard", shard])
         assert exc.value.code == 2
-    capsys.readouterr()
+        assert "expected I/N with 1 <= I <= N" in capsys.readouterr().err
 
 
 def test_dry_run_uploads_nothing(migrate_env, media_root, s3, capsys):
@@ -329,13 +329,40 @@ def test_shards_and_globs_split_the_work(migrate_env, media_root, s3, capsys):
     tree["skip/me.tmp"] = b"tmp"
     write_tree(media_root, tree)
     uploaded = [
-        run_cli(capsys, "upload", "--shard", f"{i}/3", "--exclude", "*.tmp")[1] for i in range(3)
+        run_cli(capsys, "upload", "--shard", f"{i}/3", "--exclude", "*.tmp")[1] for i in range(1, 4)
     ]
     assert sum(r["uploaded"] for r in uploaded) == 60
     assert all(r["uploaded"] > 5 for r in uploaded)
     assert set(objects(s3, migrate_env)) == {f"media/{n}" for n in tree if n != "skip/me.tmp"}
     code, report = run_cli(capsys, "upload", "--include", "skip/*")
     assert (code, report["uploaded"], report["skipped"]) == (0, 1, 0)
+
+
+def test_shards_count_from_one(migrate_env, media_root, s3, s3_server, capsys):
+    """Item 65: --shard 1/3, 2/3 and 3/3, as the README writes them, upload every file
+    exactly once (each shard's PUTs are counted on the wire); 0/3 is a usage error that
+    says shards count from 1."""
+    tree = {f"s/{i}.txt": f"{i}".encode() for i in range(90)}
+    write_tree(media_root, tree)
+    with pytest.raises(SystemExit) as exc:
+        main(["upload", "--shard", "0/3"])
+    assert exc.value.code == 2
+    assert "shards count from 1" in capsys.readouterr().err
+    assert objects(s3, migrate_env) == {}
+    owners: dict[str, int] = {}
+    for index in (1, 2, 3):
+        before = set(objects(s3, migrate_env))
+        code, report = run_cli(capsys, "upload", "--shard", f"{index}/3")
+        assert (code, report["failed"], report["skipped"]) == (0, 0, 0)
+        added = set(objects(s3, migrate_env)) - before
+        assert len(added) == report["uploaded"] > 10  # each shard a real share
+        for key in added:
+            assert key not in owners
+            owners[key] = index
+    assert set(owners) == {f"media/{name}" for name in tree}
+    # Any shard run again finds its files there already: nothing twice.
+    code, report = run_cli(capsys, "upload", "--shard", "3/3")
+    assert (code, report["uploaded"]) == (0, 0)
 
 
 def test_error_aborts_the_multipart_upload(s3_server, s3_bucket, s3, tmp_path, media_root):
