@@ -25,7 +25,7 @@ test: lint typecheck
 	$(BIN)/pytest
 
 run: $(STAMP)
-	$(BIN)/python -m gateway.demo
+	$(BIN)/python -m gateway.dev.demo
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[dev,bench]'

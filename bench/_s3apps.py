@@ -23,7 +23,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from gateway import MediaGateway, Settings
-from gateway.embedded_s3 import serve_s3
+from gateway.dev.embedded_s3 import serve_s3
 from gateway.s3 import make_s3_client
 
 from ._apps import replaying

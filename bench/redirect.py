@@ -8,7 +8,7 @@
     calls boto3's ``generate_presigned_url`` inline per request, as most apps do. One URL
     requested over and over is the gateway's best case (its answer is remembered for the
     second), so it is also measured on 20,000 URLs requested in turn, none remembered.
-(b) In process, the cost of one presigned URL: ``gateway.presign.Presigner.presign``
+(b) In process, the cost of one presigned URL: ``gateway.sigv4.Presigner.presign``
     against boto3's ``generate_presigned_url`` with the same bucket, key, endpoint,
     credentials and lifetime, next to the floor of any SigV4 presigner (one SHA-256 and
     one HMAC over strings of the same size).

@@ -40,7 +40,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from gateway import URLSigner
-from gateway.proxy import IDLE_CLIENTS
+from gateway.serving.proxy import IDLE_CLIENTS
 
 from . import _s3apps
 from ._common import (

@@ -29,7 +29,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from gateway.embedded_s3 import rclone_binary
+from gateway.dev.embedded_s3 import rclone_binary
 
 from ._common import (
     CLIENT_CPU,
@@ -180,8 +180,8 @@ def _bucket(endpoint: str) -> str:
 
 
 def _count(endpoint: str, bucket: str) -> int:
-    from gateway.presign import Credentials
-    from gateway.transfer import S3Wire
+    from gateway.migrate.wire import S3Wire
+    from gateway.sigv4 import Credentials
 
     creds = Credentials(ACCESS_KEY, SECRET_KEY)
     wire = S3Wire(
@@ -406,12 +406,12 @@ def _rss_child(files: int) -> dict[str, float]:
     """Run the uploader's planner over ``files`` generated entries; report peak RSS."""
     import sqlite3
 
-    from gateway.presign import Credentials
-    from gateway.transfer import ObjectInfo, S3Wire
-    from gateway.transfer_run import Outcome
-    from gateway.transfer_state import Record, State
-    from gateway.upload import Uploader, UploadOptions
-    from gateway.walk import LocalFile
+    from gateway.migrate.runner import Outcome
+    from gateway.migrate.state import Record, State
+    from gateway.migrate.upload import Uploader, UploadOptions
+    from gateway.migrate.walk import LocalFile
+    from gateway.migrate.wire import ObjectInfo, S3Wire
+    from gateway.sigv4 import Credentials
 
     mtime = 1_600_000_000 * 10**9
     checked = time.time_ns()

@@ -17,7 +17,7 @@ from .settings import Settings as Settings
 from .signing import URLSigner as URLSigner
 
 if TYPE_CHECKING:
-    from .middleware import MediaGateway as MediaGateway
+    from .serving.middleware import MediaGateway as MediaGateway
 
 __version__ = "0.1.0"
 
@@ -65,7 +65,7 @@ def __getattr__(name: str) -> Any:
     # MediaGateway pulls in httpx, boto3 and starlette (0.3 s); the CLI's migration
     # commands and sign_url need none of them, so it is imported on first use.
     if name == "MediaGateway":
-        from .middleware import MediaGateway
+        from .serving.middleware import MediaGateway
 
         return MediaGateway
     raise AttributeError(f"module 'gateway' has no attribute {name!r}")

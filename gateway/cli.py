@@ -67,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("--json", action="store_true", help="print one JSON object")
     check.set_defaults(handler=_check)
 
-    from .migrate_cli import add_commands
+    from .migrate.cli import add_commands
 
     add_commands(commands)
     return parser
@@ -157,7 +157,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def build_app() -> Any:
     """The app uvicorn runs: the gateway around ``$MEDIA_GATEWAY_APP`` (if any)."""
-    from .middleware import MediaGateway
+    from .serving.middleware import MediaGateway
 
     tune_malloc()
 

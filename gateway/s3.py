@@ -1,7 +1,7 @@
 """S3 plumbing: boto3 session, client and credentials, and the presigner built on them.
 
 Everything here is built from :class:`Settings` once, at start-up. Requests never call
-boto3: presigning is done by :mod:`gateway.presign`, and proxying by httpx.
+boto3: presigning is done by :mod:`gateway.sigv4`, and proxying by httpx.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ from botocore.httpsession import URLLib3Session
 
 from .exceptions import ConfigError
 from .network import proxy_for, tls_context
-from .presign import Credentials, Presigner
 from .settings import Settings
+from .sigv4 import Credentials, Presigner
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

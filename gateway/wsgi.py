@@ -1,7 +1,7 @@
 """The gateway for WSGI apps (Django under gunicorn or uWSGI).
 
 ``MediaGatewayWSGI(application)`` is a WSGI app: media and operations paths are answered
-by the same :class:`~gateway.middleware.MediaGateway` (bridged with a2wsgi, one event
+by the same :class:`~gateway.serving.middleware.MediaGateway` (bridged with a2wsgi, one event
 loop in a background thread), every other request goes straight to ``application``,
 with no ASGI conversion on the way.
 
@@ -21,7 +21,7 @@ from a2wsgi.wsgi_typing import Environ, StartResponse, WSGIApp
 from starlette.types import ASGIApp
 
 from .exceptions import NotFound
-from .middleware import MediaGateway
+from .serving.middleware import MediaGateway
 from .settings import Settings
 
 __all__ = ["MediaGatewayWSGI"]

@@ -23,7 +23,7 @@ import trustme
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from gateway.embedded_s3 import serve_s3
+from gateway.dev.embedded_s3 import serve_s3
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

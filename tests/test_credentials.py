@@ -16,8 +16,8 @@ import httpx
 import pytest
 
 from gateway import MediaGateway, Settings
-from gateway.presign import Presigner
 from gateway.s3 import credentials_provider
+from gateway.sigv4 import Presigner
 from tests.conftest import SECRET
 from tests.helpers import call
 
@@ -215,7 +215,7 @@ def test_presigner_refuses_after_the_expiry():
     """The presigner never hands out a URL signed with credentials that have ended, even
     from the state it keeps for the window."""
     from gateway.exceptions import ServiceUnavailable
-    from gateway.presign import Credentials
+    from gateway.sigv4 import Credentials
 
     now = [1_800_000_100.0]
     creds = Credentials("AK", "SK", "T", expires_at=1_800_000_150)

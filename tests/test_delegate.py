@@ -216,7 +216,7 @@ def test_the_app_says_what_may_be_remembered(tree, make_settings, cache_control,
 
 def test_app_max_age_shortens_the_ttl(tree, make_settings):
     """A max-age shorter than GATEWAY_AUTH_CACHE_TTL wins."""
-    from gateway.delegate import Delegate
+    from gateway.serving.delegate import Delegate
 
     now = [1000.0]
     app = AuthApp({"ok": 200}, cache_control=b"private, max-age=5")
@@ -237,7 +237,7 @@ def test_cache_is_bounded_in_bytes(tree, make_settings):
     paths, queries and cookies (once 3.9 KB an entry, 20 times its stated bound)."""
     import tracemalloc
 
-    from gateway import delegate as delegate_module
+    from gateway.serving import delegate as delegate_module
 
     app = AuthApp()
     gateway = gateway_for(app, make_settings, auth_cache_ttl=60)

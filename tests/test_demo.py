@@ -10,7 +10,7 @@ import time
 
 import httpx
 
-from gateway.demo import SAMPLES
+from gateway.dev.demo import SAMPLES
 from tests.conftest import free_port
 from tests.helpers import stop
 
@@ -25,7 +25,7 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
     }
     env["MEDIA_GATEWAY_DEMO_PORT"] = str(port)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gateway.demo"],
+        [sys.executable, "-m", "gateway.dev.demo"],
         cwd=tmp_path,
         env=env,
         stdout=subprocess.PIPE,

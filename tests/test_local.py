@@ -15,7 +15,7 @@ import pytest
 from starlette.responses import FileResponse
 
 from gateway import MediaGateway
-from gateway.local import (
+from gateway.serving.local import (
     CHUNK_SIZE,
     ENTRY_OVERHEAD,
     RECHECK_SECONDS,
@@ -319,7 +319,7 @@ def test_repeated_conditional_headers_combine(gateway, url):
     assert messages[0]["status"] == 304
 
 
-# Small files kept in memory (gateway.local.LocalFiles).
+# Small files kept in memory (gateway.serving.local.LocalFiles).
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The migration tools' HTTP/1.1 connection (gateway/transfer_http.py) against scripted
+"""The migration tools' HTTP/1.1 connection (gateway/migrate/http11.py) against scripted
 servers: body framing, interim answers, keep-alive, broken answers, Expect: 100-continue,
 wrong regions and proxies. Scripted, because no real S3 server sends malformed framing
 or another region's redirect on demand."""
@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from gateway import transfer_http
-from gateway.presign import Credentials
-from gateway.transfer import S3Error, S3Wire
-from gateway.transfer_http import Connection, ProtocolError, ProxyError
+from gateway.migrate import http11 as transfer_http
+from gateway.migrate.http11 import Connection, ProtocolError, ProxyError
+from gateway.migrate.wire import S3Error, S3Wire
+from gateway.sigv4 import Credentials
 
 
 @contextlib.contextmanager

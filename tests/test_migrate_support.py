@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import pytest
 
 from gateway.cli import main
-from gateway.presign import Credentials
-from gateway.transfer import S3Wire
+from gateway.migrate.wire import S3Wire
+from gateway.sigv4 import Credentials
 from tests.conftest import SECRET
 
 # Names that must round-trip exactly (RELIABILITY item 47). NFC and NFD spellings of

@@ -1,4 +1,4 @@
-"""The migration tools' S3 client (gateway/transfer.py): signatures identical to
+"""The migration tools' S3 client (gateway/migrate/wire.py): signatures identical to
 botocore's, object parameters as headers, retries, listings across pages."""
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from gateway import transfer, transfer_sigv4
-from gateway.presign import Credentials
-from gateway.transfer import S3Error, S3Wire
-from gateway.transfer_params import object_headers
+from gateway import sigv4 as transfer_sigv4
+from gateway.migrate import wire as transfer
+from gateway.migrate.params import object_headers
+from gateway.migrate.wire import S3Error, S3Wire
+from gateway.sigv4 import Credentials
 from tests import test_migrate_support as support
 from tests.test_migrate_support import FlakyProxy, make_wire
 

@@ -20,10 +20,10 @@ from botocore.utils import get_environ_proxies
 
 from gateway import MediaGateway, Settings
 from gateway.cli import main
-from gateway.health import REASON_CODES
+from gateway.migrate.wire import S3Error, S3Wire
 from gateway.network import proxy_for, tls_context
-from gateway.presign import Credentials
-from gateway.transfer import S3Error, S3Wire
+from gateway.serving.operations import REASON_CODES
+from gateway.sigv4 import Credentials
 from tests.conftest import SECRET, free_port, run_server
 from tests.connectproxy import ConnectProxy
 from tests.helpers import call

@@ -11,8 +11,8 @@ import pytest
 from botocore.config import Config
 
 from gateway import Settings
-from gateway.presign import MAX_EXPIRES, Credentials, Presigner
 from gateway.s3 import make_presigner
+from gateway.sigv4 import MAX_EXPIRES, Credentials, Presigner
 
 MOMENT = datetime.datetime(2026, 11, 25, 18, 0, 0)
 TIMESTAMP = MOMENT.replace(tzinfo=datetime.UTC).timestamp()

@@ -16,11 +16,18 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway import MediaGateway, Settings, migrate_cli as migrate_cli_module
+from gateway import MediaGateway, Settings
 from gateway.cli import main
-from gateway.transfer_state import State
-from gateway.upload import MAX_PARTS, Uploader, UploadOptions, part_size_for, relative_listing
-from gateway.walk import walk
+from gateway.migrate import cli as migrate_cli_module
+from gateway.migrate.state import State
+from gateway.migrate.upload import (
+    MAX_PARTS,
+    Uploader,
+    UploadOptions,
+    part_size_for,
+    relative_listing,
+)
+from gateway.migrate.walk import walk
 from tests import test_migrate_support as support
 from tests.conftest import SECRET
 from tests.helpers import call
@@ -531,7 +538,7 @@ def test_state_file_inside_the_source_is_not_uploaded(migrate_env, media_root, s
 
 def test_folder_markers_are_not_files():
     """Keys ending in / (console "folders") never pair with a file."""
-    from gateway.transfer import ObjectInfo
+    from gateway.migrate.wire import ObjectInfo
 
     class Listing:
         def list_objects(self, prefix, strip=False):
@@ -545,7 +552,7 @@ def test_progress_bar_on_a_terminal():
     counting walk has the total; a newline at the end."""
     import io
 
-    from gateway.transfer_run import Progress
+    from gateway.migrate.runner import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

@@ -11,8 +11,17 @@ from pathlib import Path
 
 import pytest
 
-from gateway import walk as walk_module
-from gateway.walk import FileChanged, LocalFile, Problem, Selector, hash_file, join, shard_of, walk
+from gateway.migrate import walk as walk_module
+from gateway.migrate.walk import (
+    FileChanged,
+    LocalFile,
+    Problem,
+    Selector,
+    hash_file,
+    join,
+    shard_of,
+    walk,
+)
 from tests.test_migrate_support import ODD_NAMES, odd_tree, write_tree
 
 

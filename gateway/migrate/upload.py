@@ -1,6 +1,6 @@
 """Upload a media tree to S3: decide from one listing, transfer concurrently, resume.
 
-Per file, in the order of the walk merged with the listing (:func:`gateway.walk.join`):
+Per file, in the order of the walk merged with the listing (:func:`gateway.migrate.walk.join`):
 
 1. no object, or an object of another size: upload;
 2. a state row for the same fingerprint and the same ETag: skip, reading nothing;
@@ -32,10 +32,9 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from .http import content_type
-from .transfer import ObjectInfo, S3Error, S3Wire
-from .transfer_run import Cancelled, Outcome, Progress, Runner, Summary, prefetch
-from .transfer_state import Record, State
+from ..http import content_type
+from .runner import Cancelled, Outcome, Progress, Runner, Summary, prefetch
+from .state import Record, State
 from .walk import (
     OPEN_FLAGS,
     FileChanged,
@@ -47,6 +46,7 @@ from .walk import (
     hash_file,
     join,
 )
+from .wire import ObjectInfo, S3Error, S3Wire
 
 __all__ = ["UploadOptions", "Uploader", "cleanup", "part_size_for", "relative_listing"]
 

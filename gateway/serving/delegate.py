@@ -32,7 +32,7 @@ import anyio
 import httpx
 from starlette.types import ASGIApp, Message, Scope
 
-from .exceptions import (
+from ..exceptions import (
     BadGateway,
     Forbidden,
     GatewayTimeout,
@@ -41,7 +41,7 @@ from .exceptions import (
     ServiceUnavailable,
     Unauthorized,
 )
-from .http import CONDITIONAL_HEADERS
+from ..http import CONDITIONAL_HEADERS
 
 __all__ = ["Delegate", "raise_for"]
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
-from .network import redact
+from ..network import redact
 
 __all__ = ["Connection", "ProtocolError", "ProxyError", "Response"]
 

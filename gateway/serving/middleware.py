@@ -12,10 +12,8 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .delegate import Delegate
-from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
-from .health import Readiness, json_response
-from .http import (
+from ..exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
+from ..http import (
     CONDITIONAL_HEADERS,
     SANDBOX_HEADER,
     content_disposition,
@@ -24,15 +22,17 @@ from .http import (
     plan_response,
     validator_headers,
 )
+from ..network import proxy_for, tls_context
+from ..paths import decoded_relative_path, relative_path
+from ..s3 import make_presigner
+from ..settings import Settings
+from ..signing import URLSigner
+from ..sigv4 import Presigner
+from .delegate import Delegate
 from .local import LocalFiles, MediaFile, send_file, whole_body
-from .network import proxy_for, tls_context
 from .observe import MemoryUse, Metrics, Observer, access_logger
-from .paths import decoded_relative_path, relative_path
-from .presign import Presigner
+from .operations import Readiness, json_response
 from .proxy import S3Proxy
-from .s3 import make_presigner
-from .settings import Settings
-from .signing import URLSigner
 
 __all__ = ["MediaGateway"]
 

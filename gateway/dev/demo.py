@@ -20,10 +20,10 @@ from pathlib import Path
 from dotenv import dotenv_values
 from starlette.types import Receive, Scope, Send
 
+from ..http import content_type
+from ..settings import Settings
+from ..signing import URLSigner
 from .embedded_s3 import serve_s3
-from .http import content_type
-from .settings import Settings
-from .signing import URLSigner
 
 __all__ = ["DemoApp", "main", "write_samples"]
 
@@ -133,7 +133,7 @@ def _embedded_s3() -> Iterator[str]:
 
 
 def _upload_samples(settings: Settings) -> None:
-    from .s3 import make_s3_client
+    from ..s3 import make_s3_client
 
     client = make_s3_client(settings)
     for name, data in SAMPLES.items():
@@ -145,8 +145,8 @@ def _upload_samples(settings: Settings) -> None:
 def main() -> int:
     import uvicorn
 
-    from .exceptions import ConfigError
-    from .middleware import MediaGateway
+    from ..exceptions import ConfigError
+    from ..serving.middleware import MediaGateway
 
     _demo_environment()
     with contextlib.ExitStack() as stack:

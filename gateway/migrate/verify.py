@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .transfer import ObjectInfo, S3Wire
-from .transfer_run import Outcome, Progress, Runner
+from .runner import Outcome, Progress, Runner
 from .walk import LocalFile, Problem, display, hash_file, join
+from .wire import ObjectInfo, S3Wire
 
 __all__ = ["Report", "Verifier"]
 

@@ -11,8 +11,8 @@ from typing import Any
 
 import anyio
 
-from .bucket import check_bucket
-from .settings import Settings
+from ..bucket import check_bucket
+from ..settings import Settings
 
 __all__ = ["Readiness", "json_response"]
 

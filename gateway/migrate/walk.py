@@ -18,8 +18,8 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from .exceptions import MediaGatewayError
-from .paths import validate_relpath
+from ..exceptions import MediaGatewayError
+from ..paths import validate_relpath
 
 __all__ = [
     "MAX_KEY_BYTES",

@@ -28,9 +28,9 @@ from typing import NamedTuple
 import anyio
 from starlette.types import Message, Receive, Send
 
-from .exceptions import FileChanged
-from .http import Plan
-from .paths import open_regular_file
+from ..exceptions import FileChanged
+from ..http import Plan
+from ..paths import open_regular_file
 
 __all__ = ["SMALL_FILE", "LocalFiles", "MediaFile", "relay", "send_file", "whole_body"]
 

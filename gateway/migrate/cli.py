@@ -20,21 +20,21 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from .exceptions import ConfigError
-from .network import (
+from ..exceptions import ConfigError
+from ..network import (
     ca_bundle,
     proxy_for,
     proxy_variable,
     tls_context,
     untrusted_message,
 )
-from .presign import Credentials
-from .settings import Settings
-from .transfer import ObjectInfo, S3Error, S3Wire
-from .transfer_params import object_headers
-from .transfer_run import Progress
-from .transfer_state import State, default_state_path
+from ..settings import Settings
+from ..sigv4 import Credentials
+from .params import object_headers
+from .runner import Progress
+from .state import State, default_state_path
 from .walk import Selector, walk
+from .wire import ObjectInfo, S3Error, S3Wire
 
 __all__ = ["add_commands"]
 
@@ -369,7 +369,7 @@ def _credentials(settings: Settings) -> Callable[[], Credentials]:
             settings.aws_access_key_id, settings.aws_secret_access_key, settings.aws_session_token
         )
         return lambda: fixed
-    from .s3 import credentials_provider  # boto3's chain: roles, profiles, SSO
+    from ..s3 import credentials_provider  # boto3's chain: roles, profiles, SSO
 
     return credentials_provider(settings)
 

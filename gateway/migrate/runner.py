@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TextIO, TypeVar
 
-from .transfer_state import Record
+from .state import Record
 from .walk import display
 
 __all__ = ["Cancelled", "Outcome", "Progress", "Runner", "Summary", "prefetch"]

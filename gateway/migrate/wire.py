@@ -5,7 +5,7 @@ request model, XML parsing) and a 1,000-key listing page costs it ~150 ms to par
 the 2-core machine of bench/upload.py, 5,000 files of 4 KiB took boto3's put_object 17 s
 from 32 threads (11 s from 2 processes) and this client 4 s; listing 5,000 keys took
 botocore 1 s and this client 0.12 s. One SigV4 signature is a SHA-256 and an HMAC
-(:mod:`gateway.transfer_sigv4`); the connection is :mod:`gateway.transfer_http`.
+(:mod:`gateway.sigv4`); the connection is :mod:`gateway.migrate.http11`.
 
 Requests carry no ``aws-chunked`` bodies and no ``x-amz-checksum-*`` headers, which
 boto3 >= 1.36 adds by default and which S3-compatible servers may reject: small bodies
@@ -27,10 +27,9 @@ from datetime import datetime
 from typing import Protocol
 from urllib.parse import quote, unquote_plus, urlsplit
 
-from .network import redact
-from .presign import Credentials
-from .transfer_http import Connection, ProtocolError, ProxyError, Response
-from .transfer_sigv4 import HeaderSigner
+from ..network import redact
+from ..sigv4 import Credentials, HeaderSigner
+from .http11 import Connection, ProtocolError, ProxyError, Response
 
 __all__ = ["Body", "ObjectInfo", "S3Error", "S3Wire", "Sink"]
 

@@ -16,12 +16,12 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping
 
-from .exceptions import MediaGatewayError
-from .paths import validate_relpath
-from .transfer import ObjectInfo, S3Wire
-from .transfer_run import Outcome, Progress, Runner, Summary
-from .transfer_state import Record, State
+from ..exceptions import MediaGatewayError
+from ..paths import validate_relpath
+from .runner import Outcome, Progress, Runner, Summary
+from .state import Record, State
 from .walk import MAX_KEY_BYTES, LocalFile, Problem, fingerprint, hash_file, join
+from .wire import ObjectInfo, S3Wire
 
 __all__ = ["Puller"]
 

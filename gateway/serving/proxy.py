@@ -17,10 +17,10 @@ import anyio
 import httpx
 from starlette.types import Receive, Send
 
-from .exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
-from .http import SANDBOX_HEADER, is_active
+from ..exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
+from ..http import SANDBOX_HEADER, is_active
+from ..sigv4 import Presigner
 from .local import relay
-from .presign import Presigner
 
 __all__ = ["S3Proxy"]
 
