@@ -4,25 +4,32 @@
 
     MediaGatewayError
     ├── ConfigError                 bad settings; stops start-up (CLI exit code 2)
-    └── RequestError                a media request that cannot be answered (status_code)
-        ├── BadRequest              400
-        ├── Unauthorized            401: the app's delegate asks for credentials
-        ├── Forbidden               403
-        │   ├── BadSignature        403: missing, altered or foreign signature
-        │   └── SignatureExpired    403: a valid signature past its expiry
-        ├── NotFound                404: also every path that is unsafe to resolve
-        ├── MethodNotAllowed        405
-        ├── PreconditionFailed      412
-        ├── URITooLong              414
-        ├── RangeNotSatisfiable     416
-        ├── BadGateway              502: S3 failed or refused our credentials
-        ├── ServiceUnavailable      503: retry later (Retry-After)
-        │   └── FileChanged         503: the file changed while it was being read
-        └── GatewayTimeout          504: S3 did not answer in time
+    ├── RequestError                a media request that cannot be answered (status_code)
+    │   ├── BadRequest              400
+    │   ├── Unauthorized            401: the app's delegate asks for credentials
+    │   ├── Forbidden               403
+    │   │   ├── BadSignature        403: missing, altered or foreign signature
+    │   │   └── SignatureExpired    403: a valid signature past its expiry
+    │   ├── NotFound                404: also every path that is unsafe to resolve
+    │   ├── MethodNotAllowed        405
+    │   ├── PreconditionFailed      412
+    │   ├── URITooLong              414
+    │   ├── RangeNotSatisfiable     416
+    │   ├── BadGateway              502: S3 failed or refused our credentials
+    │   ├── ServiceUnavailable      503: retry later (Retry-After)
+    │   │   └── FileChanged         503: the file changed while it was being read
+    │   └── GatewayTimeout          504: S3 did not answer in time
+    └── MigrationError              the batch copier (``upload``, ``verify``, ``pull``)
+        ├── S3Error                 S3 refused a request or stayed unreachable (code, status)
+        ├── ProtocolError           an answer that is not HTTP/1.1 we understand; retried
+        ├── ProxyError              the proxy is unreachable or refused the tunnel; retried
+        ├── SourceChanged           a local file changed while it was read or sent; sent again
+        └── Cancelled               the run was interrupted; in-flight work stops and cleans up
 
 ``RequestError.status_code`` is the one place where an error maps to an HTTP status;
 the message is the short plain-text reason sent to the client, so it never holds a
-file system path, a key or a signature.
+file system path, a key or a signature. ``ProtocolError`` and ``ProxyError`` also
+subclass ``ConnectionError``: a dropped connection and a broken answer are retried alike.
 """
 
 from __future__ import annotations
@@ -31,18 +38,24 @@ __all__ = [
     "BadGateway",
     "BadRequest",
     "BadSignature",
+    "Cancelled",
     "ConfigError",
     "FileChanged",
     "Forbidden",
     "GatewayTimeout",
     "MediaGatewayError",
     "MethodNotAllowed",
+    "MigrationError",
     "NotFound",
     "PreconditionFailed",
+    "ProtocolError",
+    "ProxyError",
     "RangeNotSatisfiable",
     "RequestError",
+    "S3Error",
     "ServiceUnavailable",
     "SignatureExpired",
+    "SourceChanged",
     "URITooLong",
     "Unauthorized",
 ]
@@ -140,3 +153,41 @@ class FileChanged(ServiceUnavailable):
 class GatewayTimeout(RequestError):
     status_code = 504
     default_reason = "Storage did not answer in time"
+
+
+class MigrationError(MediaGatewayError):
+    """An error of the batch copier (:mod:`gateway.migrate`)."""
+
+
+class S3Error(MigrationError):
+    """S3 refused a request (``code`` from its XML, or the HTTP status), or it could not
+    be reached after every retry (``status`` None). ``region`` is the bucket's region
+    when S3 sent us elsewhere (301, 307, or a 400 naming the region it expects)."""
+
+    def __init__(
+        self, code: str, message: str, status: int | None = None, region: str | None = None
+    ) -> None:
+        super().__init__(f"{code}: {message}" if message else code)
+        self.code = code
+        self.message = message
+        self.status = status
+        self.region = region
+
+
+class ProtocolError(MigrationError, ConnectionError):
+    """The server's answer is not HTTP/1.1 we understand, or it closed the connection
+    mid-answer: the connection is dropped and the request tried again."""
+
+
+class ProxyError(MigrationError, ConnectionError):
+    """The proxy cannot be reached or refused the tunnel. Tried again like a dropped
+    connection (a proxy restarts); never answered by connecting directly instead."""
+
+
+class SourceChanged(MigrationError):
+    """A local file changed while it was being read or sent (not the 503
+    :class:`FileChanged` of the request path): it is read and sent again."""
+
+
+class Cancelled(MigrationError):
+    """The run was interrupted (SIGINT, SIGTERM); in-flight work stops and cleans up."""

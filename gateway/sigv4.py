@@ -36,10 +36,12 @@ from .hmac_sha256 import HmacSha256
 
 __all__ = [
     "MAX_EXPIRES",
+    "BucketAddress",
     "Credentials",
     "HeaderSigner",
     "Presigned",
     "Presigner",
+    "bucket_address",
     "signing_key",
 ]
 
@@ -68,6 +70,33 @@ class Credentials:
     #: Unix time at which temporary credentials end (S3 then refuses every URL signed
     #: with them); None for long-term keys and tokens of unknown lifetime.
     expires_at: int | None = None
+
+
+class BucketAddress(NamedTuple):
+    """Where the requests for one bucket go, and what SigV4 signs of it."""
+
+    #: ``https`` or ``http``.
+    scheme: str
+    #: The Host header: ``name[:port]``, with the bucket in front in virtual style.
+    host: str
+    #: What every object's path starts with: the endpoint's path, then the bucket in
+    #: path style; "" for a bare host in virtual style.
+    path_prefix: str
+
+    @property
+    def origin(self) -> str:
+        return f"{self.scheme}://{self.host}"
+
+
+def bucket_address(endpoint_url: str, bucket: str, addressing_style: str) -> BucketAddress:
+    """The address of ``bucket`` at ``endpoint_url``: ``path`` style puts the bucket in
+    the path (``host/bucket/key``), ``virtual`` in the host name (``bucket.host/key``).
+    Shared by the presigner and the migration tools' client, so both sign one URL."""
+    parts = urlsplit(endpoint_url)
+    base_path = parts.path.rstrip("/")
+    if addressing_style == "virtual":
+        return BucketAddress(parts.scheme, f"{bucket}.{parts.netloc}", base_path)
+    return BucketAddress(parts.scheme, parts.netloc, f"{base_path}/{_uri_encode(bucket)}")
 
 
 class Presigned(NamedTuple):
@@ -106,15 +135,10 @@ class Presigner:
     ) -> None:
         if not 0 < window < ttl <= MAX_EXPIRES:
             raise ValueError(f"need 0 < window < ttl <= {MAX_EXPIRES}, got {window=} {ttl=}")
-        parts = urlsplit(endpoint_url)
-        base_path = parts.path.rstrip("/")
-        if addressing_style == "virtual":
-            self._origin = f"{parts.scheme}://{bucket}.{parts.netloc}"
-            self._path_prefix = base_path
-        else:
-            self._origin = f"{parts.scheme}://{parts.netloc}"
-            self._path_prefix = f"{base_path}/{_uri_encode(bucket)}"
-        self._host = urlsplit(self._origin).netloc
+        address = bucket_address(endpoint_url, bucket, addressing_style)
+        self._origin = address.origin
+        self._host = address.host
+        self._path_prefix = address.path_prefix
         self.region = region
         self.credentials = credentials
         self.ttl = ttl
@@ -239,7 +263,6 @@ class HeaderSigner:
         self.region = region
         self.credentials = credentials
         self._scope_suffix = f"/{region}/s3/aws4_request"
-        # Derived once a day per secret: four HMACs saved on every request.
 
     def sign(
         self,

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 import gateway
+from gateway import exceptions
 from tests.conftest import SECRET
 
 
@@ -27,8 +31,35 @@ def test_all():
         assert hasattr(gateway, name)
 
 
+def package_exceptions() -> dict[str, type[BaseException]]:
+    """Every exception class defined in a module of the package, by dotted name."""
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(gateway.__path__, "gateway."):
+        module = importlib.import_module(info.name)
+        for name, value in vars(module).items():
+            # type(value), not isinstance(): Django's lazy settings answer __class__ by
+            # reading the settings.
+            if not (issubclass(type(value), type) and issubclass(value, BaseException)):
+                continue
+            if value.__module__ == module.__name__:
+                found[f"{info.name}.{name}"] = value
+    return found
+
+
 def test_exception_tree():
-    """Every error is a MediaGatewayError; signature errors are 403s."""
+    """Every exception class of the package, in every module, is a MediaGatewayError;
+    signature errors are 403s."""
+    found = package_exceptions()
+    assert "gateway.exceptions.S3Error" in found  # the walk reaches every layer
+    assert "gateway.migrate.transport._Retry" in found
+    outside = [
+        name for name, cls in found.items() if not issubclass(cls, gateway.MediaGatewayError)
+    ]
+    assert outside == []
+    # The migration's errors are one branch, and the walk's is not the 503 one.
+    for name in ("S3Error", "ProtocolError", "ProxyError", "SourceChanged", "Cancelled"):
+        assert issubclass(getattr(exceptions, name), exceptions.MigrationError)
+    assert not issubclass(exceptions.SourceChanged, exceptions.RequestError)
     assert issubclass(gateway.ConfigError, gateway.MediaGatewayError)
     assert issubclass(gateway.SignatureExpired, gateway.BadSignature.__mro__[1])
     assert gateway.BadSignature().status_code == 403

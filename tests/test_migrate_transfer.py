@@ -14,8 +14,8 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
 from gateway import sigv4 as transfer_sigv4
-from gateway.migrate import wire as transfer
 from gateway.migrate.params import object_headers
+from gateway.migrate.transport import EMPTY_SHA256
 from gateway.migrate.wire import S3Error, S3Wire
 from gateway.sigv4 import Credentials
 from tests import test_migrate_support as support
@@ -113,6 +113,6 @@ def test_listing_spans_pages_in_key_order(wire):
     yielded in UTF-8 byte order."""
     keys = [f"media/p{i:04} {'+' if i % 2 else ''}x" for i in range(1005)]
     with ThreadPoolExecutor(16) as pool:
-        list(pool.map(lambda k: wire.put_object(k, b"", {}, transfer.EMPTY_SHA256), keys))
+        list(pool.map(lambda k: wire.put_object(k, b"", {}, EMPTY_SHA256), keys))
     listed = [item.key for item in wire.list_objects("media/", strip=True)]
     assert listed == sorted((k.removeprefix("media/") for k in keys), key=str.encode)

@@ -13,10 +13,10 @@ import pytest
 
 from gateway.migrate import walk as walk_module
 from gateway.migrate.walk import (
-    FileChanged,
     LocalFile,
     Problem,
     Selector,
+    SourceChanged,
     hash_file,
     join,
     shard_of,
@@ -152,7 +152,7 @@ def test_hash_file_and_part_crcs(tmp_path):
     assert sha256 == hashlib.sha256(data).hexdigest()
     assert crcs == [zlib.crc32(data[i : i + part]) for i in range(0, len(data), part)]
     (tmp_path / "f.bin").write_bytes(data[:-1] + b"!")
-    with pytest.raises(FileChanged):
+    with pytest.raises(SourceChanged):
         hash_file(entry)
 
 

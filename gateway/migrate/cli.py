@@ -8,10 +8,7 @@ settings (a missing bucket included: it is never created), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import glob
 import json
-import os
 import signal
 import sys
 import threading
@@ -20,39 +17,20 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..exceptions import ConfigError
-from ..network import (
-    ca_bundle,
-    proxy_for,
-    proxy_variable,
-    tls_context,
-    untrusted_message,
-)
+from ..exceptions import ConfigError, S3Error
 from ..settings import Settings
-from ..sigv4 import Credentials
-from .params import object_headers
-from .runner import Progress
-from .state import State, default_state_path
+from .progress import Progress
+from .session import config_error, directory, headers_for, session, without_state
 from .walk import Selector, walk
-from .wire import ObjectInfo, S3Error, S3Wire
+from .wire import ObjectInfo
 
 __all__ = ["add_commands"]
 
 # Threads per run. Small files are bound by request latency rather than CPU, so many
-# help; beyond ~32 a local S3 server only queues them (bench/upload.py).
+# help; bench/results/upload.md measures the uploader with 32.
 DEFAULT_WORKERS = 32
 MAX_WORKERS = 256
 EXIT_INTERRUPTED = 130
-# S3 error codes that mean the settings are wrong rather than a file.
-_CREDENTIAL_CODES = {
-    "AccessDenied",
-    "InvalidAccessKeyId",
-    "SignatureDoesNotMatch",
-    "AuthorizationHeaderMalformed",
-    "InvalidToken",
-    "ExpiredToken",
-    "403",
-}
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -177,12 +155,12 @@ def _upload(args: argparse.Namespace) -> int:
     from .upload import Uploader, UploadOptions, cleanup, relative_listing
 
     settings = Settings.from_env()
-    source = _directory(args.source, settings.media_root, "--source")
+    source = directory(args.source, settings.media_root, "--source")
     selector = Selector(include=args.include, exclude=args.exclude, shard=args.shard)
-    headers, read_headers = _object_headers(settings)
-    with _session(settings, args, source) as (wire, state):
+    headers, read_headers = headers_for(settings)
+    with session(settings, source, state_path=args.state) as (wire, state):
         if state.path is not None:
-            selector = _without(selector, source, state.path)
+            selector = without_state(selector, source, state.path)
         prefix = settings.key_for("")
         aborted = 0
         if args.cleanup:
@@ -220,10 +198,10 @@ def _verify(args: argparse.Namespace) -> int:
     from .verify import Verifier
 
     settings = Settings.from_env()
-    source = _directory(args.source, settings.media_root, "--source")
+    source = directory(args.source, settings.media_root, "--source")
     selector = Selector(include=args.include, exclude=args.exclude)
-    _, read_headers = _object_headers(settings)
-    with _session(settings, args, source, stateful=False) as (wire, _):
+    _, read_headers = headers_for(settings)
+    with session(settings, source, state_path=None, stateful=False) as (wire, _):
         verifier = Verifier(
             wire,
             key_for=settings.key_for,
@@ -267,8 +245,8 @@ def _pull(args: argparse.Namespace) -> int:
     except OSError as exc:
         variable = "--dest" if args.dest else "MEDIA_ROOT"
         raise ConfigError(variable, f"cannot create {str(dest)!r}: {exc.strerror}") from None
-    _, read_headers = _object_headers(settings)
-    with _session(settings, args, dest) as (wire, state):
+    _, read_headers = headers_for(settings)
+    with session(settings, dest, state_path=args.state) as (wire, state):
         puller = Puller(
             wire,
             key_for=settings.key_for,
@@ -306,7 +284,7 @@ def _guarded(handler: Handler) -> Handler:
             return EXIT_INTERRUPTED
         except S3Error as exc:
             settings = Settings.from_env()
-            raise _config_error(exc, settings) from None
+            raise config_error(exc, settings) from None
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
@@ -316,110 +294,6 @@ def _guarded(handler: Handler) -> Handler:
 
 def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt()
-
-
-def _config_error(exc: S3Error, settings: Settings) -> ConfigError:
-    bucket = settings.aws_storage_bucket_name
-    if exc.code in ("NoSuchBucket", "NotFound"):
-        return ConfigError(
-            "AWS_STORAGE_BUCKET_NAME",
-            f"bucket {bucket!r} does not exist at {settings.s3_endpoint_url}; "
-            "create it first (the migration tools never create buckets)",
-        )
-    if exc.code in _CREDENTIAL_CODES:
-        return ConfigError(
-            "AWS_ACCESS_KEY_ID",
-            f"S3 refused the credentials for bucket {bucket!r} ({exc}); check "
-            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY",
-        )
-    url = settings.s3_endpoint_url
-    if exc.region is not None:
-        return ConfigError("AWS_S3_REGION_NAME", f"bucket {bucket!r}: {exc}")
-    if exc.code == "TLSError":
-        return ConfigError("AWS_CA_BUNDLE", untrusted_message(url, ca_bundle(settings)))
-    if exc.code == "ProxyError":
-        return ConfigError(proxy_variable(url), f"{exc.message}; not connecting to {url} directly")
-    if exc.code == "ConnectionError":
-        return ConfigError("AWS_S3_ENDPOINT_URL", f"cannot reach {url}: {exc}")
-    return ConfigError("AWS_S3_ENDPOINT_URL", f"S3 failed for bucket {bucket!r}: {exc}")
-
-
-def _directory(given: Path | None, media_root: Path, option: str) -> Path:
-    path = given or media_root
-    variable = option if given else "MEDIA_ROOT"
-    if not path.is_dir():
-        raise ConfigError(variable, f"directory {str(path)!r} does not exist")
-    try:
-        os.scandir(path).close()
-    except OSError as exc:
-        raise ConfigError(variable, f"cannot list {str(path)!r}: {exc.strerror}") from None
-    return path
-
-
-def _object_headers(settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-    try:
-        return object_headers(settings.aws_s3_object_parameters)
-    except ValueError as exc:
-        raise ConfigError("AWS_S3_OBJECT_PARAMETERS", str(exc)) from None
-
-
-def _credentials(settings: Settings) -> Callable[[], Credentials]:
-    if settings.aws_access_key_id and settings.aws_secret_access_key:
-        fixed = Credentials(
-            settings.aws_access_key_id, settings.aws_secret_access_key, settings.aws_session_token
-        )
-        return lambda: fixed
-    from ..s3 import credentials_provider  # boto3's chain: roles, profiles, SSO
-
-    return credentials_provider(settings)
-
-
-@contextlib.contextmanager
-def _session(
-    settings: Settings, args: argparse.Namespace, local_dir: Path, *, stateful: bool = True
-) -> Iterator[tuple[S3Wire, State]]:
-    bucket = settings.aws_storage_bucket_name
-    if not bucket:
-        raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required to migrate")
-    try:
-        wire = S3Wire(
-            endpoint_url=settings.s3_endpoint_url,
-            region=settings.aws_s3_region_name,
-            bucket=bucket,
-            addressing_style=settings.addressing_style,
-            credentials=_credentials(settings),
-            tls=tls_context(settings),
-            proxy_for=proxy_for,
-        )
-    except ValueError as exc:  # a proxy this client cannot use (https://)
-        raise ConfigError(proxy_variable(settings.s3_endpoint_url), str(exc)) from None
-    path: Path | None = None
-    if stateful:
-        path = args.state or default_state_path(
-            local_dir,
-            endpoint=settings.s3_endpoint_url,
-            bucket=bucket,
-            prefix=settings.key_for(""),
-        )
-    state = State(path)
-    try:
-        wire.check_bucket()
-        yield wire, state
-    finally:
-        state.close()
-        wire.close()
-
-
-def _without(selector: Selector, source: Path, state_path: Path) -> Selector:
-    """``selector`` that also leaves out the state file when it lies inside the source:
-    it changes all along the run, and is no media."""
-    inside = os.path.relpath(os.path.realpath(state_path), os.path.realpath(source))
-    if inside.startswith(".."):
-        return selector
-    excluded = [*selector.exclude, glob.escape(inside) + "*"]
-    return Selector(
-        include=selector.include, exclude=excluded, shard=(selector.index, selector.count)
-    )
 
 
 def _selected(listing: Iterable[ObjectInfo], selector: Selector) -> Iterator[ObjectInfo]:

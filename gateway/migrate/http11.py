@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
 
+from ..exceptions import ProtocolError, ProxyError
 from ..network import redact
 
 __all__ = ["Connection", "ProtocolError", "ProxyError", "Response"]
@@ -37,16 +38,6 @@ EXPECT_CONTINUE = 1 << 20
 # proxies that ignore Expect (HTTP/1.0 ones) never send it. botocore waits as long.
 CONTINUE_WAIT = 1.0
 _HEX = frozenset(b"0123456789abcdefABCDEF")
-
-
-class ProtocolError(ConnectionError):
-    """The server's answer is not HTTP/1.1 we understand, or it closed the connection
-    mid-answer: the connection is dropped and the request tried again."""
-
-
-class ProxyError(ConnectionError):
-    """The proxy cannot be reached or refused the tunnel. Tried again like a dropped
-    connection (a proxy restarts); never answered by connecting directly instead."""
 
 
 class _Readable(Protocol):

@@ -14,21 +14,25 @@ import contextlib
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from ..exceptions import MediaGatewayError
 from ..paths import validate_relpath
-from .runner import Outcome, Progress, Runner, Summary
+from .progress import Progress
+from .runner import Copier, Outcome
 from .state import Record, State
-from .walk import MAX_KEY_BYTES, LocalFile, Problem, fingerprint, hash_file, join
+from .walk import MAX_KEY_BYTES, LocalFile, Problem, fingerprint, hash_file
 from .wire import ObjectInfo, S3Wire
 
 __all__ = ["Puller"]
 
 
-class Puller:
+class Puller(Copier):
     """Download into ``dest`` the objects of a listing (keyed by relpath) that the walk
     of ``dest`` lacks or holds different bytes of."""
+
+    verb = "pull"
+    moved = "pulled"
 
     def __init__(
         self,
@@ -41,37 +45,22 @@ class Puller:
         read_headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        self.wire = wire
-        self.key_for = key_for
+        super().__init__(
+            wire,
+            key_for=key_for,
+            state=state,
+            workers=workers,
+            read_headers=read_headers,
+            progress=progress,
+        )
         self.dest = os.path.realpath(dest)
-        self.state = state
-        self.read_headers = dict(read_headers or {})
-        self.progress = progress or Progress("pull", quiet=True)
-        self.summary = Summary({"pulled": 0, "skipped": 0, "failed": 0})
-        self.runner = Runner(workers, self._record)
 
-    def run(self, entries: Iterable[LocalFile | Problem], listing: Iterable[ObjectInfo]) -> Summary:
-        started = time.monotonic()
-        try:
-            for local, remote in join(entries, listing):
-                if remote is None:
-                    continue
-                if isinstance(local, Problem):
-                    self._record(Outcome(local.relpath, "failed", error=local.error))
-                else:
-                    self._plan(remote, local)
-            self.runner.finish()
-        except BaseException:
-            self.runner.cancel()
-            self.summary.interrupted = True
-            raise
-        finally:
-            self.state.commit()
-            self.summary.seconds = time.monotonic() - started
-            self.progress.done()
-        return self.summary
-
-    def _plan(self, remote: ObjectInfo, local: LocalFile | None) -> None:
+    def _plan(self, local: LocalFile | Problem | None, remote: ObjectInfo | None) -> None:
+        if remote is None:
+            return  # a local file without an object is left alone
+        if isinstance(local, Problem):
+            self._record(Outcome(local.relpath, "failed", error=local.error))
+            return
         relpath = remote.key
         problem = _unsafe(relpath)
         if problem:
@@ -84,15 +73,6 @@ class Puller:
                 self._record(Outcome(relpath, "skipped", local.size))
             else:
                 self.runner.submit(relpath, lambda: self._check(remote, local))
-
-    def _record(self, outcome: Outcome) -> None:
-        self.summary.add(outcome)
-        moved = outcome.status == "pulled"
-        if moved:
-            self.summary.bytes += outcome.size
-        if outcome.record is not None:
-            self.state.put(outcome.relpath, outcome.record)
-        self.progress.update(outcome.size, moved=moved)
 
     # --- on worker threads -----------------------------------------------------
 

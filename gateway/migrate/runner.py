@@ -1,39 +1,36 @@
-"""Running many per-file tasks: a bounded thread pool, outcomes, progress and summary.
+"""The run template of upload, verify and pull, and the thread pool it runs tasks on.
 
-Shared by upload, verify and pull. Tasks run on worker threads; their outcomes come
-back to the calling thread, which alone touches the state file and the counters. At
-most a few tasks per worker wait in the queue, so a walk of a million files never
-turns into a million queued tasks.
+A :class:`Job` joins a walk with a listing and plans each pair on the calling thread:
+an outcome at once (skipped, failed), or a task for the pool. Tasks run on worker
+threads; their outcomes come back to the calling thread, which alone touches the state
+file and the counters. At most a few tasks per worker wait in the queue, so a walk of a
+million files never turns into a million queued tasks.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import queue
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from .state import Record
-from .walk import display
+from ..exceptions import Cancelled
+from .progress import Progress
+from .replies import ObjectInfo
+from .state import Record, State
+from .walk import LocalFile, Problem, display, join
 
-__all__ = ["Cancelled", "Outcome", "Progress", "Runner", "Summary", "prefetch"]
+if TYPE_CHECKING:
+    from .wire import S3Wire
+
+__all__ = ["Cancelled", "Copier", "Job", "Outcome", "Runner", "Summary", "prefetch"]
 
 # Queued tasks per worker: enough that no worker waits for the walk, few enough that
 # memory does not grow with the tree.
 QUEUE_PER_WORKER = 4
-# Seconds between progress lines when stderr is not a terminal.
-PLAIN_INTERVAL = 10.0
-# Seconds between redraws of the progress bar.
-BAR_INTERVAL = 0.2
-
-
-class Cancelled(Exception):
-    """The run was interrupted (SIGINT, SIGTERM); in-flight work stops and cleans up."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -72,86 +69,6 @@ class Summary:
             "failures": self.failures,
             **({"interrupted": True} if self.interrupted else {}),
         }
-
-
-class Progress:
-    """A progress bar on a terminal (files, bytes, rate, ETA), a line every few seconds
-    otherwise, nothing with ``quiet``. ``total`` is filled in by a counting walk when
-    there is a bar to show an ETA on."""
-
-    def __init__(self, verb: str, *, stream: TextIO | None = None, quiet: bool = False) -> None:
-        self.verb = verb
-        self.stream = stream or sys.stderr
-        self.quiet = quiet
-        self.tty = not quiet and self.stream.isatty()
-        self.files = 0
-        self.bytes = 0
-        self.total_files: int | None = None
-        self.total_bytes: int | None = None
-        self.started = time.monotonic()
-        self._shown = self.started
-
-    def update(self, size: int, *, moved: bool) -> None:
-        self.files += 1
-        if moved:
-            self.bytes += size
-        now = time.monotonic()
-        if self.quiet or now - self._shown < (BAR_INTERVAL if self.tty else PLAIN_INTERVAL):
-            return
-        self._shown = now
-        self._show(now)
-
-    def _show(self, now: float) -> None:
-        elapsed = max(now - self.started, 1e-9)
-        rate = self.bytes / elapsed
-        text = f"{self.verb}: {self.files:,} files, {_size(self.bytes)}, {_size(rate)}/s"
-        if self.total_files:
-            share = min(self.files / self.total_files, 1.0)
-            eta = elapsed / share - elapsed if share > 0 else math.inf
-            bar = "#" * int(share * 20)
-            text = (
-                f"[{bar:<20}] {self.files:,}/{self.total_files:,} files, {_size(self.bytes)},"
-                f" {_size(rate)}/s, ETA {_duration(eta)}"
-            )
-        if self.tty:
-            self.stream.write(f"\r\x1b[K{text}")
-        else:
-            self.stream.write(f"{text}\n")
-        self.stream.flush()
-
-    def count_in_background(self, entries: Iterable[object]) -> None:
-        """Fill in the totals for the ETA from ``entries`` (a second walk of the source,
-        cheap next to the transfers) on a daemon thread."""
-
-        def count() -> None:
-            files = size = 0
-            for entry in entries:
-                files += 1
-                size += getattr(entry, "size", 0)
-            self.total_files, self.total_bytes = files, size
-
-        threading.Thread(target=count, daemon=True, name="count").start()
-
-    def done(self) -> None:
-        if self.tty:
-            self._show(time.monotonic())
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-def _size(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024:
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
-
-def _duration(seconds: float) -> str:
-    if not math.isfinite(seconds):
-        return "?"
-    seconds = int(seconds)
-    return f"{seconds // 3600}:{seconds // 60 % 60:02}:{seconds % 60:02}"
 
 
 class Runner:
@@ -273,3 +190,110 @@ def prefetch(items: Iterable[T], ahead: int = PREFETCH) -> Iterator[T]:
         stop.set()
         # A producer stuck in a request ends with it; it is a daemon and holds nothing.
         thread.join(timeout=1.0)
+
+
+ResultT = TypeVar("ResultT")
+
+
+class Job(Generic[ResultT]):
+    """The run template: every pair of a walk joined with a listing is planned on the
+    calling thread (:meth:`_plan`), tasks run on ``workers`` threads, and every outcome
+    is recorded on the calling thread (:meth:`_record`). Subclasses fill in those two,
+    and :meth:`_close` and :meth:`_result`.
+
+    :param key_for: the S3 key of a relpath.
+    :param read_headers: headers every request on an object repeats (SSE-C keys).
+    """
+
+    #: What the progress line says is going on.
+    verb: ClassVar[str]
+
+    def __init__(
+        self,
+        wire: S3Wire,
+        *,
+        key_for: Callable[[str], str],
+        workers: int,
+        read_headers: Mapping[str, str] | None,
+        progress: Progress | None,
+    ) -> None:
+        self.wire = wire
+        self.key_for = key_for
+        self.read_headers = dict(read_headers or {})
+        self.progress = progress or Progress(self.verb, quiet=True)
+        self.runner = Runner(workers, self._record)
+
+    def run(self, entries: Iterable[LocalFile | Problem], listing: Iterable[ObjectInfo]) -> ResultT:
+        """Plan every pair and wait for every task. Raises KeyboardInterrupt after
+        cancelling the tasks in flight (which clean up: multipart uploads are aborted)
+        when interrupted; what was done so far stays on the job."""
+        started = time.monotonic()
+        finished = False
+        try:
+            for local, remote in join(entries, listing):
+                self._plan(local, remote)
+            self.runner.finish()
+            finished = True
+        except BaseException:
+            self.runner.cancel()
+            raise
+        finally:
+            self._close(time.monotonic() - started, interrupted=not finished)
+            self.progress.done()
+        return self._result()
+
+    def _plan(self, local: LocalFile | Problem | None, remote: ObjectInfo | None) -> None:
+        """Record an outcome, or submit a task to :attr:`runner`, for one pair."""
+        raise NotImplementedError
+
+    def _record(self, outcome: Outcome) -> None:
+        raise NotImplementedError
+
+    def _close(self, seconds: float, *, interrupted: bool) -> None:
+        """Called once the run ends, finished or not."""
+
+    def _result(self) -> ResultT:
+        raise NotImplementedError
+
+
+class Copier(Job[Summary]):
+    """A job that copies files (upload, pull): counts by status and bytes moved in
+    :attr:`summary`, and the state rows its outcomes carry written to ``state``."""
+
+    #: The status of a file that was copied.
+    moved: ClassVar[str]
+
+    def __init__(
+        self,
+        wire: S3Wire,
+        *,
+        key_for: Callable[[str], str],
+        state: State,
+        workers: int,
+        read_headers: Mapping[str, str] | None,
+        progress: Progress | None,
+    ) -> None:
+        super().__init__(
+            wire, key_for=key_for, workers=workers, read_headers=read_headers, progress=progress
+        )
+        self.state = state
+        self.summary = Summary({self.moved: 0, "skipped": 0, "failed": 0})
+        #: Whether outcomes' rows are written (not in a dry run, which copied nothing).
+        self.remember = True
+
+    def _record(self, outcome: Outcome) -> None:
+        self.summary.add(outcome)
+        moved = outcome.status == self.moved
+        if moved:
+            self.summary.bytes += outcome.size
+        if outcome.record is not None and self.remember:
+            self.state.put(outcome.relpath, outcome.record)
+        self.progress.update(outcome.size, moved=moved)
+
+    def _close(self, seconds: float, *, interrupted: bool) -> None:
+        self.state.commit()
+        self.summary.seconds = seconds
+        self.summary.interrupted = interrupted
+
+    def _result(self) -> Summary:
+        return self.summary

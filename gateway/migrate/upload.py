@@ -17,7 +17,8 @@ uploads, which ``--cleanup`` aborts.
 An object always holds the bytes its ``sha256`` metadata names: small files are sent
 from the very buffer that was hashed; a large file is hashed first, then each part is
 checked against the CRC32 taken while hashing as it is sent, and the upload is
-completed only when every part matched and the file's fingerprint did not change.
+completed only when every part matched and the file's fingerprint did not change
+(:mod:`gateway.migrate.multipart`).
 """
 
 from __future__ import annotations
@@ -28,32 +29,26 @@ import hashlib
 import os
 import threading
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable, Iterator, Mapping
 
+from ..exceptions import Cancelled, SourceChanged
 from ..http import content_type
-from .runner import Cancelled, Outcome, Progress, Runner, Summary, prefetch
+from .multipart import MAX_PARTS, MiB, Multipart, cleanup, part_size_for
+from .progress import Progress
+from .runner import Copier, Outcome, prefetch
 from .state import Record, State
-from .walk import (
-    OPEN_FLAGS,
-    FileChanged,
-    LocalFile,
-    Problem,
-    Selector,
-    check_unchanged,
-    fingerprint,
-    hash_file,
-    join,
-)
-from .wire import ObjectInfo, S3Error, S3Wire
+from .walk import OPEN_FLAGS, LocalFile, Problem, check_unchanged, fingerprint, hash_file
+from .wire import ObjectInfo, S3Wire
 
-__all__ = ["UploadOptions", "Uploader", "cleanup", "part_size_for", "relative_listing"]
+__all__ = [
+    "MAX_PARTS",
+    "UploadOptions",
+    "Uploader",
+    "cleanup",
+    "part_size_for",
+    "relative_listing",
+]
 
-MiB = 1 << 20
-# S3's multipart limits.
-MAX_PARTS = 10_000
-MIN_PART_SIZE = 5 * MiB
 # How often a file that keeps changing while it is read is tried before it fails.
 CHANGED_ATTEMPTS = 3
 
@@ -78,19 +73,6 @@ class UploadOptions:
     dry_run: bool = False
 
 
-def part_size_for(size: int, preferred: int) -> int:
-    """The part size for a ``size``-byte file: ``preferred``, or the smallest whole
-    number of MiB that fits the file in 10,000 parts."""
-    part = max(preferred, MIN_PART_SIZE)
-    if math_ceil(size, part) > MAX_PARTS:
-        part = math_ceil(math_ceil(size, MAX_PARTS), MiB) * MiB
-    return part
-
-
-def math_ceil(a: int, b: int) -> int:
-    return -(-a // b)
-
-
 def relative_listing(wire: S3Wire, prefix: str) -> Iterator[ObjectInfo]:
     """The objects under ``prefix``, keyed by their relpath; the next pages are fetched
     by a thread meanwhile, so the walk and the listing overlap."""
@@ -99,7 +81,7 @@ def relative_listing(wire: S3Wire, prefix: str) -> Iterator[ObjectInfo]:
     return prefetch(item for item in items if item.key and not item.key.endswith("/"))
 
 
-class Uploader:
+class Uploader(Copier):
     """Upload the files of a walk that the listing lacks or holds different bytes of.
 
     :param headers: PutObject headers for every object (AWS_S3_OBJECT_PARAMETERS);
@@ -109,6 +91,9 @@ class Uploader:
     :param hook: called with (event, relpath) at points tests want to act on:
         ``"read"`` after a small file was read, ``"part"`` before each part is sent.
     """
+
+    verb = "upload"
+    moved = "uploaded"
 
     def __init__(
         self,
@@ -122,46 +107,35 @@ class Uploader:
         progress: Progress | None = None,
         hook: Callable[[str, str], None] | None = None,
     ) -> None:
-        self.wire = wire
-        self.key_for = key_for
-        self.state = state
+        super().__init__(
+            wire,
+            key_for=key_for,
+            state=state,
+            workers=options.workers,
+            read_headers=read_headers,
+            progress=progress,
+        )
         self.options = options
+        self.remember = not options.dry_run
         self.headers = {k.lower(): v for k, v in (headers or {}).items()}
-        self.read_headers = dict(read_headers or {})
-        self.progress = progress or Progress("upload", quiet=True)
         self.hook = hook or (lambda event, relpath: None)
-        self.summary = Summary({"uploaded": 0, "skipped": 0, "failed": 0})
-        self.runner = Runner(options.workers, self._record)
-        self._parts = ThreadPoolExecutor(options.part_workers, thread_name_prefix="part")
+        self.multipart = Multipart(
+            wire,
+            part_size=options.part_size,
+            part_workers=options.part_workers,
+            read_headers=self.read_headers,
+            cancelled=self.runner.cancelled,
+            hook=self.hook,
+        )
         self._buffers = _Budget(options.buffer_bytes)
-        self._hashing = threading.Semaphore(_cores())
 
-    def run(self, entries: Iterable[LocalFile | Problem], listing: Iterable[ObjectInfo]) -> Summary:
-        """Upload what needs it. Raises KeyboardInterrupt after cancelling in-flight
-        uploads (their multipart uploads aborted) when interrupted; the summary so far
-        stays in :attr:`summary`."""
-        started = time.monotonic()
-        try:
-            for local, remote in join(entries, listing):
-                if local is None:
-                    continue
-                if isinstance(local, Problem):
-                    self._record(Outcome(local.relpath, "failed", error=local.error))
-                    continue
-                self._plan(local, remote)
-            self.runner.finish()
-        except BaseException:
-            self.runner.cancel()
-            self.summary.interrupted = True
-            raise
-        finally:
-            self._parts.shutdown(wait=True, cancel_futures=True)
-            self.state.commit()
-            self.summary.seconds = time.monotonic() - started
-            self.progress.done()
-        return self.summary
-
-    def _plan(self, file: LocalFile, remote: ObjectInfo | None) -> None:
+    def _plan(self, local: LocalFile | Problem | None, remote: ObjectInfo | None) -> None:
+        if local is None:
+            return  # an object without a file: nothing to upload
+        if isinstance(local, Problem):
+            self._record(Outcome(local.relpath, "failed", error=local.error))
+            return
+        file = local
         if remote is None or remote.size != file.size:
             self.runner.submit(file.relpath, lambda: self._upload(file))
             return
@@ -174,14 +148,9 @@ class Uploader:
             return
         self.runner.submit(file.relpath, lambda: self._check_remote(file))
 
-    def _record(self, outcome: Outcome) -> None:
-        self.summary.add(outcome)
-        moved = outcome.status == "uploaded"
-        if moved:
-            self.summary.bytes += outcome.size
-        if outcome.record is not None and not self.options.dry_run:
-            self.state.put(outcome.relpath, outcome.record)
-        self.progress.update(outcome.size, moved=moved)
+    def _close(self, seconds: float, *, interrupted: bool) -> None:
+        self.multipart.close()
+        super()._close(seconds, interrupted=interrupted)
 
     # --- on worker threads -----------------------------------------------------
 
@@ -189,7 +158,7 @@ class Uploader:
         checked = time.time_ns()
         try:
             sha256, _ = hash_file(file)
-        except FileChanged:
+        except SourceChanged:
             return self._upload(_restat(file))
         if sha256 != record.sha256:
             return self._upload(file)
@@ -204,7 +173,7 @@ class Uploader:
         checked = time.time_ns()
         try:
             sha256, _ = hash_file(file)
-        except FileChanged:
+        except SourceChanged:
             return self._upload(_restat(file))
         if sha256 != stored.lower():
             return self._upload(file)
@@ -221,7 +190,7 @@ class Uploader:
                 if file.size <= self.options.multipart_threshold:
                     return self._put(file)
                 return self._put_multipart(file)
-            except FileChanged:
+            except SourceChanged:
                 file = _restat(file)
         return Outcome(
             file.relpath,
@@ -258,7 +227,7 @@ class Uploader:
         body = bytes(data)
         self.hook("read", file.relpath)
         if len(body) != file.size:
-            raise FileChanged(f"read {len(body)} bytes of {file.size}")
+            raise SourceChanged(f"read {len(body)} bytes of {file.size}")
         check_unchanged(file, os.stat(file.path))  # replaced by a rename meanwhile?
         sha256 = hashlib.sha256(body).hexdigest()
         key = self.key_for(file.relpath)
@@ -268,88 +237,12 @@ class Uploader:
 
     def _put_multipart(self, file: LocalFile) -> Outcome:
         checked = time.time_ns()
-        part_size = part_size_for(file.size, self.options.part_size)
-        # Hashing is CPU-bound: more large files hashed at once than there are cores only
-        # delays the first part, while one hashed at a time lets the next hash as the
-        # first one's parts go out.
-        with self._hashing:
-            sha256, crcs = hash_file(file, part_size=part_size)
         key = self.key_for(file.relpath)
-        fd = os.open(file.path, OPEN_FLAGS)
-        try:
-            check_unchanged(file, os.fstat(fd))
-            upload_id = self.wire.create_multipart_upload(key, self._object_headers(file, sha256))
-            try:
-                etags = self._send_parts(file, fd, key, upload_id, part_size, crcs)
-                check_unchanged(file, os.fstat(fd))
-                check_unchanged(file, os.stat(file.path))
-                etag = self._complete(file, key, upload_id, etags, sha256)
-            except BaseException:
-                _abort(self.wire, key, upload_id)
-                raise
-        finally:
-            os.close(fd)
+        sha256, etag = self.multipart.upload(
+            file, key, lambda sha256: self._object_headers(file, sha256)
+        )
         record = Record(file.fingerprint, sha256, etag, checked)
         return Outcome(file.relpath, "uploaded", file.size, record=record)
-
-    def _send_parts(
-        self, file: LocalFile, fd: int, key: str, upload_id: str, part_size: int, crcs: list[int]
-    ) -> list[str]:
-        """Send every part on the part pool; their ETags, or the first error once no part
-        is still being sent (they read from ``fd``)."""
-        futures: list[Future[str]] = []
-        try:
-            for number, crc in enumerate(crcs, 1):
-                offset = (number - 1) * part_size
-                part = _Part(fd, offset, min(part_size, file.size - offset), crc)
-                futures.append(
-                    self._parts.submit(self._send_part, file, key, upload_id, number, part)
-                )
-            return [future.result() for future in futures]
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            for future in futures:
-                if not future.cancelled():
-                    future.exception()
-            raise
-
-    def _complete(
-        self, file: LocalFile, key: str, upload_id: str, etags: list[str], sha256: str
-    ) -> str:
-        try:
-            return self.wire.complete_multipart_upload(key, upload_id, etags)
-        except S3Error as exc:
-            # A Complete retried after its answer was lost finds the upload gone: the
-            # object is there when it has our size and hash.
-            if exc.code != "NoSuchUpload":
-                raise
-            head = self.wire.head_object(key, self.read_headers)
-            if head is None or head.size != file.size or head.metadata.get("sha256") != sha256:
-                raise
-            return head.etag
-
-    def _send_part(
-        self, file: LocalFile, key: str, upload_id: str, number: int, part: _Part
-    ) -> str:
-        if self.runner.cancelled.is_set():
-            raise Cancelled()
-        self.hook("part", file.relpath)
-        etag = self.wire.upload_part(key, upload_id, number, part, self.read_headers)
-        if part.crc != part.expected_crc or part.sent != part.length:
-            raise FileChanged(f"part {number} changed while being sent")
-        return etag
-
-
-def _cores() -> int:
-    affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores we may run on
-    return len(affinity(0)) if affinity else os.cpu_count() or 1
-
-
-def _abort(wire: S3Wire, key: str, upload_id: str) -> None:
-    # On failure it is left for --cleanup; the error that made us abort is the one to report.
-    with contextlib.suppress(S3Error):
-        wire.abort_multipart_upload(key, upload_id)
 
 
 def _restat(file: LocalFile) -> LocalFile:
@@ -379,47 +272,3 @@ class _Budget:
             with self._changed:
                 self.used -= amount
                 self._changed.notify_all()
-
-
-class _Part:
-    """One part of a file, read in blocks as it is sent, its CRC32 taken on the way."""
-
-    def __init__(self, fd: int, offset: int, length: int, expected_crc: int) -> None:
-        self.fd = fd
-        self.offset = offset
-        self.length = length
-        self.expected_crc = expected_crc
-        self.rewind()
-
-    def rewind(self) -> None:
-        self.sent = 0
-        self.crc = 0
-
-    def read(self, size: int = -1) -> bytes:
-        want = self.length - self.sent if size < 0 else min(size, self.length - self.sent)
-        if want <= 0:
-            return b""
-        block = os.pread(self.fd, want, self.offset + self.sent)
-        if not block:
-            raise FileChanged("shrank while being sent")
-        self.sent += len(block)
-        self.crc = zlib.crc32(block, self.crc)
-        return block
-
-
-def cleanup(
-    wire: S3Wire, prefix: str, selector: Selector, *, before: float, dry_run: bool = False
-) -> int:
-    """Abort the incomplete multipart uploads under ``prefix`` that this run would own
-    (its shard and globs) and that began before ``before``; return how many (only count
-    them with ``dry_run``)."""
-    aborted = 0
-    for key, upload_id, initiated in wire.list_multipart_uploads(prefix):
-        relpath = key[len(prefix) :]
-        if initiated is not None and initiated >= before:
-            continue
-        if relpath and selector(relpath):
-            if not dry_run:
-                wire.abort_multipart_upload(key, upload_id)
-            aborted += 1
-    return aborted

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from .runner import Outcome, Progress, Runner
-from .walk import LocalFile, Problem, display, hash_file, join
+from .progress import Progress
+from .runner import Job, Outcome
+from .walk import LocalFile, Problem, display, hash_file
 from .wire import ObjectInfo, S3Wire
 
 __all__ = ["Report", "Verifier"]
@@ -45,8 +45,10 @@ class Report:
         return {"ok": self.ok, **dataclasses.asdict(self), "seconds": round(self.seconds, 3)}
 
 
-class Verifier:
+class Verifier(Job[Report]):
     """Compare a walk with a listing (both keyed by relpath)."""
+
+    verb = "verify"
 
     def __init__(
         self,
@@ -58,37 +60,30 @@ class Verifier:
         read_headers: Mapping[str, str] | None = None,
         progress: Progress | None = None,
     ) -> None:
-        self.wire = wire
-        self.key_for = key_for
+        super().__init__(
+            wire, key_for=key_for, workers=workers, read_headers=read_headers, progress=progress
+        )
         self.deep = deep
-        self.read_headers = dict(read_headers or {})
-        self.progress = progress or Progress("verify", quiet=True)
         self.report = Report()
-        self.runner = Runner(workers, self._record)
 
-    def run(self, entries: Iterable[LocalFile | Problem], listing: Iterable[ObjectInfo]) -> Report:
-        started = time.monotonic()
-        try:
-            for local, remote in join(entries, listing):
-                if local is None:
-                    assert remote is not None
-                    self.report.extra.append(display(remote.key))
-                elif isinstance(local, Problem):
-                    self._record(Outcome(local.relpath, "failed", error=local.error))
-                elif remote is None:
-                    self._record(Outcome(local.relpath, "missing", local.size))
-                elif remote.size != local.size:
-                    reason = f"size: {local.size} on disk, {remote.size} in S3"
-                    self._record(Outcome(local.relpath, "mismatched", local.size, reason))
-                else:
-                    self.runner.submit(local.relpath, functools.partial(self._compare, local))
-            self.runner.finish()
-        except BaseException:
-            self.runner.cancel()
-            raise
-        finally:
-            self.report.seconds = time.monotonic() - started
-            self.progress.done()
+    def _plan(self, local: LocalFile | Problem | None, remote: ObjectInfo | None) -> None:
+        if local is None:
+            assert remote is not None
+            self.report.extra.append(display(remote.key))
+        elif isinstance(local, Problem):
+            self._record(Outcome(local.relpath, "failed", error=local.error))
+        elif remote is None:
+            self._record(Outcome(local.relpath, "missing", local.size))
+        elif remote.size != local.size:
+            reason = f"size: {local.size} on disk, {remote.size} in S3"
+            self._record(Outcome(local.relpath, "mismatched", local.size, reason))
+        else:
+            self.runner.submit(local.relpath, functools.partial(self._compare, local))
+
+    def _close(self, seconds: float, *, interrupted: bool) -> None:
+        self.report.seconds = seconds
+
+    def _result(self) -> Report:
         # Workers finish in any order; report in the walk's.
         self.report.missing.sort(key=str.encode)
         self.report.mismatched.sort(key=lambda item: item["path"].encode())

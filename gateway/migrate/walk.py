@@ -18,15 +18,15 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
-from ..exceptions import MediaGatewayError
+from ..exceptions import MediaGatewayError, SourceChanged
 from ..paths import validate_relpath
 
 __all__ = [
     "MAX_KEY_BYTES",
-    "FileChanged",
     "LocalFile",
     "Problem",
     "Selector",
+    "SourceChanged",
     "display",
     "fingerprint",
     "hash_file",
@@ -71,10 +71,6 @@ class Keyed(Protocol):
 
 
 R = TypeVar("R", bound=Keyed)
-
-
-class FileChanged(MediaGatewayError):
-    """The file changed while it was being read."""
 
 
 def fingerprint(st: os.stat_result) -> tuple[int, int, int, int]:
@@ -231,7 +227,7 @@ def _kind(mode: int) -> str:
 def hash_file(file: LocalFile, *, part_size: int = 0) -> tuple[str, list[int]]:
     """SHA-256 of ``file`` and, with ``part_size``, the CRC32 of each part.
 
-    Raises :class:`FileChanged` when the file is not the one the walk saw or changes
+    Raises :class:`SourceChanged` when the file is not the one the walk saw or changes
     while it is read, ``OSError`` when it cannot be read.
     """
     digest = hashlib.sha256()
@@ -260,11 +256,11 @@ def hash_file(file: LocalFile, *, part_size: int = 0) -> tuple[str, list[int]]:
 
 
 def check_unchanged(file: LocalFile, st: os.stat_result) -> None:
-    """Raise :class:`FileChanged` unless ``st`` is the file as the walk saw it."""
+    """Raise :class:`SourceChanged` unless ``st`` is the file as the walk saw it."""
     if not stat.S_ISREG(st.st_mode):
-        raise FileChanged("is no longer a regular file")
+        raise SourceChanged("is no longer a regular file")
     if fingerprint(st) != file.fingerprint:
-        raise FileChanged(
+        raise SourceChanged(
             f"changed while being read (size {file.size} -> {st.st_size}, "
             f"mtime_ns {file.mtime_ns} -> {st.st_mtime_ns})"
         )
