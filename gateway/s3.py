@@ -1,7 +1,10 @@
 """S3 plumbing: boto3 session, client and credentials, and the presigner built on them.
 
 Everything here is built from :class:`Settings` once, at start-up. Requests never call
-boto3: presigning is done by :mod:`gateway.sigv4`, and proxying by httpx.
+boto3: presigning is done by :mod:`gateway.sigv4`, proxying by httpx, and the migration
+tools' requests by :mod:`gateway.migrate.wire`; boto3's chain only supplies their
+credentials (:func:`credentials_provider`). The client is for ``check``, readiness and
+the demo.
 """
 
 from __future__ import annotations
@@ -142,7 +145,7 @@ def credentials_provider(settings: Settings) -> Callable[[], Credentials]:
             # deferred credentials never fetched, which get_frozen_credentials() just did.
             expiry = getattr(chain, "_expiry_time", None)
         # The same Credentials object while botocore's values stay the same: callers
-        # compare it per request, and building one costs a microsecond.
+        # compare it per request, which an identical object answers at once.
         if last and last[0][0] == frozen and last[0][1] == expiry:
             return last[0][2]
         credentials = Credentials(

@@ -2,8 +2,8 @@
 
 Why not ``http.client``: it sends the headers and a small body in two writes, adds
 each header through a method call, and parses every response's headers with the
-``email`` package; together about 300 us of CPU per request, which for 4 KiB files is
-most of the uploader's CPU (measured with cProfile; bench/upload.py shows the effect).
+``email`` package; under cProfile that was most of the uploader's CPU on 4 KiB files
+(see bench/results/upload.md for the rate the uploader reaches without it).
 This speaks only what S3 answers: a status line, headers, and a body framed by
 Content-Length or chunked encoding. One request at a time per connection.
 """
