@@ -344,12 +344,15 @@ class MediaGateway:
             location = f"{custom}/{quote(key)}"
             max_age = self.settings.public_max_age
         else:
-            disposition = _disposition(access)
+            # The type S3 sends is pinned to the one local mode would send (the signed
+            # override, else the name's), never the stored one: an object stored as
+            # text/html under a .png name is sent as image/png. S3 sends no sandbox
+            # header of ours, so a type that could run script is downloaded instead,
+            # and even a bucket on a subdomain of the site (a custom domain, a CDN)
+            # never renders an upload as a page.
             sent_type = access.content_type or content_type(access.relpath)
+            disposition = _disposition(access)
             if disposition is None and is_active(sent_type):
-                # S3 sends no sandbox header of ours: a type that could run script is
-                # downloaded instead, so even a bucket on a subdomain of the site (a
-                # custom domain, a CDN) never renders an upload as a page.
                 disposition = _attachment(access)
             # Signed for the request's method: a HEAD that follows a redirect signed for
             # GET is refused by S3. RecentRedirects keys on the method, so a GET is never
@@ -357,7 +360,7 @@ class MediaGateway:
             presigned = self.presigner.presign(
                 key,
                 content_disposition=disposition,
-                content_type=access.content_type,
+                content_type=sent_type,
                 method=scope["method"],
             )
             location = presigned.url
