@@ -338,9 +338,12 @@ def test_kubernetes_validate_strict():
 def test_kubernetes_pods_are_restricted():
     """Every pod meets the Pod Security "restricted" level (non-root, RuntimeDefault
     seccomp, no privilege escalation, every capability dropped), and has a writable /tmp
-    under its read-only root (Django spools uploads over 2.5 MB there)."""
+    under its read-only root (Django spools uploads over 2.5 MB there). The user is the
+    image's."""
+    image_user = [rest for name, rest in dockerfile() if name == "USER"][-1]
     for pod in pod_templates():
         assert pod["securityContext"]["runAsNonRoot"] is True
+        assert str(pod["securityContext"]["runAsUser"]) == image_user
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
         volumes = {v["name"]: v for v in pod["volumes"]}
         assert not any("hostPath" in v for v in volumes.values())
