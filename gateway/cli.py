@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .exceptions import ConfigError
-from .settings import Settings
+from .settings import Settings, forwarded_hosts
 from .signing import URLSigner
 
 __all__ = ["build_app", "main", "tune_malloc"]
@@ -54,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRS",
+        help="proxies whose X-Forwarded-For/-Proto are believed (default:"
+        " GATEWAY_FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
     serve.set_defaults(handler=_serve)
 
     sign = commands.add_parser("sign", help="print a signed URL for a media path")
@@ -137,7 +143,10 @@ def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     # Fail here, with exit code 2, rather than in every worker.
-    Settings.from_env()
+    settings = Settings.from_env()
+    trusted = settings.forwarded_allow_ips
+    if args.forwarded_allow_ips is not None:
+        trusted = forwarded_hosts("--forwarded-allow-ips", args.forwarded_allow_ips)
     if args.app:
         _import_app(args.app)
         os.environ[APP_VARIABLE] = args.app
@@ -149,6 +158,9 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # Client address and scheme from the proxy's headers, from trusted proxies only.
+        proxy_headers=True,
+        forwarded_allow_ips=list(trusted),
         # Each worker reads the settings itself; .env is read by Settings.from_env.
         env_file=None,
     )
