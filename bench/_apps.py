@@ -32,6 +32,17 @@ def settings(media_root: Path, secret: str) -> Settings:
     )
 
 
+def gateway_settings(media_root: Path, secret: str) -> dict[str, str]:
+    """The variables ``media-gateway serve`` reads for what :func:`settings` says: the
+    gateway as a user configures it, every other setting at its default."""
+    return {
+        "GATEWAY_SECRET_KEY": secret,
+        "MEDIA_ROOT": str(media_root),
+        "MEDIA_URL": MEDIA_URL,
+        "GATEWAY_PUBLIC_PREFIXES": PUBLIC_PREFIX,
+    }
+
+
 def gateway() -> MediaGateway:
     """Our gateway, standalone, as deployed in front of a media root."""
     return MediaGateway(settings=settings(_root(), os.environ["BENCH_SECRET"]))

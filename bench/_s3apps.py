@@ -58,6 +58,21 @@ def s3_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> S
     return Settings(**values)
 
 
+def gateway_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables ``media-gateway serve`` reads for what :func:`s3_settings` says:
+    the gateway as a user configures it, every other setting at its default."""
+    return {
+        "GATEWAY_SECRET_KEY": env["BENCH_SECRET"],
+        "MEDIA_ROOT": env.get("BENCH_MEDIA_ROOT", "media"),
+        "MEDIA_URL": MEDIA_URL,
+        "USE_S3": "true",
+        "AWS_ACCESS_KEY_ID": env["BENCH_S3_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": env["BENCH_S3_SECRET_KEY"],
+        "AWS_STORAGE_BUCKET_NAME": env["BENCH_S3_BUCKET"],
+        "AWS_S3_ENDPOINT_URL": env["BENCH_S3_ENDPOINT"],
+    }
+
+
 def gateway_redirect() -> MediaGateway:
     """Our gateway in S3 redirect mode: a signed URL gets a 302 to a presigned URL."""
     return MediaGateway(settings=s3_settings())

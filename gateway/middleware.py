@@ -136,7 +136,7 @@ class MediaGateway:
             try:
                 await self._route(scope, receive, exchange)
             finally:
-                exchange.done()
+                exchange.done(scope)
         else:
             await self._route(scope, receive, send)
 

@@ -26,10 +26,10 @@ from gateway.redact import REDACTED, RedactingFilter, redact_query, redact_text
 from tests.conftest import SECRET, free_port
 from tests.helpers import call, stop, wait_until_serving
 
-# Common Log Format plus the seconds taken.
+# Common Log Format plus the microseconds taken.
 LINE = re.compile(
     r'^(\S+) - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "(\S+) (\S+) HTTP/1\.1" '
-    r"(\d{3}) (\d+) \d+\.\d{6}$",
+    r"(\d{3}) (\d+) \d+$",
     re.MULTILINE,
 )
 # A pass-through request carrying every sensitive name, in odd spellings.
@@ -150,7 +150,7 @@ def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
     """The buffered handler, alone on gateway.access, gets the line without a record;
     it writes it when its buffer fills and when it is closed."""
     stream = io.StringIO()
-    handler = AccessLogHandler(stream, buffer_size=10_000_000)
+    handler = AccessLogHandler(stream, buffer_lines=10_000_000, flush_interval=0)
     monkeypatch.setattr(access_logger, "handlers", [handler])
     monkeypatch.setattr(access_logger, "propagate", False)
     monkeypatch.setattr(access_logger, "level", logging.INFO)
@@ -166,7 +166,7 @@ def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
     assert len(lines) == 2 and all(LINE.match(line) for line in lines)
     assert f"sig={REDACTED}" in lines[0]
     small = io.StringIO()
-    handler = AccessLogHandler(small, buffer_size=1)
+    handler = AccessLogHandler(small, buffer_lines=1)
     monkeypatch.setattr(access_logger, "handlers", [handler])
     gateway.access_log = AccessLog()
     call(gateway, url)
