@@ -11,7 +11,9 @@ import io
 import logging
 import os
 import re
+import select
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -172,6 +174,28 @@ def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
     call(gateway, url)
     assert LINE.match(small.getvalue().strip())
     handler.close()
+
+
+def test_buffered_handler_writes_whole_lines_atomically():
+    """Several workers share stdout: each write the handler makes holds whole lines and
+    at most PIPE_BUF bytes, which a pipe writes atomically, so lines never mix."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with reader, writer, os.fdopen(writer.fileno(), "w", closefd=False) as stream:
+        handler = AccessLogHandler(stream, buffer_lines=10_000, flush_interval=0)
+        lines = [f"line {n:04d} " + "x" * (n % 300) for n in range(300)]
+        for line in lines:
+            handler.emit(logging.makeLogRecord({"msg": line}))
+        handler.flush()
+        reader.settimeout(5)
+        received, messages = b"", 0
+        while received.count(b"\n") < len(lines):
+            message = reader.recv(65536)  # one write() each
+            assert message.endswith(b"\n") and len(message) <= select.PIPE_BUF
+            received += message
+            messages += 1
+        handler.close()
+    assert received.decode().splitlines() == lines
+    assert messages > 1
 
 
 def test_escapes_quotes_in_the_target(gateway, caplog):
