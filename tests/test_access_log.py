@@ -323,3 +323,58 @@ def test_no_access_log_flag(tmp_path):
     text = out.read_text()
     assert not LINE.findall(text), text
     assert "abc" not in text
+
+
+OWN_SERVER_APP = """
+from gateway import MediaGateway
+from gateway.wsgi import MediaGatewayWSGI
+
+app = MediaGateway()
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"from the app"]
+
+
+wsgi = MediaGatewayWSGI(hello)
+"""
+OWN_SERVERS = {
+    # uvicorn's access log is on by default; gunicorn's is off until asked for.
+    "uvicorn": ["uvicorn", "ownapp:app"],
+    "gunicorn": ["gunicorn", "ownapp:wsgi", "--access-logfile", "-", "--workers", "1"],
+}
+
+
+@pytest.mark.parametrize("server", list(OWN_SERVERS))
+def test_own_server_command_redacts_its_access_log(server, tmp_path):
+    """Item 58: the gateway run under the user's own uvicorn (access log on by default)
+    or gunicorn (``--access-logfile -``): the server's own access line names the request
+    with the signature redacted."""
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"hi")
+    (tmp_path / "ownapp.py").write_text(OWN_SERVER_APP)
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    port = free_port()
+    binary, *arguments = OWN_SERVERS[server]
+    command = [str(Path(sys.executable).parent / binary), *arguments]
+    if server == "uvicorn":
+        command += ["--port", str(port)]
+    else:
+        command += ["--bind", f"127.0.0.1:{port}"]
+    out = tmp_path / "out.txt"
+    url = _signed({"GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}, ["a.txt"])[0]
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=sink, stderr=sink)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}{url}").content == b"hi"
+        httpx.get(f"http://127.0.0.1:{port}/other?" + NOISY_QUERY)
+    finally:
+        stop(proc, sig=signal.SIGTERM)
+    text = out.read_text()
+    assert f"/media/a.txt?exp={url.split('exp=')[1].split('&')[0]}&sig={REDACTED}" in text, text
+    assert parse_qs(urlsplit(url).query)["sig"][0] not in text
+    for value in NOISY_VALUES:
+        assert value not in text
