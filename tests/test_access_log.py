@@ -215,6 +215,7 @@ MODES = {
     "proxy": {"s3": True, "GATEWAY_S3_DELIVERY": "proxy"},
     "hybrid": {"s3": True, "GATEWAY_LOCAL_FALLBACK": "true"},
     "wsgi": {"interface": "wsgi"},
+    "two-workers": {"workers": "2"},
     "proxy-bad-credentials": {"s3": True, "GATEWAY_S3_DELIVERY": "proxy", "bad": True},
 }
 
@@ -222,9 +223,9 @@ MODES = {
 @pytest.mark.parametrize("mode", list(MODES))
 def test_serve_logs_no_secret(mode, tmp_path, request):
     """Item 58: ``media-gateway serve`` with default settings, in every mode: after signed
-    requests its stdout and stderr hold an access line per request and no ``sig``,
-    ``X-Amz-Signature``, ``X-Amz-Credential`` or ``X-Amz-Security-Token`` value, nor the
-    secret key."""
+    requests its stdout and stderr hold an access line per request (written out when
+    SIGTERM stops it, by every worker) and no ``sig``, ``X-Amz-Signature``,
+    ``X-Amz-Credential`` or ``X-Amz-Security-Token`` value, nor the secret key."""
     options = dict(MODES[mode])
     root = tmp_path / "media"
     (root / "docs").mkdir(parents=True)
@@ -248,11 +249,12 @@ def test_serve_logs_no_secret(mode, tmp_path, request):
             env["AWS_SESSION_TOKEN"] = "session-token-" + "t" * 40
             secrets.append(env["AWS_SESSION_TOKEN"])
     interface = options.pop("interface", "asgi")
+    workers = options.pop("workers", "1")
     env.update(options)
     port = free_port()
     app = "passapp:wsgi" if interface == "wsgi" else "passapp:app"
     command = [str(Path(sys.executable).parent / "media-gateway"), "serve", "--port", str(port)]
-    command += ["--app", app, "--interface", interface]
+    command += ["--app", app, "--interface", interface, "--workers", workers]
     out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
     with out.open("wb") as stdout, err.open("wb") as stderr:
         proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
