@@ -7,7 +7,6 @@ or shell settings cannot change what is measured.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -46,13 +45,6 @@ def gateway_settings(media_root: Path, secret: str) -> dict[str, str]:
 def gateway() -> MediaGateway:
     """Our gateway, standalone, as deployed in front of a media root."""
     return MediaGateway(settings=settings(_root(), os.environ["BENCH_SECRET"]))
-
-
-def gateway_nothing_kept() -> MediaGateway:
-    """The same with ``GATEWAY_FILE_CACHE_MB=0``: every request opens, checks and reads
-    its file, which shows what keeping small files in memory saves."""
-    media = settings(_root(), os.environ["BENCH_SECRET"])
-    return MediaGateway(settings=dataclasses.replace(media, file_cache_mb=0))
 
 
 def redirect() -> ASGIApp:

@@ -84,16 +84,15 @@ def replay_redirect() -> ASGIApp:
     return replaying(gateway_redirect(), os.environ["BENCH_REPLAY_TARGET"])
 
 
-def gateway_soak() -> MediaGateway:
-    """Every delivery path in one process: local files and S3 redirects under
-    ``/media/`` (hybrid mode, as during a migration), wrapping a second gateway that
-    proxies from S3 under ``/proxied/``. Both share the key, so one signer per prefix
-    signs for either. Tuned as ``media-gateway serve`` tunes every worker."""
-    from gateway.cli import tune_malloc
-
-    tune_malloc()
-    proxy = MediaGateway(settings=s3_settings(media_url=PROXY_URL, s3_delivery="proxy"))
-    return MediaGateway(proxy, settings=s3_settings(local_fallback=True))
+def __getattr__(name: str) -> Any:
+    """``proxied``: the app the soak runs behind ``media-gateway serve --app
+    bench._s3apps:proxied``, a second gateway that proxies from S3 under ``/proxied/``.
+    Built on first access, from ``BENCH_*`` variables; it writes no access line (the
+    gateway in front of it does)."""
+    if name == "proxied":
+        settings = s3_settings(media_url=PROXY_URL, s3_delivery="proxy", access_log=False)
+        return MediaGateway(settings=settings)
+    raise AttributeError(name)
 
 
 def starlette_redirect() -> ASGIApp:
