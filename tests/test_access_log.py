@@ -138,6 +138,46 @@ def test_line_for_every_request(gateway, caplog):
         assert value not in caplog.text
 
 
+def test_line_when_the_app_raises(media_root, make_settings, caplog):
+    """An app that raises before answering still gets its line, with the 500 the server
+    sends."""
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    gateway = MediaGateway(broken, settings=make_settings())
+    with caplog.at_level(logging.INFO, logger="gateway.access"), pytest.raises(RuntimeError):
+        call(gateway, "/page?sig=abc")
+    line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
+    assert f'"GET /page?sig={REDACTED} HTTP/1.1" 500 0 ' in line
+
+
+def test_gateway_errors_are_redacted(media_root, make_settings):
+    """Item 58: the gateway's own warnings and errors, tracebacks included, never carry a
+    signature or a presigned URL's credential."""
+    MediaGateway(settings=make_settings())  # installs the filters
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("gateway.delegate")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("fetching /media/a.jpg?exp=1&sig=secret-sig failed")
+        except ValueError:
+            logger.exception("authorization check raised for %s", "/media/a?sig=secret-arg")
+        logging.getLogger("gateway.proxy").addHandler(handler)
+        logging.getLogger("gateway.proxy").error(
+            "S3 answered %s: %s", 403, "<SignatureProvided>secret-s3</SignatureProvided>"
+        )
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("gateway.proxy").removeHandler(handler)
+    text = stream.getvalue()
+    assert "ValueError" in text and "S3 answered 403" in text
+    for secret in ("secret-sig", "secret-arg", "secret-s3"):
+        assert secret not in text
+
+
 def test_access_log_off(media_root, make_settings, caplog):
     """GATEWAY_ACCESS_LOG=false: no access log object, no line."""
     (media_root / "a.txt").write_bytes(b"1")
