@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 import os
 import re
@@ -342,6 +343,42 @@ def _signed(env: dict[str, str], paths: list[str]) -> list[str]:
 
     signer = URLSigner.from_settings(Settings.from_env(env, env_file=None))
     return [signer.sign_url(path) for path in paths]
+
+
+def test_log_config_takes_the_lines_elsewhere(tmp_path):
+    """``serve --log-config``: the lines are ordinary records of ``gateway.access``, which
+    the operator's logging configuration formats and sends where it says."""
+    root = tmp_path / "media"
+    root.mkdir()
+    lines = tmp_path / "access.log"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"tagged": {"format": "ACCESS %(levelname)s %(message)s"}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(lines), "formatter": "tagged"}
+        },
+        "loggers": {"gateway.access": {"handlers": ["file"], "level": "INFO", "propagate": False}},
+    }
+    (tmp_path / "log.json").write_text(json.dumps(config))
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    env["GATEWAY_LIVE_PATH"] = "/-/live"
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "media-gateway"), "serve", "--port", str(port)]
+    command += ["--log-config", "log.json"]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/-/live", proc)
+        httpx.get(f"http://127.0.0.1:{port}/media/x?sig=abc")
+    finally:
+        stop(proc, sig=signal.SIGTERM)
+    text = lines.read_text()
+    assert re.search(
+        rf'^ACCESS INFO .*"GET /media/x\?sig={re.escape(REDACTED)} HTTP/1.1" 403 ', text, re.M
+    )
+    assert "abc" not in text
 
 
 def test_no_access_log_flag(tmp_path):

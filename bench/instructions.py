@@ -1,0 +1,130 @@
+"""CPU instructions per request of ``media-gateway serve``, access log on and off.
+
+``python -m bench.instructions`` runs the gateway as shipped under valgrind's callgrind,
+sends 2,000 requests to warm it up, zeroes the counters, sends 3,000 more over one
+keep-alive connection (1,000 signed URLs in turn), and reads the count back. Unlike
+requests/s or CPU time, the count hardly moves when other processes share the machine,
+so it compares the access log on and off reliably on a busy one (wall-clock numbers
+there swing by 30%). Slow (about 40 s per case) and not part of ``make bench``; needs
+valgrind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import os
+import re
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from gateway import URLSigner
+
+from . import _apps, _s3apps
+from ._common import HOST, free_port
+
+WARMUP, MEASURED, ROTATION = 2_000, 3_000, 1_000
+START_TIMEOUT = 300.0  # seconds: imports run ~50x slower under callgrind
+
+
+def main() -> int:
+    counts = {}
+    for mode in ("redirect", "local"):
+        with _environment(mode) as (settings, targets):
+            for log in ("on", "off"):
+                counts[mode, log] = _count(settings, targets, log == "on")
+                print(f"{mode}, access log {log}: {counts[mode, log]:,.0f} instructions/request")
+        on, off = counts[mode, "on"], counts[mode, "off"]
+        print(f"{mode}: the access log adds {on - off:,.0f} ({on / off - 1:.1%})")
+    return 0
+
+
+@contextlib.contextmanager
+def _environment(mode: str) -> Iterator[tuple[dict[str, str], list[str]]]:
+    with contextlib.ExitStack() as stack:
+        base = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-instr-")))
+        if mode == "redirect":
+            env = stack.enter_context(_s3apps.s3_environment(base, {"docs/small.jpg": b"x"}))
+            signer = URLSigner.from_settings(_s3apps.s3_settings(env))
+            settings = _s3apps.gateway_settings(env)
+        else:
+            root = base / "media"
+            (root / "docs").mkdir(parents=True)
+            for index in range(ROTATION):
+                (root / "docs" / f"{index:05d}.jpg").write_bytes(bytes(4096))
+            secret = secrets.token_urlsafe(32)
+            signer = URLSigner.from_settings(_apps.settings(root, secret))
+            settings = _apps.gateway_settings(root, secret)
+        yield settings, [signer.sign_url(f"docs/{index:05d}.jpg") for index in range(ROTATION)]
+
+
+def _count(settings: dict[str, str], targets: list[str], access_log: bool) -> float:
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp:
+        out = Path(tmp) / "callgrind.out"
+        command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
+        command += [sys.executable, str(Path(sys.executable).parent / "media-gateway")]
+        command += ["serve", "--host", HOST, "--port", str(port)]
+        if not access_log:
+            command.append("--no-access-log")
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
+        env.update(settings)
+        process = subprocess.Popen(
+            command,
+            cwd=tmp,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,  # the access log, as in bench/_common.serve_gateway
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            connection = _connect(port, process)
+            _requests(connection, targets, WARMUP)
+            _control("-z", process.pid)
+            _requests(connection, targets, MEASURED)
+            _control("-d", process.pid)
+            dumps = [p for p in Path(tmp).glob("callgrind.out.*") if p.stat().st_size]
+            text = dumps[0].read_text(errors="replace")
+            match = re.search(r"^summary: (\d+)", text, re.MULTILINE)
+            if match is None:
+                raise RuntimeError(f"no summary in {dumps[0]}")
+            return int(match[1]) / MEASURED
+        finally:
+            process.terminate()
+            process.wait(60)
+
+
+def _connect(port: int, process: subprocess.Popen[bytes]) -> http.client.HTTPConnection:
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        connection = http.client.HTTPConnection(HOST, port, timeout=60)
+        try:
+            connection.connect()
+            return connection
+        except OSError:
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError("the gateway did not start under callgrind") from None
+            time.sleep(0.5)
+
+
+def _requests(connection: http.client.HTTPConnection, targets: list[str], count: int) -> None:
+    for index in range(count):
+        connection.request("GET", targets[index % len(targets)])
+        response = connection.getresponse()
+        response.read()
+        if response.status not in (200, 302):
+            raise RuntimeError(f"{targets[index % len(targets)]} answered {response.status}")
+
+
+def _control(option: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", option, str(pid)], check=True, capture_output=True)
+    time.sleep(1)  # the dump is written by the process, asynchronously
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
