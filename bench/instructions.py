@@ -2,7 +2,10 @@
 
 ``python -m bench.instructions`` runs the gateway as shipped under valgrind's callgrind,
 sends 2,000 requests to warm it up, zeroes the counters, sends 3,000 more over one
-keep-alive connection (1,000 signed URLs in turn), and reads the count back. Unlike
+keep-alive connection (1,000 signed URLs in turn), and reads the count back; the same
+for the bare ASGI 302 under uvicorn (no access log), the baseline of the targets. One
+connection at a time costs uvicorn more per request than 32 do, so the ratios to the
+bare 302 read lower than under load; the on/off difference is what this is for. Unlike
 requests/s or CPU time, the count hardly moves when other processes share the machine,
 so it compares the access log on and off reliably on a busy one (wall-clock numbers
 there swing by 30%). Slow (about 40 s per case) and not part of ``make bench``; needs
@@ -26,7 +29,7 @@ from pathlib import Path
 from gateway import URLSigner
 
 from . import _apps, _s3apps
-from ._common import HOST, free_port
+from ._common import HOST, REPO_ROOT, free_port, uvicorn
 
 WARMUP, MEASURED, ROTATION = 2_000, 3_000, 1_000
 START_TIMEOUT = 300.0  # seconds: imports run ~50x slower under callgrind
@@ -36,11 +39,24 @@ def main() -> int:
     counts = {}
     for mode in ("redirect", "local"):
         with _environment(mode) as (settings, targets):
-            for log in ("on", "off"):
-                counts[mode, log] = _count(settings, targets, log == "on")
-                print(f"{mode}, access log {log}: {counts[mode, log]:,.0f} instructions/request")
-        on, off = counts[mode, "on"], counts[mode, "off"]
-        print(f"{mode}: the access log adds {on - off:,.0f} ({on / off - 1:.1%})")
+            gateway = [sys.executable, str(Path(sys.executable).parent / "media-gateway")]
+            gateway += ["serve", "--host", HOST]
+            bare = uvicorn("bench._apps:redirect", 0)
+            del bare[bare.index("--port") : bare.index("--port") + 2]  # _count adds its own
+            cases = {
+                "bare ASGI 302": bare,
+                "access log on": gateway,
+                "access log off": [*gateway, "--no-access-log"],
+            }
+            for case, command in cases.items():
+                counts[mode, case] = _count(command, settings, targets)
+                print(f"{mode}, {case}: {counts[mode, case]:,.0f} instructions/request")
+        on, off = counts[mode, "access log on"], counts[mode, "access log off"]
+        bare = counts[mode, "bare ASGI 302"]
+        print(
+            f"{mode}: the access log adds {on - off:,.0f} ({on / off - 1:.1%}); "
+            f"bare 302 / as shipped = {bare / on:.2f}x (no log: {bare / off:.2f}x)"
+        )
     return 0
 
 
@@ -63,17 +79,15 @@ def _environment(mode: str) -> Iterator[tuple[dict[str, str], list[str]]]:
         yield settings, [signer.sign_url(f"docs/{index:05d}.jpg") for index in range(ROTATION)]
 
 
-def _count(settings: dict[str, str], targets: list[str], access_log: bool) -> float:
+def _count(server: list[str], settings: dict[str, str], targets: list[str]) -> float:
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-instr-") as tmp:
         out = Path(tmp) / "callgrind.out"
         command = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}"]
-        command += [sys.executable, str(Path(sys.executable).parent / "media-gateway")]
-        command += ["serve", "--host", HOST, "--port", str(port)]
-        if not access_log:
-            command.append("--no-access-log")
+        command += [*server, "--port", str(port)]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_"))}
         env.update(settings)
+        env["PYTHONPATH"] = str(REPO_ROOT)  # the bare app's factory, from an empty directory
         process = subprocess.Popen(
             command,
             cwd=tmp,
