@@ -179,6 +179,27 @@ def test_gateway_errors_are_redacted(media_root, make_settings):
         assert secret not in text
 
 
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, True), ("", True), ("true", True), ("off", False)]
+)
+def test_access_log_setting(raw, expected):
+    """GATEWAY_ACCESS_LOG: on unless set to false; empty means the default."""
+    from gateway import Settings
+
+    environ = {"GATEWAY_SECRET_KEY": SECRET}
+    if raw is not None:
+        environ["GATEWAY_ACCESS_LOG"] = raw
+    assert Settings.from_env(environ, env_file=None).access_log is expected
+
+
+def test_access_log_setting_invalid():
+    """A value that is not a boolean names the variable."""
+    from gateway import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="GATEWAY_ACCESS_LOG"):
+        Settings.from_env({"GATEWAY_SECRET_KEY": SECRET, "GATEWAY_ACCESS_LOG": "maybe"})
+
+
 def test_access_log_off(media_root, make_settings, caplog):
     """GATEWAY_ACCESS_LOG=false: no access log object, no line."""
     (media_root / "a.txt").write_bytes(b"1")
