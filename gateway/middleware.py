@@ -132,11 +132,11 @@ class MediaGateway:
             self._recent = RecentRedirects(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.access_log is not None and (exchange := self.access_log.begin(scope, send)):
+        if self.access_log is not None and (watched := self.access_log.begin(scope, send)):
             try:
-                await self._route(scope, receive, exchange)
+                await self._route(scope, receive, watched[0])
             finally:
-                exchange.done(scope)
+                self.access_log.done(scope, watched[1])
         else:
             await self._route(scope, receive, send)
 
