@@ -7,6 +7,7 @@ failed, 2 bad usage or settings.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import importlib
 import json
@@ -19,12 +20,14 @@ from .exceptions import ConfigError
 from .settings import Settings, forwarded_hosts
 from .signing import URLSigner
 
-__all__ = ["build_app", "main", "tune_malloc"]
+__all__ = ["build_app", "log_config", "main", "tune_malloc"]
 
 # serve passes --app/--interface to its worker processes through these variables:
 # uvicorn starts each worker from an import string, so they cannot take arguments.
 APP_VARIABLE = "MEDIA_GATEWAY_APP"
 INTERFACE_VARIABLE = "MEDIA_GATEWAY_INTERFACE"
+# --access-log/--no-access-log reach the workers as the setting itself.
+ACCESS_LOG_VARIABLE = "GATEWAY_ACCESS_LOG"
 # mallopt's parameter number for the mmap threshold in glibc's malloc.h.
 M_MMAP_THRESHOLD = -3
 
@@ -59,6 +62,19 @@ def _parser() -> argparse.ArgumentParser:
         metavar="ADDRS",
         help="proxies whose X-Forwarded-For/-Proto are believed (default:"
         " GATEWAY_FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a line per request on stdout, signatures redacted "
+        "(default: GATEWAY_ACCESS_LOG, which is on)",
+    )
+    serve.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="uvicorn's --log-config (JSON, YAML or INI) instead of the gateway's own; "
+        "the access lines go to the gateway.access logger",
     )
     serve.set_defaults(handler=_serve)
 
@@ -142,6 +158,8 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.access_log is not None:
+        os.environ[ACCESS_LOG_VARIABLE] = "true" if args.access_log else "false"
     # Fail here, with exit code 2, rather than in every worker.
     settings = Settings.from_env()
     trusted = settings.forwarded_allow_ips
@@ -163,8 +181,32 @@ def _serve(args: argparse.Namespace) -> int:
         forwarded_allow_ips=list(trusted),
         # Each worker reads the settings itself; .env is read by Settings.from_env.
         env_file=None,
+        # uvicorn's access line prints the request target, signature and all: the
+        # gateway writes its own (GATEWAY_ACCESS_LOG), with the signature redacted.
+        access_log=False,
+        log_config=args.log_config or log_config(),
     )
     return 0
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration plus the gateway's loggers: the access lines on
+    stdout through a buffered handler (at most a second late), the gateway's warnings
+    and errors on stderr as uvicorn prints its own."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["gateway.access"] = {
+        "class": "gateway.access_log.AccessLogHandler",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["gateway"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["gateway.access"] = {
+        "handlers": ["gateway.access"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
 
 
 def build_app() -> Any:

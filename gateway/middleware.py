@@ -12,6 +12,7 @@ from urllib.parse import quote
 import httpx
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .access_log import AccessLog, flush_access_logs
 from .delegate import Delegate
 from .exceptions import ConfigError, Forbidden, MethodNotAllowed, NotFound, RequestError
 from .health import Readiness, json_response
@@ -26,10 +27,11 @@ from .http import (
 )
 from .local import LocalFiles, MediaFile, send_file, whole_body
 from .network import proxy_for, tls_context
-from .observe import MemoryUse, Metrics, Observer, access_logger
+from .observe import MemoryUse, Metrics, Observer
 from .paths import decoded_relative_path, relative_path
 from .presign import Presigner
 from .proxy import S3Proxy
+from .redact import guard_logs
 from .s3 import make_presigner
 from .settings import Settings
 from .signing import URLSigner
@@ -75,6 +77,10 @@ class MediaGateway:
     ) -> None:
         self.app = app
         self.settings = settings = settings if settings is not None else Settings.from_env()
+        # One line per HTTP request, signatures redacted; the gateway's other logs and
+        # the server's (its access log, should it be on) redacted too.
+        self.access_log = AccessLog() if settings.access_log else None
+        guard_logs()
         self.prefix = settings.media_url
         self.clock = clock
         self.signer = URLSigner.from_settings(settings, clock=clock)
@@ -133,10 +139,19 @@ class MediaGateway:
             self._recent = RecentRedirects(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access_log is not None and (watched := self.access_log.begin(scope, send)):
+            try:
+                await self._route(scope, receive, watched[0])
+            finally:
+                self.access_log.done(scope, watched[1])
+        else:
+            await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(self.prefix):
-                if self.metrics is not None or access_logger.isEnabledFor(logging.INFO):
+                if self.metrics is not None:
                     await self.handle(scope, receive, send)
                 elif self._recent is not None and (start := self._recent.get(scope)):
                     # A redirect given this second, sent without another coroutine:
@@ -205,6 +220,7 @@ class MediaGateway:
             if message["type"] == "lifespan.startup" and self.settings.metrics_port:
                 self._start_metrics_server()
             if message["type"] == "lifespan.shutdown":
+                flush_access_logs()
                 if self.proxy is not None:
                     await self.proxy.aclose()
                 if self.delegate is not None:

@@ -106,6 +106,9 @@ class Settings:
     #: Prometheus metrics on a port of their own (127.0.0.1 unless GATEWAY_METRICS_ADDR).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    #: One access line per request through the ``gateway.access`` logger (signatures
+    #: redacted); on by default, as uvicorn's access log is.
+    access_log: bool = True
     #: Readiness (settings valid, bucket reachable) and liveness paths; unset: off.
     ready_path: str | None = None
     live_path: str | None = None
@@ -340,6 +343,7 @@ class Settings:
             "local_fallback": _bool(
                 "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
             ),
+            "access_log": _bool("GATEWAY_ACCESS_LOG", text("GATEWAY_ACCESS_LOG") or "true"),
         }
         for field, variable, unit in (
             ("url_ttl", "GATEWAY_URL_TTL", "number of seconds"),
