@@ -7,7 +7,6 @@ or shell settings cannot change what is measured.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -32,16 +31,20 @@ def settings(media_root: Path, secret: str) -> Settings:
     )
 
 
+def gateway_settings(media_root: Path, secret: str) -> dict[str, str]:
+    """The variables ``media-gateway serve`` reads for what :func:`settings` says: the
+    gateway as a user configures it, every other setting at its default."""
+    return {
+        "GATEWAY_SECRET_KEY": secret,
+        "MEDIA_ROOT": str(media_root),
+        "MEDIA_URL": MEDIA_URL,
+        "GATEWAY_PUBLIC_PREFIXES": PUBLIC_PREFIX,
+    }
+
+
 def gateway() -> MediaGateway:
     """Our gateway, standalone, as deployed in front of a media root."""
     return MediaGateway(settings=settings(_root(), os.environ["BENCH_SECRET"]))
-
-
-def gateway_nothing_kept() -> MediaGateway:
-    """The same with ``GATEWAY_FILE_CACHE_MB=0``: every request opens, checks and reads
-    its file, which shows what keeping small files in memory saves."""
-    media = settings(_root(), os.environ["BENCH_SECRET"])
-    return MediaGateway(settings=dataclasses.replace(media, file_cache_mb=0))
 
 
 def redirect() -> ASGIApp:

@@ -26,7 +26,12 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
-from ._results import Report as Report, Row as Row, write_report as write_report
+from ._results import (
+    Report as Report,
+    Row as Row,
+    access_log_row as access_log_row,
+    write_report as write_report,
+)
 
 HOST = "127.0.0.1"
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -88,21 +93,30 @@ class Server:
 
 @contextlib.contextmanager
 def serve(
-    name: str, argv: Sequence[str], port: int, *, env: Mapping[str, str] | None = None
+    name: str,
+    argv: Sequence[str],
+    port: int,
+    *,
+    env: Mapping[str, str] | None = None,
+    cwd: Path = REPO_ROOT,
+    discard_stdout: bool = False,
+    inherit_env: bool = True,
 ) -> Iterator[Server]:
     """Run ``argv`` pinned to the server core until the block ends, even on error.
 
     Ready means the port accepts connections. Whatever the server printed (warnings,
-    tracebacks during the load) is echoed to stderr when it stops.
+    tracebacks during the load) is echoed to stderr when it stops; ``discard_stdout``
+    sends stdout (an access log) to /dev/null instead, as an operator sends it to a
+    file or a log collector. Without ``inherit_env``, ``env`` is the whole environment.
     """
     with tempfile.TemporaryFile() as log:
         process = subprocess.Popen(
             [*pinned(SERVER_CPU), *argv],
-            cwd=REPO_ROOT,
-            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            env={**(os.environ if inherit_env else {}), **(env or {})},
             stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdout=subprocess.DEVNULL if discard_stdout else log,
+            stderr=log if discard_stdout else subprocess.STDOUT,
         )
         try:
             _wait_ready(name, process, port, log)
@@ -127,6 +141,33 @@ def serve_uvicorn(
     """``serve`` an app factory (``module:function``) under uvicorn on a free port."""
     port = free_port()
     with serve(name, uvicorn(factory, port), port, env=env) as server:
+        yield server
+
+
+# Where a developer's settings could change what ``media-gateway serve`` measures.
+_SETTINGS_PREFIXES = ("GATEWAY_", "AWS_", "MEDIA_", "USE_S3")
+
+
+@contextlib.contextmanager
+def serve_gateway(name: str, settings: Mapping[str, str], *options: str) -> Iterator[Server]:
+    """The gateway as the README starts it: ``media-gateway serve`` on a free port, with
+    its defaults (uvloop, httptools, the access log on, to stdout) plus ``options``.
+
+    The settings are exactly ``settings``: the developer's own variables are dropped and
+    the working directory is an empty one, so no ``.env`` is read. The access log goes
+    to /dev/null by stdout redirection, as an operator sends it to a file or a collector.
+    """
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "media-gateway"), "serve"]
+    command += ["--host", HOST, "--port", str(port), *options]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_SETTINGS_PREFIXES)}
+    env.update(settings)
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-cwd-") as cwd,
+        serve(
+            name, command, port, env=env, cwd=Path(cwd), discard_stdout=True, inherit_env=False
+        ) as server,
+    ):
         yield server
 
 

@@ -34,8 +34,10 @@ def describe(options: Options) -> list[str]:
     return [
         load,
         f"Downloads: {fetch}, best of {options.runs}; MB = 10^6 bytes.",
-        f"Servers: uvicorn {_version('uvicorn')} ({loop}, {http}), one process, no access "
-        f"log; Starlette {_version('starlette')}; servestatic {_version('servestatic')}; "
+        f"Servers: uvicorn {_version('uvicorn')} ({loop}, {http}), one process; the gateway "
+        "as `media-gateway serve` starts it (access log on, stdout to /dev/null), the "
+        "baselines under plain uvicorn with no access log; "
+        f"Starlette {_version('starlette')}; servestatic {_version('servestatic')}; "
         f"{_first_line(['nginx', '-v'])}.",
         f"Machine: {_cpu()}, {os.cpu_count()} CPUs; {pinning_note()}; "
         f"Python {platform.python_version()} on {platform.system()} {platform.release()}.",

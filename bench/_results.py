@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
+import statistics
+import sys
 from pathlib import Path
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -45,6 +47,27 @@ def cost_rows(
             )
         rows.append(row)
     return rows
+
+
+def access_log_row(
+    group: str, samples: dict[str, list[float]], *, on: str, off: str, target: float
+) -> Row:
+    """The gateway with its access log (``on``) over the same without (``off``), in
+    requests/s: the median of the per-round ratios, which must reach ``target``."""
+    pairs = zip(samples[on], samples[off], strict=True)
+    ratio = statistics.median(with_log / without for with_log, without in pairs)
+    print(f"  {group}: on/off = {ratio:.3f} (target >= {target})", file=sys.stderr, flush=True)
+    return Row(
+        group,
+        on,
+        statistics.median(samples[on]),
+        "req/s",
+        off,
+        ratio,
+        target=f">= {target}x (at most {1 - target:.0%} slower)",
+        met=ratio >= target,
+        target_value=statistics.median(samples[off]) * target,
+    )
 
 
 @dataclasses.dataclass

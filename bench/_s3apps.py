@@ -58,6 +58,21 @@ def s3_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> S
     return Settings(**values)
 
 
+def gateway_settings(env: Mapping[str, str]) -> dict[str, str]:
+    """The variables ``media-gateway serve`` reads for what :func:`s3_settings` says:
+    the gateway as a user configures it, every other setting at its default."""
+    return {
+        "GATEWAY_SECRET_KEY": env["BENCH_SECRET"],
+        "MEDIA_ROOT": env.get("BENCH_MEDIA_ROOT", "media"),
+        "MEDIA_URL": MEDIA_URL,
+        "USE_S3": "true",
+        "AWS_ACCESS_KEY_ID": env["BENCH_S3_ACCESS_KEY"],
+        "AWS_SECRET_ACCESS_KEY": env["BENCH_S3_SECRET_KEY"],
+        "AWS_STORAGE_BUCKET_NAME": env["BENCH_S3_BUCKET"],
+        "AWS_S3_ENDPOINT_URL": env["BENCH_S3_ENDPOINT"],
+    }
+
+
 def gateway_redirect() -> MediaGateway:
     """Our gateway in S3 redirect mode: a signed URL gets a 302 to a presigned URL."""
     return MediaGateway(settings=s3_settings())
@@ -69,16 +84,15 @@ def replay_redirect() -> ASGIApp:
     return replaying(gateway_redirect(), os.environ["BENCH_REPLAY_TARGET"])
 
 
-def gateway_soak() -> MediaGateway:
-    """Every delivery path in one process: local files and S3 redirects under
-    ``/media/`` (hybrid mode, as during a migration), wrapping a second gateway that
-    proxies from S3 under ``/proxied/``. Both share the key, so one signer per prefix
-    signs for either. Tuned as ``media-gateway serve`` tunes every worker."""
-    from gateway.cli import tune_malloc
-
-    tune_malloc()
-    proxy = MediaGateway(settings=s3_settings(media_url=PROXY_URL, s3_delivery="proxy"))
-    return MediaGateway(proxy, settings=s3_settings(local_fallback=True))
+def __getattr__(name: str) -> Any:
+    """``proxied``: the app the soak runs behind ``media-gateway serve --app
+    bench._s3apps:proxied``, a second gateway that proxies from S3 under ``/proxied/``.
+    Built on first access, from ``BENCH_*`` variables; it writes no access line (the
+    gateway in front of it does)."""
+    if name == "proxied":
+        settings = s3_settings(media_url=PROXY_URL, s3_delivery="proxy", access_log=False)
+        return MediaGateway(settings=settings)
+    raise AttributeError(name)
 
 
 def starlette_redirect() -> ASGIApp:

@@ -1,7 +1,8 @@
 """Benchmark ``passthrough``: what the gateway costs the requests it does not answer.
 
-A Django page served by the Django project bare, and by the same project wrapped by
-the gateway, on the same uvicorn, in interleaved rounds. Every request that is not
+A Django page served by the Django project bare (under uvicorn, no access log), and by
+the same project behind the gateway as shipped (``media-gateway serve --app ...`` with
+its default settings, access log on to /dev/null), in interleaved rounds. Every request that is not
 media passes through the middleware: one prefix check, then the app. Target: the
 wrapped app keeps at least 0.95x of the bare app's requests/s (no issue sets one; a
 pass-through should not be noticed).
@@ -15,13 +16,24 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from ._common import Loaded, Options, Report, Row, interleaved_rounds, request, serve_uvicorn
+from ._common import (
+    REPO_ROOT,
+    Loaded,
+    Options,
+    Report,
+    Row,
+    interleaved_rounds,
+    request,
+    serve_gateway,
+    serve_uvicorn,
+)
 from ._environment import describe
 
 TARGET = 0.95
 BARE = "Django alone"
 OURS = "Django behind the gateway"
-FACTORIES = {BARE: "bench._django_apps:django_bare", OURS: "bench._django_apps:django_gateway"}
+BARE_FACTORY = "bench._django_apps:django_bare"
+OURS_APP = "tests.djangoproject.asgi:application"
 PAGE = "/"
 
 
@@ -37,8 +49,18 @@ def run(options: Options) -> Report:
             "DJANGO_TEST_DB": str(base / "db.sqlite3"),
         }
         servers = {}
-        for case, factory in FACTORIES.items():
-            server = stack.enter_context(serve_uvicorn(case, factory, env=env))
+        settings = {
+            "GATEWAY_SECRET_KEY": env["BENCH_SECRET"],
+            "MEDIA_ROOT": env["BENCH_MEDIA"],
+            "DJANGO_SETTINGS_MODULE": env["DJANGO_SETTINGS_MODULE"],
+            "DJANGO_TEST_DB": env["DJANGO_TEST_DB"],
+            "PYTHONPATH": str(REPO_ROOT),  # the test project, from serve's empty directory
+        }
+        for case in (BARE, OURS):
+            if case == BARE:
+                server = stack.enter_context(serve_uvicorn(case, BARE_FACTORY, env=env))
+            else:
+                server = stack.enter_context(serve_gateway(case, settings, "--app", OURS_APP))
             status, _, _ = request(server.url + PAGE)
             if status != 200:
                 raise RuntimeError(f"{case}: {PAGE} answered {status}")

@@ -56,7 +56,7 @@ from ._common import (
     progress,
     request,
     run_load,
-    serve_uvicorn,
+    serve_gateway,
 )
 from ._environment import describe
 
@@ -120,7 +120,16 @@ def run(options: Options) -> Report:
                 objects[path.relpath] = bodies[path.size]
         s3 = _s3apps.s3_environment(base, objects, BENCH_MEDIA_ROOT=str(root))
         env = stack.enter_context(s3)
-        gateway = serve_uvicorn("gateway", "bench._s3apps:gateway_soak", env=env)
+        # As shipped: `media-gateway serve` in hybrid mode, access log on, in front of a
+        # second gateway in proxy mode.
+        settings = {
+            **env,
+            **_s3apps.gateway_settings(env),
+            "MEDIA_ROOT": str(root),
+            "GATEWAY_LOCAL_FALLBACK": "true",
+            "PYTHONPATH": str(REPO_ROOT),
+        }
+        gateway = serve_gateway("gateway", settings, "--app", "bench._s3apps:proxied")
         server = stack.enter_context(gateway)
         urls = {name: server.url + _sign(env, path) for name, path in PATHS.items()}
         s3_port = urlsplit(env["BENCH_S3_ENDPOINT"]).port

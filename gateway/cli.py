@@ -7,6 +7,7 @@ failed, 2 bad usage or settings.
 from __future__ import annotations
 
 import argparse
+import copy
 import ctypes
 import importlib
 import json
@@ -16,15 +17,17 @@ from collections.abc import Sequence
 from typing import Any
 
 from .exceptions import ConfigError
-from .settings import Settings
+from .settings import Settings, forwarded_hosts
 from .signing import URLSigner
 
-__all__ = ["build_app", "main", "tune_malloc"]
+__all__ = ["build_app", "log_config", "main", "tune_malloc"]
 
 # serve passes --app/--interface to its worker processes through these variables:
 # uvicorn starts each worker from an import string, so they cannot take arguments.
 APP_VARIABLE = "MEDIA_GATEWAY_APP"
 INTERFACE_VARIABLE = "MEDIA_GATEWAY_INTERFACE"
+# --access-log/--no-access-log reach the workers as the setting itself.
+ACCESS_LOG_VARIABLE = "GATEWAY_ACCESS_LOG"
 # mallopt's parameter number for the mmap threshold in glibc's malloc.h.
 M_MMAP_THRESHOLD = -3
 
@@ -54,6 +57,25 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--forwarded-allow-ips",
+        metavar="ADDRS",
+        help="proxies whose X-Forwarded-For/-Proto are believed (default:"
+        " GATEWAY_FORWARDED_ALLOW_IPS, else 127.0.0.1)",
+    )
+    serve.add_argument(
+        "--access-log",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a line per request on stdout, signatures redacted "
+        "(default: GATEWAY_ACCESS_LOG, which is on)",
+    )
+    serve.add_argument(
+        "--log-config",
+        metavar="FILE",
+        help="uvicorn's --log-config (JSON, YAML or INI) instead of the gateway's own; "
+        "the access lines go to the gateway.access logger",
+    )
     serve.set_defaults(handler=_serve)
 
     sign = commands.add_parser("sign", help="print a signed URL for a media path")
@@ -136,8 +158,13 @@ def _check(args: argparse.Namespace) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    if args.access_log is not None:
+        os.environ[ACCESS_LOG_VARIABLE] = "true" if args.access_log else "false"
     # Fail here, with exit code 2, rather than in every worker.
-    Settings.from_env()
+    settings = Settings.from_env()
+    trusted = settings.forwarded_allow_ips
+    if args.forwarded_allow_ips is not None:
+        trusted = forwarded_hosts("--forwarded-allow-ips", args.forwarded_allow_ips)
     if args.app:
         _import_app(args.app)
         os.environ[APP_VARIABLE] = args.app
@@ -149,10 +176,37 @@ def _serve(args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         workers=args.workers,
+        # Client address and scheme from the proxy's headers, from trusted proxies only.
+        proxy_headers=True,
+        forwarded_allow_ips=list(trusted),
         # Each worker reads the settings itself; .env is read by Settings.from_env.
         env_file=None,
+        # uvicorn's access line prints the request target, signature and all: the
+        # gateway writes its own (GATEWAY_ACCESS_LOG), with the signature redacted.
+        access_log=False,
+        log_config=args.log_config or log_config(),
     )
     return 0
+
+
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging configuration plus the gateway's loggers: the access lines on
+    stdout through a buffered handler (at most a second late), the gateway's warnings
+    and errors on stderr as uvicorn prints its own."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["handlers"]["gateway.access"] = {
+        "class": "gateway.serving.access_log.AccessLogHandler",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["gateway"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    config["loggers"]["gateway.access"] = {
+        "handlers": ["gateway.access"],
+        "level": "INFO",
+        "propagate": False,
+    }
+    return config
 
 
 def build_app() -> Any:

@@ -97,6 +97,10 @@ def is_active(content_type: str) -> bool:
     Decided from the type actually sent (a signed override, S3's stored type), never
     from the file name alone. Missing or unreadable types count as active: fail closed.
     """
+    if "," in content_type:
+        # A list: browsers take the last valid type of it (Fetch's "extract a MIME
+        # type"), so `text/plain,text/html` is HTML. Lists are never ours: fail closed.
+        return True
     mime = content_type.split(";", 1)[0].strip().lower()
     if "/" not in mime:
         return True

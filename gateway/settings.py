@@ -8,6 +8,7 @@ The names follow django-storages (``AWS_*``, ``MEDIA_*``) so that a project's ex
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import json
 import os
 import re
@@ -19,7 +20,7 @@ from dotenv import dotenv_values
 
 from .exceptions import ConfigError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "forwarded_hosts"]
 
 # Shorter keys are guessable offline from one signed URL; 16 characters of
 # ``secrets.token_urlsafe`` carry 96 bits.
@@ -105,9 +106,16 @@ class Settings:
     #: Prometheus metrics on a port of their own (127.0.0.1 unless GATEWAY_METRICS_ADDR).
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    #: One access line per request through the ``gateway.access`` logger (signatures
+    #: redacted); on by default, as uvicorn's access log is.
+    access_log: bool = True
     #: Readiness (settings valid, bucket reachable) and liveness paths; unset: off.
     ready_path: str | None = None
     live_path: str | None = None
+    #: Addresses (or networks, or ``*``) whose X-Forwarded-For and X-Forwarded-Proto
+    #: ``media-gateway serve`` believes: the TLS proxy in front. Anyone else could claim
+    #: any address and https. uvicorn's own default, loopback only.
+    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
     #: Extra PutObject parameters for uploads, as django-storages'
     #: ``AWS_S3_OBJECT_PARAMETERS`` (JSON): ``{"CacheControl": "max-age=86400"}``.
     aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
@@ -329,9 +337,13 @@ class Settings:
             "metrics_addr": text("GATEWAY_METRICS_ADDR") or "127.0.0.1",
             "ready_path": text("GATEWAY_READY_PATH"),
             "live_path": text("GATEWAY_LIVE_PATH"),
+            "forwarded_allow_ips": forwarded_hosts(
+                "GATEWAY_FORWARDED_ALLOW_IPS", text("GATEWAY_FORWARDED_ALLOW_IPS") or "127.0.0.1"
+            ),
             "local_fallback": _bool(
                 "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
             ),
+            "access_log": _bool("GATEWAY_ACCESS_LOG", text("GATEWAY_ACCESS_LOG") or "true"),
         }
         for field, variable, unit in (
             ("url_ttl", "GATEWAY_URL_TTL", "number of seconds"),
@@ -364,6 +376,24 @@ class Settings:
     def is_public(self, relpath: str) -> bool:
         """True when ``relpath`` lies under one of the public prefixes."""
         return relpath.startswith(self.public_prefixes)
+
+
+def forwarded_hosts(variable: str, raw: str) -> tuple[str, ...]:
+    """``raw`` as uvicorn's ``forwarded_allow_ips``: comma-separated addresses and
+    networks, or ``*``. Raises :class:`ConfigError` naming ``variable`` otherwise."""
+    hosts = tuple(_split(raw))
+    for host in hosts:
+        if host == "*":
+            continue
+        try:
+            ipaddress.ip_network(host, strict=False)
+        except ValueError:
+            raise ConfigError(
+                variable, f"expected addresses or networks like 127.0.0.1,10.0.0.0/8 (got {host!r})"
+            ) from None
+    if not hosts:
+        raise ConfigError(variable, "expected at least one address, network or *")
+    return hosts
 
 
 def _split(value: str) -> list[str]:

@@ -150,7 +150,7 @@ def test_no_cache_by_default(tree, make_settings):
 def test_cache_per_credentials_and_path(tree, make_settings):
     """With a cache TTL, a decision is reused for the same credentials and path only."""
     (tree / "docs" / "b.txt").write_bytes(b"b")
-    app = AuthApp({"ok": 200, "other": 403})
+    app = AuthApp({"ok": 200, "other": 403}, cache_control=b"private, max-age=60")
     gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
     for _ in range(3):
         assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 200
@@ -172,7 +172,13 @@ def test_cache_key_holds_the_query(tree, make_settings):
             headers = dict(scope["headers"])
             self.calls.append(headers)
             ok = headers[b"x-original-uri"].endswith(b"?share=TOKEN")
-            await send({"type": "http.response.start", "status": 200 if ok else 403})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200 if ok else 403,
+                    "headers": [(b"cache-control", b"private, max-age=60")],
+                }
+            )
             await send({"type": "http.response.body", "body": b""})
 
     app = ShareApp()
@@ -188,7 +194,7 @@ def test_cache_key_holds_the_query(tree, make_settings):
 def test_anonymous_decisions_are_not_remembered(tree, make_settings):
     """Without Cookie or Authorization the app is asked every time: its answer may
     depend on anything else it sees."""
-    app = AuthApp({"": 200})
+    app = AuthApp({"": 200}, cache_control=b"private, max-age=60")
     gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
     for _ in range(3):
         assert call(gateway, TARGET).status == 200
@@ -203,11 +209,33 @@ def test_anonymous_decisions_are_not_remembered(tree, make_settings):
         (b"private, max-age=0", 3),
         (b"private, max-age=soon", 3),
         (b"private, max-age=30", 1),
+        (None, 3),
+        (b"public", 3),
     ],
 )
 def test_the_app_says_what_may_be_remembered(tree, make_settings, cache_control, calls):
-    """no-store, no-cache and max-age=0 on the app's answer are never remembered."""
+    """Only an answer with a max-age is remembered; no-store, no-cache and max-age=0
+    never are, nor one without a max-age (the app may decide by more than the key)."""
     app = AuthApp({"ok": 200}, cache_control=cache_control)
+    gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
+    for _ in range(3):
+        assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 200
+    assert len(app.calls) == calls
+
+
+@pytest.mark.parametrize(("vary", "calls"), [(b"Cookie", 1), (b"X-Api-Key", 3), (b"*", 3)])
+def test_an_answer_that_varies_by_more_is_not_remembered(tree, make_settings, vary, calls):
+    """The key holds the target and Cookie/Authorization: an answer that says it
+    varies by anything else is asked again each time."""
+
+    class VaryApp(AuthApp):
+        async def __call__(self, scope, receive, send):
+            self.calls.append(scope["headers"])
+            headers = [(b"cache-control", b"private, max-age=60"), (b"vary", vary)]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await send({"type": "http.response.body", "body": b""})
+
+    app = VaryApp()
     gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
     for _ in range(3):
         assert call(gateway, TARGET, headers={"cookie": "ok"}).status == 200
@@ -315,3 +343,40 @@ def test_path_delegate_needs_an_app(make_settings):
     """A standalone gateway cannot ask an in-process app."""
     with pytest.raises(ConfigError, match="needs a wrapped app"):
         MediaGateway(settings=make_settings(auth_delegate="/auth"))
+
+
+async def api_key_delegate(scope, receive, send):
+    """An app whose delegate decides by an API key header (or, alike, the client's IP,
+    an SSO proxy's X-Forwarded-User, a client certificate) and sends no Cache-Control,
+    as most views do."""
+    if scope["type"] != "http":
+        return
+    headers = dict(scope["headers"])
+    status = 204 if headers.get(b"x-api-key") == b"alice-key" else 403
+    await send({"type": "http.response.start", "status": status, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.mark.parametrize("first", ["alice", "mallory"])
+def test_a_trivial_cookie_shares_delegate_decisions(media_root, make_settings, serve, first):
+    """GATEWAY_AUTH_CACHE_TTL once cached every decision the app did not refuse to
+    have cached: Alice (API key, plus a non-secret cookie such as lang=en) allowed
+    once, anybody with the same trivial cookie and no key got her file for the TTL.
+    Now only answers the app marks with a max-age are remembered (second review)."""
+    (media_root / "docs").mkdir()
+    (media_root / "docs" / "alice.txt").write_bytes(b"alice's file")
+    gateway = MediaGateway(
+        api_key_delegate,
+        settings=make_settings(auth_delegate="/auth", auth_cache_ttl=300),
+    )
+    base = serve(gateway)
+    url = base + "/media/docs/alice.txt"
+    if first == "alice":
+        alice = httpx.get(url, headers={"cookie": "lang=en", "x-api-key": "alice-key"})
+        assert alice.status_code == 200
+        mallory = httpx.get(url, headers={"cookie": "lang=en"})
+        assert mallory.status_code == 403, mallory.content
+    else:
+        assert httpx.get(url, headers={"cookie": "lang=en"}).status_code == 403
+        alice = httpx.get(url, headers={"cookie": "lang=en", "x-api-key": "alice-key"})
+        assert alice.status_code == 200

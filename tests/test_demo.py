@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 
@@ -15,8 +18,9 @@ from tests.conftest import free_port
 from tests.helpers import stop
 
 
-def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
-    """The demo runs on an embedded S3 server; its printed URLs work end to end."""
+def start_demo(tmp_path: Path) -> tuple[subprocess.Popen[str], int, str]:
+    """``python -m gateway.dev.demo`` on a free port; the process, the port and what it
+    printed until uvicorn listens."""
     port = free_port()
     env = {
         k: v
@@ -33,12 +37,32 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
         text=True,
     )
     output = ""
+    deadline = time.monotonic() + 30
+    while "Uvicorn running" not in output and time.monotonic() < deadline and proc.poll() is None:
+        output += proc.stdout.readline()
+    return proc, port, output
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
+def alive(pid: int) -> bool:
     try:
-        deadline = time.monotonic() + 30
-        while (
-            "Uvicorn running" not in output and time.monotonic() < deadline and proc.poll() is None
-        ):
-            output += proc.stdout.readline()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie has exited; only its parent has yet to reap it.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
+    """The demo runs on an embedded S3 server; its printed URLs work end to end."""
+    proc, port, output = start_demo(tmp_path)
+    try:
         assert "served from S3 bucket 'media-demo'" in output, output
         signed = re.search(r"signed\s+(http://\S+report\.txt\S*)", output)[1]
         r = httpx.get(signed, follow_redirects=True)
@@ -52,3 +76,32 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
         assert "/media/documents/report.txt?exp=" in page.text
     finally:
         stop(proc, seconds=15)
+
+
+def test_demo_sigterm_stops_embedded_s3(tmp_path):
+    """SIGTERM ends ``make run`` as Ctrl+C does: the embedded rclone stops with it. And
+    its log (item 58) shows the signed request without its signature."""
+    proc, port, output = start_demo(tmp_path)
+    try:
+        assert "Uvicorn running" in output, output
+        rclones = [
+            pid
+            for pid in children(proc.pid)
+            if "rclone" in Path(f"/proc/{pid}/cmdline").read_text()
+        ]
+        assert len(rclones) == 1
+        signed = re.search(r"signed\s+http://\S+?(/media/\S+report\.txt\S*)", output)[1]
+        assert httpx.get(f"http://127.0.0.1:{port}{signed}").status_code == 302
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=20)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+    deadline = time.monotonic() + 10
+    while alive(rclones[0]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(rclones[0]), "rclone serve s3 outlived the demo"
+    assert proc.returncode == 128 + signal.SIGTERM
+    signature = signed.rsplit("sig=", 1)[1]
+    assert signed.split("?")[0] in rest  # the access line
+    assert signature not in rest

@@ -179,7 +179,8 @@ def test_remembered_decisions_follow_the_query(world, queries):
     async def app(scope, receive, send):
         uri = dict(scope["headers"])[b"x-original-uri"]
         status = 200 if uri.endswith(b"share=T") else 403
-        await send({"type": "http.response.start", "status": status, "headers": []})
+        remember = [(b"cache-control", b"private, max-age=60")]
+        await send({"type": "http.response.start", "status": status, "headers": remember})
         await send({"type": "http.response.body", "body": b""})
 
     gateway = MediaGateway(

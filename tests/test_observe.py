@@ -1,9 +1,8 @@
-"""Metrics, readiness, liveness and the access log."""
+"""Metrics, readiness and liveness (the access log: tests/test_access_log.py)."""
 
 from __future__ import annotations
 
 import json
-import logging
 import re
 
 import httpx
@@ -95,20 +94,6 @@ def test_ready_fails_without_bucket(s3_server, s3_bucket, media_root, make_setti
         settings=settings.__class__(**{**settings.__dict__, "aws_storage_bucket_name": s3_bucket})
     )
     assert call(good, "/ready").status == 200
-
-
-def test_access_log_line(gateway, caplog):
-    """One line per media request: method, path, status, outcome, duration, bytes;
-    never the signature."""
-    url = gateway.signer.sign_url("a.txt")
-    with caplog.at_level(logging.INFO, logger="gateway.access"):
-        call(gateway, url)
-        call(gateway, "/media/nope.txt")
-    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
-    assert len(lines) == 2
-    assert re.fullmatch(r"GET /media/a\.txt 200 local \d+\.\dms 5B", lines[0])
-    assert re.fullmatch(r"GET /media/nope\.txt 403 denied \d+\.\dms \d+B", lines[1])
-    assert "sig=" not in caplog.text
 
 
 def test_metrics_count_answers_from_memory(gateway):

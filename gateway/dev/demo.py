@@ -13,6 +13,7 @@ import contextlib
 import html
 import os
 import secrets
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -145,9 +146,14 @@ def _upload_samples(settings: Settings) -> None:
 def main() -> int:
     import uvicorn
 
+    from ..cli import log_config
     from ..exceptions import ConfigError
     from ..serving.middleware import MediaGateway
 
+    # uvicorn ends a graceful shutdown on SIGTERM by raising it again under the handler
+    # it found; the default one would end Python on the spot and leave the embedded
+    # rclone running. As an exception it unwinds the ExitStack, as Ctrl+C does.
+    signal.signal(signal.SIGTERM, _terminate)
     _demo_environment()
     with contextlib.ExitStack() as stack:
         endpoint = stack.enter_context(_embedded_s3()) if _wants_embedded_s3() else None
@@ -179,8 +185,13 @@ def main() -> int:
         video = signer.sign_url("videos/sample.bin")
         print(f"\n  try: curl -iL -H 'Range: bytes=0-99' '{base}{video}'")
         print("  local mode instead: USE_S3=false make run\n")
-        uvicorn.run(app, host=HOST, port=PORT, log_level="info")
+        # The gateway's access line (signatures redacted) instead of uvicorn's.
+        uvicorn.run(app, host=HOST, port=PORT, access_log=False, log_config=log_config())
     return 0
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -62,6 +63,11 @@ _DROPPED = CONDITIONAL_HEADERS | {
 # with a comma, so a client's copy in any of these spellings would reach the app next
 # to ours (RELIABILITY item 19a, tests/test_delegate.py). Never forwarded.
 GATEWAY_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
+# Compared by their letters and digits alone: some stacks map every other character to
+# "_" (PHP's variable names, nginx with ignore_invalid_headers off), so X.Media.Path
+# may meet X-Media-Path there.
+_NOT_ALNUM = re.compile(rb"[^a-z0-9]")
+_GATEWAY_LETTERS = frozenset(_NOT_ALNUM.sub(b"", name) for name in GATEWAY_HEADERS)
 # Bounds the decision cache in bytes. An entry is a 32-byte digest and a (deadline,
 # status) pair in an OrderedDict, measured at under 300 bytes with tracemalloc
 # (tests/test_delegate.py), whatever the path, the query or the cookies.
@@ -76,10 +82,11 @@ class Delegate:
     :param target: a path on the wrapped app (``/media-auth/``) or an http(s) URL.
     :param app: the wrapped ASGI app, for in-process sub-requests.
     :param timeout: seconds the app has to answer; then 504.
-    :param cache_ttl: seconds to remember a decision per (credentials, path and query);
-        0 = never. Anonymous requests are never remembered, nor answers the app marks
-        ``Cache-Control: no-store``, ``no-cache`` or ``max-age=0``; a ``max-age`` shorter
-        than ``cache_ttl`` wins.
+    :param cache_ttl: at most this many seconds a decision is remembered per
+        (credentials, path and query); 0 = never. Only answers the app marks
+        ``Cache-Control: max-age=N`` are remembered (for ``min(N, cache_ttl)``), never
+        ``no-store``, ``no-cache``, or one that varies by other headers, and never for
+        an anonymous request.
     """
 
     def __init__(
@@ -120,9 +127,9 @@ class Delegate:
             try:
                 with anyio.fail_after(self.timeout):
                     if self.remote:
-                        status, cache_control = await self._ask_http(headers)
+                        status, answer_headers = await self._ask_http(headers)
                     else:
-                        status, cache_control = await self._ask_app(scope, headers)
+                        status, answer_headers = await self._ask_app(scope, headers)
             except TimeoutError:
                 raise GatewayTimeout("Authorization check timed out") from None
             except RequestError:
@@ -131,12 +138,14 @@ class Delegate:
                 logger.exception("authorization check raised")
                 raise BadGateway("Authorization check failed") from None
             if cache_key is not None and (200 <= status < 300 or status in (401, 403)):
-                ttl = _cacheable_for(cache_control, self.cache_ttl)
+                ttl = _cacheable_for(answer_headers, self.cache_ttl)
                 if ttl > 0:
                     self._remember(cache_key, status, ttl)
         raise_for(status)
 
-    async def _ask_app(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
+    async def _ask_app(
+        self, scope: Scope, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
         assert self.app is not None
         path = self.target.split("?", 1)[0]
         sub_scope = {
@@ -148,7 +157,7 @@ class Delegate:
             "headers": headers,
         }
         status = 0
-        cache_control = b""
+        answer_headers: list[tuple[bytes, bytes]] = []
         sent_request = False
 
         async def receive() -> Message:
@@ -160,17 +169,17 @@ class Delegate:
             raise AssertionError("unreachable")  # pragma: no cover
 
         async def send(message: Message) -> None:
-            nonlocal status, cache_control
+            nonlocal status, answer_headers
             if message["type"] == "http.response.start":
                 status = message["status"]
-                cache_control = b", ".join(
-                    v for k, v in message.get("headers", ()) if k.lower() == b"cache-control"
-                )
+                answer_headers = list(message.get("headers", ()))
 
         await self.app(sub_scope, receive, send)
-        return status, cache_control.decode("latin-1")
+        return status, answer_headers
 
-    async def _ask_http(self, headers: list[tuple[bytes, bytes]]) -> tuple[int, str]:
+    async def _ask_http(
+        self, headers: list[tuple[bytes, bytes]]
+    ) -> tuple[int, list[tuple[bytes, bytes]]]:
         loop = asyncio.get_running_loop()
         client = self._clients.get(loop)
         if client is None:
@@ -182,7 +191,7 @@ class Delegate:
             raise TimeoutError from None
         except httpx.TransportError:
             raise BadGateway("Authorization service unreachable") from None
-        return response.status_code, ", ".join(response.headers.get_list("cache-control"))
+        return response.status_code, response.headers.raw
 
     async def aclose(self) -> None:
         for client in self._clients.values():
@@ -221,13 +230,21 @@ class Delegate:
 
 def _forwarded(name: bytes) -> bool:
     lowered = name.lower()
-    return lowered not in _DROPPED and lowered.replace(b"_", b"-") not in GATEWAY_HEADERS
+    return lowered not in _DROPPED and _NOT_ALNUM.sub(b"", lowered) not in _GATEWAY_LETTERS
 
 
-def _cacheable_for(cache_control: str, ttl: int) -> float:
-    """Seconds the app's answer may be remembered: ``ttl``, shortened by its own
-    ``max-age``, and 0 when it says ``no-store`` or ``no-cache``."""
-    seconds: float = ttl
+def _cacheable_for(headers: list[tuple[bytes, bytes]], ttl: int) -> float:
+    """Seconds the app's answer may be remembered: only what the app marks so, with a
+    ``max-age``, capped at ``ttl``. The key holds the target and the credentials
+    only, so an answer that says it varies by anything else (an API key, a client
+    certificate's header) is never remembered, nor one marked ``no-store`` or
+    ``no-cache``, nor one without a ``max-age``: whether it depends on more than
+    Cookie and Authorization cannot be told."""
+    cache_control = _joined(headers, b"cache-control")
+    vary = _joined(headers, b"vary").lower()
+    if any(name.strip() not in ("", "cookie", "authorization") for name in vary.split(",")):
+        return 0
+    seconds: float = 0
     for directive in cache_control.lower().split(","):
         name, _, value = directive.strip().partition("=")
         if name in ("no-store", "no-cache"):
@@ -236,8 +253,12 @@ def _cacheable_for(cache_control: str, ttl: int) -> float:
             value = value.strip().strip('"')
             if not (value.isascii() and value.isdigit()):
                 return 0  # an answer we cannot read is not remembered
-            seconds = min(seconds, int(value))
+            seconds = min(ttl, int(value))
     return seconds
+
+
+def _joined(headers: list[tuple[bytes, bytes]], name: bytes) -> str:
+    return b", ".join(v for k, v in headers if k.lower() == name).decode("latin-1")
 
 
 def raise_for(status: int) -> None:

@@ -24,13 +24,15 @@ from ..http import (
 )
 from ..network import proxy_for, tls_context
 from ..paths import decoded_relative_path, relative_path
+from ..redact import guard_logs
 from ..s3 import make_presigner
 from ..settings import Settings
 from ..signing import URLSigner
 from ..sigv4 import Presigner
+from .access_log import AccessLog, flush_access_logs
 from .delegate import Delegate
 from .local import LocalFiles, MediaFile, send_file, whole_body
-from .observe import MemoryUse, Metrics, Observer, access_logger
+from .observe import MemoryUse, Metrics, Observer
 from .operations import Readiness, json_response
 from .proxy import S3Proxy
 
@@ -75,6 +77,10 @@ class MediaGateway:
     ) -> None:
         self.app = app
         self.settings = settings = settings if settings is not None else Settings.from_env()
+        # One line per HTTP request, signatures redacted; the gateway's other logs and
+        # the server's (its access log, should it be on) redacted too.
+        self.access_log = AccessLog() if settings.access_log else None
+        guard_logs()
         self.prefix = settings.media_url
         self.clock = clock
         self.signer = URLSigner.from_settings(settings, clock=clock)
@@ -133,10 +139,19 @@ class MediaGateway:
             self._recent = RecentRedirects(clock)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access_log is not None and (watched := self.access_log.begin(scope, send)):
+            try:
+                await self._route(scope, receive, watched[0])
+            finally:
+                self.access_log.done(scope, watched[1])
+        else:
+            await self._route(scope, receive, send)
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             if path.startswith(self.prefix):
-                if self.metrics is not None or access_logger.isEnabledFor(logging.INFO):
+                if self.metrics is not None:
                     await self.handle(scope, receive, send)
                 elif self._recent is not None and (start := self._recent.get(scope)):
                     # A redirect given this second, sent without another coroutine:
@@ -205,6 +220,7 @@ class MediaGateway:
             if message["type"] == "lifespan.startup" and self.settings.metrics_port:
                 self._start_metrics_server()
             if message["type"] == "lifespan.shutdown":
+                flush_access_logs()
                 if self.proxy is not None:
                     await self.proxy.aclose()
                 if self.delegate is not None:
@@ -344,12 +360,15 @@ class MediaGateway:
             location = f"{custom}/{quote(key)}"
             max_age = self.settings.public_max_age
         else:
-            disposition = _disposition(access)
+            # The type S3 sends is pinned to the one local mode would send (the signed
+            # override, else the name's), never the stored one: an object stored as
+            # text/html under a .png name is sent as image/png. S3 sends no sandbox
+            # header of ours, so a type that could run script is downloaded instead,
+            # and even a bucket on a subdomain of the site (a custom domain, a CDN)
+            # never renders an upload as a page.
             sent_type = access.content_type or content_type(access.relpath)
+            disposition = _disposition(access)
             if disposition is None and is_active(sent_type):
-                # S3 sends no sandbox header of ours: a type that could run script is
-                # downloaded instead, so even a bucket on a subdomain of the site (a
-                # custom domain, a CDN) never renders an upload as a page.
                 disposition = _attachment(access)
             # Signed for the request's method: a HEAD that follows a redirect signed for
             # GET is refused by S3. RecentRedirects keys on the method, so a GET is never
@@ -357,7 +376,7 @@ class MediaGateway:
             presigned = self.presigner.presign(
                 key,
                 content_disposition=disposition,
-                content_type=access.content_type,
+                content_type=sent_type,
                 method=scope["method"],
             )
             location = presigned.url

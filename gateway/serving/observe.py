@@ -1,26 +1,25 @@
-"""Observability: Prometheus metrics and a one-line access log per media request.
+"""Observability: Prometheus metrics per media request (the access log of every
+request is :mod:`gateway.access_log`'s).
 
-Both are cheap when off: no metrics object exists unless ``GATEWAY_METRICS_PATH`` or
-``GATEWAY_METRICS_PORT`` is set, and the access line is formatted only when the
-``gateway.access`` logger is enabled for INFO.
+Cheap when off: no metrics object exists unless ``GATEWAY_METRICS_PATH`` or
+``GATEWAY_METRICS_PORT`` is set.
 """
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from starlette.types import Message, Send
 
+from .access_log import access_logger as access_logger
+
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
     from prometheus_client.metrics_core import Metric
 
 __all__ = ["OUTCOMES", "MemoryUse", "Metrics", "Observer", "access_logger"]
-
-access_logger = logging.getLogger("gateway.access")
 
 #: How a media request ended, the ``outcome`` label of the metrics.
 OUTCOMES = ("redirect", "local", "proxy", "denied", "not_found", "bad_request", "error")
@@ -151,17 +150,6 @@ class Observer:
                 metrics.local_bytes.inc(self.body_bytes)
             if status in (502, 503, 504):
                 metrics.upstream_errors.labels(str(status)).inc()
-        if access_logger.isEnabledFor(logging.INFO):
-            # The path only: the query holds the signature, which must not reach logs.
-            access_logger.info(
-                "%s %s %d %s %.1fms %dB",
-                self.method,
-                self.path,
-                status,
-                outcome,
-                duration * 1000,
-                self.body_bytes,
-            )
 
 
 def _outcome_for(status: int) -> str:

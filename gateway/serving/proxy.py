@@ -45,6 +45,7 @@ FORWARDED_RESPONSE_HEADERS = (
     "last-modified",
     "accept-ranges",
 )
+_FORWARDED = frozenset(name.encode("ascii") for name in FORWARDED_RESPONSE_HEADERS)
 PASSED_STATUSES = frozenset({200, 206, 304, 412, 416})
 # One retry for a refused connection or a 500/503: enough to ride out one dropped
 # connection or a SlowDown without holding the client for long.
@@ -155,13 +156,16 @@ class S3Proxy:
         try:
             # Our own headers (a signed content-type override) win over S3's.
             ours = {name for name, _ in extra_headers}
+            # S3's bytes as they came: a stored UTF-8 filename is no latin-1 text.
             headers = [
-                (name.encode("latin-1"), value.encode("latin-1"))
-                for name, value in response.headers.items()
-                if name in FORWARDED_RESPONSE_HEADERS and name.encode("latin-1") not in ours
+                (name, value)
+                for name, value in ((n.lower(), v) for n, v in response.headers.raw)
+                if name in _FORWARDED and name not in ours
             ]
             if b"content-type" not in ours:
-                headers += _content_policy(response.headers.get("content-type"))
+                # Repeated fields are one list to a browser: judged together.
+                types = [v.decode("latin-1") for n, v in headers if n == b"content-type"]
+                headers += _content_policy(", ".join(types) if types else None)
             status = response.status_code
             if status == 200 and "content-range" in response.headers:
                 # Some S3-compatible servers (rclone's, measured) send a partial body
@@ -191,7 +195,10 @@ class S3Proxy:
                 )
             except httpx.TimeoutException:
                 raise GatewayTimeout() from None
-            except httpx.TransportError as exc:
+            # A connection reset while it opens can also surface as an AttributeError
+            # from anyio's socket stream (getpeername on a socket already gone; seen in
+            # tests/test_faults.py under load): the same fault, not a server error.
+            except (httpx.TransportError, AttributeError) as exc:
                 if attempt < ATTEMPTS:
                     await anyio.sleep(RETRY_DELAY)
                     continue

@@ -1,0 +1,480 @@
+"""The access log and the redaction of signatures and credentials in every log.
+
+The subprocess tests run ``media-gateway serve`` as a user would, in each delivery mode,
+against the real rclone S3 server, and read everything it printed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from gateway import MediaGateway
+from gateway.redact import REDACTED, RedactingFilter, redact_query, redact_text
+from gateway.serving.access_log import AccessLog, AccessLogHandler, access_logger
+from tests.conftest import SECRET, free_port
+from tests.helpers import call, stop, wait_until_serving
+
+# Common Log Format plus the microseconds taken.
+LINE = re.compile(
+    r'^(\S+) - - \[\d\d/\w{3}/\d{4}:\d\d:\d\d:\d\d \+0000\] "(\S+) (\S+) HTTP/1\.1" '
+    r"(\d{3}) (\d+) \d+$",
+    re.MULTILINE,
+)
+# A pass-through request carrying every sensitive name, in odd spellings.
+NOISY_QUERY = (
+    "X-Amz-Signature=noisy-signature-1&x-amz-credential=noisy-credential-2"
+    "&X%2DAmz%2DSecurity%2DToken=noisy-token-3&%73ig=noisy-sig-4&SIG=noisy-sig-5"
+    "&next=%2Fmedia%2Fa.txt%3Fsig%3Dnoisy-nested-6&page=2"
+)
+NOISY_VALUES = [f"noisy-{word}" for word in ("signature-1", "credential-2", "token-3")] + [
+    "noisy-sig-4",
+    "noisy-sig-5",
+    "noisy-nested-6",
+]
+
+APP_MODULE = """
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"from the app"})
+
+
+def wsgi(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"from the app"]
+"""
+
+
+def test_redact_query_names_case_and_encoding():
+    """Item 58: every spelling of the four names loses its value; the rest stays."""
+    query = "exp=1&" + NOISY_QUERY
+    redacted = redact_query(query)
+    assert redacted.startswith("exp=1&X-Amz-Signature=[REDACTED]&x-amz-credential=[REDACTED]")
+    assert "page=2" in redacted
+    for value in NOISY_VALUES:
+        assert value not in redacted
+    assert redact_query("a=1&b=2") == "a=1&b=2"
+
+
+def test_redact_text_in_messages_and_s3_errors():
+    """Item 58: URLs inside free text and S3's echo of a signature are redacted."""
+    text = (
+        "GET /media/a.jpg?exp=1&sig=abc HTTP/1.1 to https://s3.test/b/k?X-Amz-Credential="
+        "AKIA%2F2026&X-Amz-Signature=deadbeef <SignatureProvided>ff00</SignatureProvided>"
+        "<StringToSign>AWS4-HMAC-SHA256 truncat"
+    )
+    redacted = redact_text(text)
+    for secret in ("abc", "AKIA", "deadbeef", "ff00", "AWS4-HMAC"):
+        assert secret not in redacted
+    assert "exp=1" in redacted
+
+
+def test_redacting_filter_keeps_argument_shapes():
+    """Item 58: uvicorn's access record keeps its tuple, gunicorn's its mapping."""
+    uvicorn_record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:1", "GET", "/media/a?sig=abc", "1.1", 200),
+        None,
+    )
+    assert RedactingFilter().filter(uvicorn_record)
+    assert (
+        uvicorn_record.getMessage() == f'127.0.0.1:1 - "GET /media/a?sig={REDACTED} HTTP/1.1" 200'
+    )
+    gunicorn_record = logging.LogRecord(
+        "gunicorn.access", logging.INFO, __file__, 1, "%(r)s %(q)s", None, None
+    )
+    gunicorn_record.args = {"r": "GET /m?sig=abc HTTP/1.1", "q": "sig=abc"}
+    RedactingFilter().filter(gunicorn_record)
+    assert "abc" not in gunicorn_record.getMessage()
+
+
+@pytest.fixture
+def gateway(media_root, make_settings) -> MediaGateway:
+    (media_root / "a.txt").write_bytes(b"12345")
+    return MediaGateway(settings=make_settings(live_path="/-/live"))
+
+
+def test_line_for_every_request(gateway, caplog):
+    """Item 58: media, pass-through and operations requests each get one line, in the
+    Common Log Format, with the signature redacted."""
+    url = gateway.signer.sign_url("a.txt")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, url)
+        call(gateway, "/media/nope.txt")
+        call(gateway, "/other?" + NOISY_QUERY)
+        call(gateway, "/-/live")
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(lines) == 4, lines
+    parsed = [LINE.match(line) for line in lines]
+    assert all(parsed), lines
+    assert [(m[2], m[4], m[5]) for m in parsed if m] == [
+        ("GET", "200", "5"),
+        ("GET", "403", str(len(call(gateway, "/media/nope.txt").body))),
+        ("GET", "404", str(len("Not Found\n"))),
+        ("GET", "200", str(len('{"live": true}'))),
+    ]
+    assert parsed[0] and parsed[0][3] == url.split("sig=")[0] + f"sig={REDACTED}"
+    assert parse_qs(urlsplit(url).query)["sig"][0] not in caplog.text
+    for value in NOISY_VALUES:
+        assert value not in caplog.text
+
+
+def test_line_when_the_app_raises(media_root, make_settings, caplog):
+    """An app that raises before answering still gets its line, with the 500 the server
+    sends."""
+
+    async def broken(scope, receive, send):
+        raise RuntimeError("boom")
+
+    gateway = MediaGateway(broken, settings=make_settings())
+    with caplog.at_level(logging.INFO, logger="gateway.access"), pytest.raises(RuntimeError):
+        call(gateway, "/page?sig=abc")
+    line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
+    assert f'"GET /page?sig={REDACTED} HTTP/1.1" 500 0 ' in line
+
+
+def test_gateway_errors_are_redacted(media_root, make_settings):
+    """Item 58: the gateway's own warnings and errors, tracebacks included, never carry a
+    signature or a presigned URL's credential."""
+    MediaGateway(settings=make_settings())  # installs the filters
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    logger = logging.getLogger("gateway.delegate")
+    logger.addHandler(handler)
+    try:
+        try:
+            raise ValueError("fetching /media/a.jpg?exp=1&sig=secret-sig failed")
+        except ValueError:
+            logger.exception("authorization check raised for %s", "/media/a?sig=secret-arg")
+        logging.getLogger("gateway.proxy").addHandler(handler)
+        logging.getLogger("gateway.proxy").error(
+            "S3 answered %s: %s", 403, "<SignatureProvided>secret-s3</SignatureProvided>"
+        )
+    finally:
+        logger.removeHandler(handler)
+        logging.getLogger("gateway.proxy").removeHandler(handler)
+    text = stream.getvalue()
+    assert "ValueError" in text and "S3 answered 403" in text
+    for secret in ("secret-sig", "secret-arg", "secret-s3"):
+        assert secret not in text
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"), [(None, True), ("", True), ("true", True), ("off", False)]
+)
+def test_access_log_setting(raw, expected):
+    """GATEWAY_ACCESS_LOG: on unless set to false; empty means the default."""
+    from gateway import Settings
+
+    environ = {"GATEWAY_SECRET_KEY": SECRET}
+    if raw is not None:
+        environ["GATEWAY_ACCESS_LOG"] = raw
+    assert Settings.from_env(environ, env_file=None).access_log is expected
+
+
+def test_access_log_setting_invalid():
+    """A value that is not a boolean names the variable."""
+    from gateway import ConfigError, Settings
+
+    with pytest.raises(ConfigError, match="GATEWAY_ACCESS_LOG"):
+        Settings.from_env({"GATEWAY_SECRET_KEY": SECRET, "GATEWAY_ACCESS_LOG": "maybe"})
+
+
+def test_access_log_off(media_root, make_settings, caplog):
+    """GATEWAY_ACCESS_LOG=false: no access log object, no line."""
+    (media_root / "a.txt").write_bytes(b"1")
+    gateway = MediaGateway(settings=make_settings(access_log=False))
+    assert gateway.access_log is None
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, gateway.signer.sign_url("a.txt"))
+    assert not [r for r in caplog.records if r.name == "gateway.access"]
+
+
+def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
+    """The buffered handler, alone on gateway.access, gets the line without a record;
+    it writes it when its buffer fills and when it is closed."""
+    stream = io.StringIO()
+    handler = AccessLogHandler(stream, buffer_lines=10_000_000, flush_interval=0)
+    monkeypatch.setattr(access_logger, "handlers", [handler])
+    monkeypatch.setattr(access_logger, "propagate", False)
+    monkeypatch.setattr(access_logger, "level", logging.INFO)
+    access_logger.manager._clear_cache()
+    gateway.access_log = AccessLog()
+    url = gateway.signer.sign_url("a.txt")
+    call(gateway, url)
+    call(gateway, url)
+    assert gateway.access_log._direct is handler
+    assert stream.getvalue() == ""  # buffered
+    handler.close()
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 2 and all(LINE.match(line) for line in lines)
+    assert f"sig={REDACTED}" in lines[0]
+    small = io.StringIO()
+    handler = AccessLogHandler(small, buffer_lines=1)
+    monkeypatch.setattr(access_logger, "handlers", [handler])
+    gateway.access_log = AccessLog()
+    call(gateway, url)
+    assert LINE.match(small.getvalue().strip())
+    handler.close()
+
+
+def test_buffered_handler_writes_whole_lines_atomically():
+    """Several workers share stdout: each write the handler makes holds whole lines and
+    at most PIPE_BUF bytes, which a pipe writes atomically, so lines never mix."""
+    reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    with reader, writer, os.fdopen(writer.fileno(), "w", closefd=False) as stream:
+        handler = AccessLogHandler(stream, buffer_lines=10_000, flush_interval=0)
+        lines = [f"line {n:04d} " + "x" * (n % 300) for n in range(300)]
+        for line in lines:
+            handler.emit(logging.makeLogRecord({"msg": line}))
+        handler.flush()
+        reader.settimeout(5)
+        received, messages = b"", 0
+        while received.count(b"\n") < len(lines):
+            message = reader.recv(65536)  # one write() each
+            assert message.endswith(b"\n") and len(message) <= select.PIPE_BUF
+            received += message
+            messages += 1
+        handler.close()
+    assert received.decode().splitlines() == lines
+    assert messages > 1
+
+
+def test_escapes_quotes_in_the_target(gateway, caplog):
+    """A quote or a control byte in the target cannot forge a field or a line."""
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, b'/x"y\x01')
+    line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
+    assert '/x\\x22y\\x01 HTTP/1.1"' in line
+
+
+# --- media-gateway serve, as shipped ------------------------------------------------
+
+AMZ = ("x-amz-signature", "x-amz-credential", "x-amz-security-token")
+MODES = {
+    "local": {},
+    "redirect": {"s3": True},
+    "proxy": {"s3": True, "GATEWAY_S3_DELIVERY": "proxy"},
+    "hybrid": {"s3": True, "GATEWAY_LOCAL_FALLBACK": "true"},
+    "wsgi": {"interface": "wsgi"},
+    "two-workers": {"workers": "2"},
+    "proxy-bad-credentials": {"s3": True, "GATEWAY_S3_DELIVERY": "proxy", "bad": True},
+}
+
+
+@pytest.mark.parametrize("mode", list(MODES))
+def test_serve_logs_no_secret(mode, tmp_path, request):
+    """Item 58: ``media-gateway serve`` with default settings, in every mode: after signed
+    requests its stdout and stderr hold an access line per request (written out when
+    SIGTERM stops it, by every worker) and no ``sig``, ``X-Amz-Signature``,
+    ``X-Amz-Credential`` or ``X-Amz-Security-Token`` value, nor the secret key."""
+    options = dict(MODES[mode])
+    root = tmp_path / "media"
+    (root / "docs").mkdir(parents=True)
+    (root / "docs" / "local.txt").write_bytes(b"on disk")
+    (tmp_path / "passapp.py").write_text(APP_MODULE)
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    env["GATEWAY_LIVE_PATH"] = "/-/live"
+    secrets = [SECRET]
+    if options.pop("s3", False):
+        s3 = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        with contextlib.closing(s3.client()) as client:
+            client.put_object(Bucket=bucket, Key="media/docs/remote.txt", Body=b"in S3")
+        env.update(s3.env(bucket))
+        secrets += [s3.secret_key, s3.access_key]
+        if options.pop("bad", False):
+            env["AWS_SECRET_ACCESS_KEY"] = "wrong-" + s3.secret_key
+            secrets.append(env["AWS_SECRET_ACCESS_KEY"])
+        elif options.get("GATEWAY_S3_DELIVERY") != "proxy":
+            # Redirects carry it in X-Amz-Security-Token; no request reaches S3 here.
+            env["AWS_SESSION_TOKEN"] = "session-token-" + "t" * 40
+            secrets.append(env["AWS_SESSION_TOKEN"])
+    interface = options.pop("interface", "asgi")
+    workers = options.pop("workers", "1")
+    env.update(options)
+    port = free_port()
+    app = "passapp:wsgi" if interface == "wsgi" else "passapp:app"
+    command = [str(Path(sys.executable).parent / "media-gateway"), "serve", "--port", str(port)]
+    command += ["--app", app, "--interface", interface, "--workers", workers]
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=stdout, stderr=stderr)
+    base = f"http://127.0.0.1:{port}"
+    sent = 0
+    presigned: list[str] = []
+    try:
+        wait_until_serving(base + "/-/live", proc)
+        sent += 1
+        signer_env = {k: v for k, v in env.items() if k.startswith(("GATEWAY_", "MEDIA_"))}
+        urls = _signed(signer_env, ["docs/local.txt", "docs/remote.txt", "docs/local.txt"])
+        with httpx.Client(base_url=base) as client:
+            for url in urls:
+                reply = client.get(url)
+                sent += 1
+                location = reply.headers.get("location", "")
+                for name, values in parse_qs(urlsplit(location).query).items():
+                    if name.lower() in AMZ:
+                        presigned += values
+                secrets.append(parse_qs(urlsplit(url).query)["sig"][0])
+            assert client.get("/other?" + NOISY_QUERY).content == b"from the app"
+            assert client.get("/media/docs/local.txt").status_code == 403
+            sent += 2
+        # Redirects carried a signature, a credential and the session token.
+        assert len(presigned) == {"redirect": 9, "hybrid": 3}.get(mode, 0)
+    finally:
+        stop(proc, sig=signal.SIGTERM)  # what a process manager sends
+    output = out.read_text() + err.read_text()
+    lines = LINE.findall(output)
+    assert len(lines) == sent, output
+    assert {line[2].split("?")[0] for line in lines} >= {
+        "/-/live",
+        "/other",
+        "/media/docs/local.txt",
+    }
+    for secret in [*secrets, *presigned, *NOISY_VALUES]:
+        assert secret not in output, (secret, output)
+    assert "sig=" + REDACTED in output
+    if mode == "proxy-bad-credentials":
+        assert "S3 answered 403" in output, output
+
+
+def _signed(env: dict[str, str], paths: list[str]) -> list[str]:
+    from gateway import Settings, URLSigner
+
+    signer = URLSigner.from_settings(Settings.from_env(env, env_file=None))
+    return [signer.sign_url(path) for path in paths]
+
+
+def test_log_config_takes_the_lines_elsewhere(tmp_path):
+    """``serve --log-config``: the lines are ordinary records of ``gateway.access``, which
+    the operator's logging configuration formats and sends where it says."""
+    root = tmp_path / "media"
+    root.mkdir()
+    lines = tmp_path / "access.log"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"tagged": {"format": "ACCESS %(levelname)s %(message)s"}},
+        "handlers": {
+            "file": {"class": "logging.FileHandler", "filename": str(lines), "formatter": "tagged"}
+        },
+        "loggers": {"gateway.access": {"handlers": ["file"], "level": "INFO", "propagate": False}},
+    }
+    (tmp_path / "log.json").write_text(json.dumps(config))
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    env["GATEWAY_LIVE_PATH"] = "/-/live"
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "media-gateway"), "serve", "--port", str(port)]
+    command += ["--log-config", "log.json"]
+    proc = subprocess.Popen(
+        command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/-/live", proc)
+        httpx.get(f"http://127.0.0.1:{port}/media/x?sig=abc")
+    finally:
+        stop(proc, sig=signal.SIGTERM)
+    text = lines.read_text()
+    assert re.search(
+        rf'^ACCESS INFO .*"GET /media/x\?sig={re.escape(REDACTED)} HTTP/1.1" 403 ', text, re.M
+    )
+    assert "abc" not in text
+
+
+def test_no_access_log_flag(tmp_path):
+    """``serve --no-access-log``: no line at all."""
+    root = tmp_path / "media"
+    root.mkdir()
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    env["GATEWAY_LIVE_PATH"] = "/-/live"
+    port = free_port()
+    command = [str(Path(sys.executable).parent / "media-gateway"), "serve", "--port", str(port)]
+    out = tmp_path / "out.txt"
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(
+            [*command, "--no-access-log"], cwd=tmp_path, env=env, stdout=sink, stderr=sink
+        )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/-/live", proc)
+        httpx.get(f"http://127.0.0.1:{port}/media/x?sig=abc")
+    finally:
+        stop(proc)
+    text = out.read_text()
+    assert not LINE.findall(text), text
+    assert "abc" not in text
+
+
+OWN_SERVER_APP = """
+from gateway import MediaGateway
+from gateway.wsgi import MediaGatewayWSGI
+
+app = MediaGateway()
+
+
+def hello(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"from the app"]
+
+
+wsgi = MediaGatewayWSGI(hello)
+"""
+OWN_SERVERS = {
+    # uvicorn's access log is on by default; gunicorn's is off until asked for.
+    "uvicorn": ["uvicorn", "ownapp:app"],
+    "gunicorn": ["gunicorn", "ownapp:wsgi", "--access-logfile", "-", "--workers", "1"],
+}
+
+
+@pytest.mark.parametrize("server", list(OWN_SERVERS))
+def test_own_server_command_redacts_its_access_log(server, tmp_path):
+    """Item 58: the gateway run under the user's own uvicorn (access log on by default)
+    or gunicorn (``--access-logfile -``): the server's own access line names the request
+    with the signature redacted."""
+    root = tmp_path / "media"
+    root.mkdir()
+    (root / "a.txt").write_bytes(b"hi")
+    (tmp_path / "ownapp.py").write_text(OWN_SERVER_APP)
+    env = {**os.environ, "GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}
+    port = free_port()
+    binary, *arguments = OWN_SERVERS[server]
+    command = [str(Path(sys.executable).parent / binary), *arguments]
+    if server == "uvicorn":
+        command += ["--port", str(port)]
+    else:
+        command += ["--bind", f"127.0.0.1:{port}"]
+    out = tmp_path / "out.txt"
+    url = _signed({"GATEWAY_SECRET_KEY": SECRET, "MEDIA_ROOT": str(root)}, ["a.txt"])[0]
+    with out.open("wb") as sink:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=sink, stderr=sink)
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/", proc)
+        assert httpx.get(f"http://127.0.0.1:{port}{url}").content == b"hi"
+        httpx.get(f"http://127.0.0.1:{port}/other?" + NOISY_QUERY)
+    finally:
+        stop(proc, sig=signal.SIGTERM)
+    text = out.read_text()
+    assert f"/media/a.txt?exp={url.split('exp=')[1].split('&')[0]}&sig={REDACTED}" in text, text
+    assert parse_qs(urlsplit(url).query)["sig"][0] not in text
+    for value in NOISY_VALUES:
+        assert value not in text
