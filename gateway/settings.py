@@ -8,17 +8,13 @@ The names follow django-storages (``AWS_*``, ``MEDIA_*``) so that a project's ex
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import json
-import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
-
+from .environ import PARSERS, forwarded_hosts, read_environ
 from .exceptions import ConfigError
+from .sigv4 import MAX_EXPIRES as MAX_PRESIGN_TTL, virtual_hostable
 
 __all__ = ["Settings", "forwarded_hosts"]
 
@@ -30,11 +26,12 @@ KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_ur
 # Five minutes of byte-identical URLs lets a browser reuse what it cached for a page
 # rendered again soon after; a longer window would stretch URL lifetimes further.
 DEFAULT_WINDOW = 300
-# SigV4 refuses presigned URLs that live longer than seven days.
-MAX_PRESIGN_TTL = 7 * 24 * 3600
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+
+def _env(variable: str, kind: str = "text", unit: str = "") -> dict[str, tuple[str, str, str]]:
+    """A field's variable, declared once: its name, how it is parsed (environ.PARSERS,
+    or "raw"), and the unit an error message names."""
+    return {"env": (variable, kind, unit)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,83 +39,139 @@ class Settings:
     """The gateway's configuration. Build it with :meth:`from_env` or with keywords."""
 
     #: Signing keys. The last one signs; every one verifies (key rotation).
-    secret_keys: tuple[str, ...] = dataclasses.field(repr=False)
+    secret_keys: tuple[str, ...] = dataclasses.field(
+        default=(), repr=False, metadata=_env("GATEWAY_SECRET_KEY", "list")
+    )
     #: Serve from S3 (true) or from ``media_root`` (false).
-    use_s3: bool = False
-    media_root: Path = Path("media")
+    use_s3: bool = dataclasses.field(default=False, metadata=_env("USE_S3", "bool"))
+    media_root: Path = dataclasses.field(default=Path("media"), metadata=_env("MEDIA_ROOT", "path"))
     #: URL path prefix the gateway answers; everything else goes to the app.
-    media_url: str = "/media/"
+    media_url: str = dataclasses.field(default="/media/", metadata=_env("MEDIA_URL"))
     #: Mebibytes of small files each worker keeps in memory, each checked against a
     #: stat of its path on every request; 0: none.
-    file_cache_mb: int = 8
+    file_cache_mb: int = dataclasses.field(
+        default=8, metadata=_env("GATEWAY_FILE_CACHE_MB", "int", "number of mebibytes")
+    )
     #: Relative directory prefixes served without a signature (``avatars/``).
-    public_prefixes: tuple[str, ...] = ()
+    public_prefixes: tuple[str, ...] = dataclasses.field(
+        default=(), metadata=_env("GATEWAY_PUBLIC_PREFIXES", "list")
+    )
     #: Default lifetime of a signed URL, in seconds.
-    url_ttl: int = 3600
+    url_ttl: int = dataclasses.field(
+        default=3600, metadata=_env("GATEWAY_URL_TTL", "int", "number of seconds")
+    )
     #: Expiries are rounded up to a multiple of this, so the same page rendered twice
     #: within the window carries byte-identical URLs and browsers keep their cache.
     #: 0 means min(300, url_ttl): five minutes of identical URLs, never more than a TTL.
     #: A link of a shorter lifetime rounds to a tenth of it (signing.rounding_window).
-    url_window: int = 0
+    url_window: int = dataclasses.field(
+        default=0, metadata=_env("GATEWAY_URL_WINDOW", "int", "number of seconds")
+    )
     #: ``Cache-Control: public, max-age`` for public prefixes.
-    public_max_age: int = 86400
-    aws_access_key_id: str | None = None
-    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
-    aws_storage_bucket_name: str | None = None
-    aws_s3_region_name: str = "us-east-1"
-    aws_s3_endpoint_url: str | None = None
+    public_max_age: int = dataclasses.field(
+        default=86400, metadata=_env("GATEWAY_PUBLIC_MAX_AGE", "int", "number of seconds")
+    )
+    aws_access_key_id: str | None = dataclasses.field(
+        default=None, metadata=_env("AWS_ACCESS_KEY_ID")
+    )
+    aws_secret_access_key: str | None = dataclasses.field(
+        default=None, repr=False, metadata=_env("AWS_SECRET_ACCESS_KEY")
+    )
+    aws_storage_bucket_name: str | None = dataclasses.field(
+        default=None, metadata=_env("AWS_STORAGE_BUCKET_NAME")
+    )
+    aws_s3_region_name: str = dataclasses.field(
+        default="us-east-1", metadata=_env("AWS_S3_REGION_NAME")
+    )
+    aws_s3_endpoint_url: str | None = dataclasses.field(
+        default=None, metadata=_env("AWS_S3_ENDPOINT_URL")
+    )
     #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
-    aws_location: str = "media"
-    aws_session_token: str | None = dataclasses.field(default=None, repr=False)
+    aws_location: str = dataclasses.field(default="media", metadata=_env("AWS_LOCATION", "raw"))
+    aws_session_token: str | None = dataclasses.field(
+        default=None, repr=False, metadata=_env("AWS_SESSION_TOKEN")
+    )
     #: A PEM file of extra CAs that every S3 client trusts besides the system store
     #: (boto3's ``AWS_CA_BUNDLE``): for endpoints signed by a private CA.
-    aws_ca_bundle: str | None = None
+    aws_ca_bundle: str | None = dataclasses.field(default=None, metadata=_env("AWS_CA_BUNDLE"))
     #: ``path`` (host/bucket/key) or ``virtual`` (bucket.host/key); ``auto`` picks path
     #: for a custom endpoint (MinIO and most S3-compatible servers) and virtual for AWS.
-    aws_s3_addressing_style: str = "auto"
+    aws_s3_addressing_style: str = dataclasses.field(
+        default="auto", metadata=_env("AWS_S3_ADDRESSING_STYLE", "lower")
+    )
     #: Public prefixes redirect here, unsigned (a CDN or public bucket domain).
-    aws_s3_custom_domain: str | None = None
+    aws_s3_custom_domain: str | None = dataclasses.field(
+        default=None, metadata=_env("AWS_S3_CUSTOM_DOMAIN")
+    )
     #: ``redirect`` to a presigned URL, or ``proxy`` the bytes for unreachable buckets.
-    s3_delivery: str = "redirect"
+    s3_delivery: str = dataclasses.field(
+        default="redirect", metadata=_env("GATEWAY_S3_DELIVERY", "lower")
+    )
     #: The storage address clients use, when it differs from the gateway's own
     #: (``http://minio:9000`` inside compose, ``https://media.example.com`` outside).
-    s3_public_endpoint_url: str | None = None
+    s3_public_endpoint_url: str | None = dataclasses.field(
+        default=None, metadata=_env("GATEWAY_S3_PUBLIC_ENDPOINT_URL")
+    )
     #: Lifetime of a presigned URL counted from its window start; SigV4 caps it at 7 days.
-    presign_ttl: int = 3600
+    presign_ttl: int = dataclasses.field(
+        default=3600, metadata=_env("GATEWAY_PRESIGN_TTL", "int", "number of seconds")
+    )
     #: Presigned URLs are byte-identical within this window. 0 means min(300, ttl / 2).
-    presign_window: int = 0
+    presign_window: int = dataclasses.field(
+        default=0, metadata=_env("GATEWAY_PRESIGN_WINDOW", "int", "number of seconds")
+    )
     #: During a migration: serve what is still on disk, the rest from S3.
-    local_fallback: bool = False
+    local_fallback: bool = dataclasses.field(
+        default=False, metadata=_env("GATEWAY_LOCAL_FALLBACK", "bool")
+    )
     #: Seconds before an S3 call (proxy, check) gives up with 504.
-    s3_timeout: float = 5.0
+    s3_timeout: float = dataclasses.field(default=5.0, metadata=_env("GATEWAY_S3_TIMEOUT", "float"))
     #: Seconds a client may accept no bytes of a streamed body before it is dropped,
     #: so slow readers cannot hold descriptors and buffers forever.
-    send_timeout: float = 60.0
+    send_timeout: float = dataclasses.field(
+        default=60.0, metadata=_env("GATEWAY_SEND_TIMEOUT", "float")
+    )
     #: Ask the app whether an unsigned request may have a file: a path on the wrapped
     #: app (``/media-auth/``, in-process) or an http(s) URL. Unset: signatures only.
-    auth_delegate: str | None = None
+    auth_delegate: str | None = dataclasses.field(
+        default=None, metadata=_env("GATEWAY_AUTH_DELEGATE")
+    )
     #: Seconds the delegate has to answer before the client gets 504.
-    auth_timeout: float = 5.0
+    auth_timeout: float = dataclasses.field(
+        default=5.0, metadata=_env("GATEWAY_AUTH_TIMEOUT", "float")
+    )
     #: Seconds a delegate decision is remembered per (Cookie/Authorization, path); 0 = never.
-    auth_cache_ttl: int = 0
+    auth_cache_ttl: int = dataclasses.field(
+        default=0, metadata=_env("GATEWAY_AUTH_CACHE_TTL", "int", "number of seconds")
+    )
     #: Prometheus metrics at this path of the gateway (never under MEDIA_URL); unset: off.
-    metrics_path: str | None = None
+    metrics_path: str | None = dataclasses.field(
+        default=None, metadata=_env("GATEWAY_METRICS_PATH")
+    )
     #: Prometheus metrics on a port of their own (127.0.0.1 unless GATEWAY_METRICS_ADDR).
-    metrics_port: int | None = None
-    metrics_addr: str = "127.0.0.1"
+    metrics_port: int | None = dataclasses.field(
+        default=None, metadata=_env("GATEWAY_METRICS_PORT", "int", "port number")
+    )
+    metrics_addr: str = dataclasses.field(
+        default="127.0.0.1", metadata=_env("GATEWAY_METRICS_ADDR")
+    )
     #: One access line per request through the ``gateway.access`` logger (signatures
     #: redacted); on by default, as uvicorn's access log is.
-    access_log: bool = True
+    access_log: bool = dataclasses.field(default=True, metadata=_env("GATEWAY_ACCESS_LOG", "bool"))
     #: Readiness (settings valid, bucket reachable) and liveness paths; unset: off.
-    ready_path: str | None = None
-    live_path: str | None = None
+    ready_path: str | None = dataclasses.field(default=None, metadata=_env("GATEWAY_READY_PATH"))
+    live_path: str | None = dataclasses.field(default=None, metadata=_env("GATEWAY_LIVE_PATH"))
     #: Addresses (or networks, or ``*``) whose X-Forwarded-For and X-Forwarded-Proto
     #: ``media-gateway serve`` believes: the TLS proxy in front. Anyone else could claim
     #: any address and https. uvicorn's own default, loopback only.
-    forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1",)
+    forwarded_allow_ips: tuple[str, ...] = dataclasses.field(
+        default=("127.0.0.1",), metadata=_env("GATEWAY_FORWARDED_ALLOW_IPS", "hosts")
+    )
     #: Extra PutObject parameters for uploads, as django-storages'
     #: ``AWS_S3_OBJECT_PARAMETERS`` (JSON): ``{"CacheControl": "max-age=86400"}``.
-    aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    aws_s3_object_parameters: Mapping[str, Any] = dataclasses.field(
+        default_factory=dict, metadata=_env("AWS_S3_OBJECT_PARAMETERS", "json")
+    )
 
     def __post_init__(self) -> None:
         keys = self.secret_keys
@@ -145,117 +198,13 @@ class Settings:
         object.__setattr__(
             self, "public_prefixes", tuple(_public_prefix(p) for p in self.public_prefixes)
         )
-        for name, minimum in (
-            ("url_ttl", 1),
-            ("url_window", 0),
-            ("public_max_age", 0),
-            ("file_cache_mb", 0),
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < minimum:
-                raise ConfigError(
-                    f"GATEWAY_{name.upper()}", f"expected an integer >= {minimum} (got {value!r})"
-                )
-        if self.url_window == 0:
-            object.__setattr__(self, "url_window", min(DEFAULT_WINDOW, self.url_ttl))
-        if self.url_window > self.url_ttl:
-            raise ConfigError(
-                "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
-            )
-        self._check_s3()
-        self._check_delegate()
-        self._check_operations()
+        _check_urls(self)
+        _check_s3(self)
+        _check_delegate(self)
+        _check_operations(self)
         object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
         if self.use_s3 and not self.aws_storage_bucket_name:
             raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
-
-    def _check_s3(self) -> None:
-        for variable, url in (
-            ("AWS_S3_ENDPOINT_URL", self.aws_s3_endpoint_url),
-            ("GATEWAY_S3_PUBLIC_ENDPOINT_URL", self.s3_public_endpoint_url),
-        ):
-            if url and not url.startswith(("http://", "https://")):
-                raise ConfigError(variable, f"expected an http:// or https:// URL (got {url!r})")
-        if self.aws_s3_addressing_style not in ("auto", "path", "virtual"):
-            raise ConfigError(
-                "AWS_S3_ADDRESSING_STYLE",
-                f"expected auto, path or virtual (got {self.aws_s3_addressing_style!r})",
-            )
-        if self.s3_delivery not in ("redirect", "proxy"):
-            raise ConfigError(
-                "GATEWAY_S3_DELIVERY", f"expected redirect or proxy (got {self.s3_delivery!r})"
-            )
-        if not 60 <= self.presign_ttl <= MAX_PRESIGN_TTL:
-            raise ConfigError(
-                "GATEWAY_PRESIGN_TTL",
-                f"expected 60 to {MAX_PRESIGN_TTL} seconds: SigV4 presigned URLs live at most"
-                f" 7 days (got {self.presign_ttl})",
-            )
-        if self.presign_window == 0:
-            window = min(DEFAULT_WINDOW, self.presign_ttl // 2)
-            object.__setattr__(self, "presign_window", window)
-        if not 0 < self.presign_window < self.presign_ttl:
-            raise ConfigError(
-                "GATEWAY_PRESIGN_WINDOW",
-                f"expected 1 to {self.presign_ttl - 1} seconds, less than GATEWAY_PRESIGN_TTL"
-                f" (got {self.presign_window})",
-            )
-        if not 0 < self.s3_timeout <= 300:
-            raise ConfigError(
-                "GATEWAY_S3_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.s3_timeout})"
-            )
-        domain = self.aws_s3_custom_domain
-        if domain is not None:
-            # django-storages takes a bare domain and prepends https://; a full URL works too.
-            base = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
-            if any(c in base for c in " ?#"):
-                raise ConfigError(
-                    "AWS_S3_CUSTOM_DOMAIN",
-                    f"expected a domain like cdn.example.com (got {domain!r})",
-                )
-            object.__setattr__(self, "aws_s3_custom_domain", base.rstrip("/"))
-
-    def _check_delegate(self) -> None:
-        target = self.auth_delegate
-        if target is not None:
-            if not target.startswith(("/", "http://", "https://")):
-                raise ConfigError(
-                    "GATEWAY_AUTH_DELEGATE",
-                    f"expected a path like /media-auth/ or an http(s) URL (got {target!r})",
-                )
-            if target.startswith(self.media_url):
-                raise ConfigError(
-                    "GATEWAY_AUTH_DELEGATE", f"must not lie under MEDIA_URL {self.media_url}"
-                )
-        if not 0 < self.send_timeout <= 3600:
-            raise ConfigError(
-                "GATEWAY_SEND_TIMEOUT", f"expected 0 < seconds <= 3600 (got {self.send_timeout})"
-            )
-        if not 0 < self.auth_timeout <= 300:
-            raise ConfigError(
-                "GATEWAY_AUTH_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.auth_timeout})"
-            )
-        if self.auth_cache_ttl < 0:
-            raise ConfigError(
-                "GATEWAY_AUTH_CACHE_TTL", f"expected seconds >= 0 (got {self.auth_cache_ttl})"
-            )
-
-    def _check_operations(self) -> None:
-        for variable, path in (
-            ("GATEWAY_METRICS_PATH", self.metrics_path),
-            ("GATEWAY_READY_PATH", self.ready_path),
-            ("GATEWAY_LIVE_PATH", self.live_path),
-        ):
-            if path is None:
-                continue
-            if not path.startswith("/"):
-                raise ConfigError(variable, f"expected a path like /metrics (got {path!r})")
-            if path.startswith(self.media_url):
-                # Media paths are answered as media; an operations path there would
-                # be unreachable, or worse, shadow a file.
-                raise ConfigError(variable, f"must not lie under MEDIA_URL {self.media_url}")
-        if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
-            raise ConfigError("GATEWAY_METRICS_PORT", f"expected a port (got {self.metrics_port})")
 
     @property
     def addressing_style(self) -> str:
@@ -278,7 +227,7 @@ class Settings:
                 url.startswith("http://")
                 for url in (self.s3_endpoint_url, self.public_endpoint_url)
             )
-            if not _virtual_hostable(self.aws_storage_bucket_name, dots=plain_http):
+            if not virtual_hostable(self.aws_storage_bucket_name, dots=plain_http):
                 return "path"
         return style
 
@@ -302,154 +251,140 @@ class Settings:
     ) -> Settings:
         """Read the settings from ``environ`` (default ``os.environ``) and ``env_file``.
 
-        Variables in ``environ`` win over the file. Raises :class:`ConfigError` naming the
-        first missing or invalid variable.
+        Variables in ``environ`` win over the file; an unset or empty variable keeps its
+        default (but ``AWS_LOCATION``, where empty means the bucket's root). Raises
+        :class:`ConfigError` naming the first missing or invalid variable.
         """
-        env: dict[str, str] = {}
-        if env_file is not None and Path(env_file).is_file():
-            env.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
-        env.update(os.environ if environ is None else environ)
-
-        def text(name: str) -> str | None:
-            value = env.get(name, "").strip()
-            return value or None
-
-        kwargs: dict[str, Any] = {
-            "secret_keys": tuple(_split(env.get("GATEWAY_SECRET_KEY", ""))),
-            "use_s3": _bool("USE_S3", env.get("USE_S3", "false")),
-            "media_root": Path(text("MEDIA_ROOT") or "media"),
-            "media_url": text("MEDIA_URL") or "/media/",
-            "public_prefixes": tuple(_split(env.get("GATEWAY_PUBLIC_PREFIXES", ""))),
-            "aws_access_key_id": text("AWS_ACCESS_KEY_ID"),
-            "aws_secret_access_key": text("AWS_SECRET_ACCESS_KEY"),
-            "aws_storage_bucket_name": text("AWS_STORAGE_BUCKET_NAME"),
-            "aws_s3_region_name": text("AWS_S3_REGION_NAME") or "us-east-1",
-            "aws_s3_endpoint_url": text("AWS_S3_ENDPOINT_URL"),
-            "aws_location": env.get("AWS_LOCATION", "media").strip(),
-            "aws_session_token": text("AWS_SESSION_TOKEN"),
-            "aws_ca_bundle": text("AWS_CA_BUNDLE"),
-            "aws_s3_addressing_style": (text("AWS_S3_ADDRESSING_STYLE") or "auto").lower(),
-            "aws_s3_custom_domain": text("AWS_S3_CUSTOM_DOMAIN"),
-            "s3_delivery": (text("GATEWAY_S3_DELIVERY") or "redirect").lower(),
-            "s3_public_endpoint_url": text("GATEWAY_S3_PUBLIC_ENDPOINT_URL"),
-            "auth_delegate": text("GATEWAY_AUTH_DELEGATE"),
-            "metrics_path": text("GATEWAY_METRICS_PATH"),
-            "metrics_addr": text("GATEWAY_METRICS_ADDR") or "127.0.0.1",
-            "ready_path": text("GATEWAY_READY_PATH"),
-            "live_path": text("GATEWAY_LIVE_PATH"),
-            "forwarded_allow_ips": forwarded_hosts(
-                "GATEWAY_FORWARDED_ALLOW_IPS", text("GATEWAY_FORWARDED_ALLOW_IPS") or "127.0.0.1"
-            ),
-            "local_fallback": _bool(
-                "GATEWAY_LOCAL_FALLBACK", env.get("GATEWAY_LOCAL_FALLBACK", "")
-            ),
-            "access_log": _bool("GATEWAY_ACCESS_LOG", text("GATEWAY_ACCESS_LOG") or "true"),
-        }
-        for field, variable, unit in (
-            ("url_ttl", "GATEWAY_URL_TTL", "number of seconds"),
-            ("url_window", "GATEWAY_URL_WINDOW", "number of seconds"),
-            ("public_max_age", "GATEWAY_PUBLIC_MAX_AGE", "number of seconds"),
-            ("file_cache_mb", "GATEWAY_FILE_CACHE_MB", "number of mebibytes"),
-            ("presign_ttl", "GATEWAY_PRESIGN_TTL", "number of seconds"),
-            ("presign_window", "GATEWAY_PRESIGN_WINDOW", "number of seconds"),
-            ("auth_cache_ttl", "GATEWAY_AUTH_CACHE_TTL", "number of seconds"),
-            ("metrics_port", "GATEWAY_METRICS_PORT", "port number"),
-        ):
-            raw = text(variable)
-            if raw is not None:
-                kwargs[field] = _int(variable, raw, unit)
-        parameters = text("AWS_S3_OBJECT_PARAMETERS")
-        if parameters is not None:
-            kwargs["aws_s3_object_parameters"] = _json_object(
-                "AWS_S3_OBJECT_PARAMETERS", parameters
-            )
-        for field, variable in (
-            ("s3_timeout", "GATEWAY_S3_TIMEOUT"),
-            ("auth_timeout", "GATEWAY_AUTH_TIMEOUT"),
-            ("send_timeout", "GATEWAY_SEND_TIMEOUT"),
-        ):
-            raw = text(variable)
-            if raw is not None:
-                kwargs[field] = _float(variable, raw)
-        return cls(**kwargs)
+        env = read_environ(environ, env_file)
+        values: dict[str, Any] = {}
+        for field in dataclasses.fields(cls):
+            variable, kind, unit = field.metadata["env"]
+            if kind == "raw":  # taken as it is, empty included
+                if variable in env:
+                    values[field.name] = env[variable].strip()
+                continue
+            raw = env.get(variable, "").strip()
+            if raw:
+                values[field.name] = PARSERS[kind](variable, raw, unit)
+        return cls(**values)
 
     def is_public(self, relpath: str) -> bool:
         """True when ``relpath`` lies under one of the public prefixes."""
         return relpath.startswith(self.public_prefixes)
 
 
-def forwarded_hosts(variable: str, raw: str) -> tuple[str, ...]:
-    """``raw`` as uvicorn's ``forwarded_allow_ips``: comma-separated addresses and
-    networks, or ``*``. Raises :class:`ConfigError` naming ``variable`` otherwise."""
-    hosts = tuple(_split(raw))
-    for host in hosts:
-        if host == "*":
-            continue
-        try:
-            ipaddress.ip_network(host, strict=False)
-        except ValueError:
+# The checks of __post_init__, by area; each raises ConfigError naming the variable.
+
+
+def _check_urls(self: Settings) -> None:
+    for name, minimum in (
+        ("url_ttl", 1),
+        ("url_window", 0),
+        ("public_max_age", 0),
+        ("file_cache_mb", 0),
+    ):
+        value = getattr(self, name)
+        if not isinstance(value, int) or value < minimum:
             raise ConfigError(
-                variable, f"expected addresses or networks like 127.0.0.1,10.0.0.0/8 (got {host!r})"
-            ) from None
-    if not hosts:
-        raise ConfigError(variable, "expected at least one address, network or *")
-    return hosts
-
-
-def _split(value: str) -> list[str]:
-    return [part.strip() for part in value.split(",") if part.strip()]
-
-
-def _bool(variable: str, raw: str) -> bool:
-    value = raw.strip().lower()
-    if value in _TRUE:
-        return True
-    if value in _FALSE:
-        return False
-    raise ConfigError(variable, f"expected true or false (got {raw!r})")
-
-
-def _int(variable: str, raw: str, unit: str) -> int:
-    try:
-        return int(raw)
-    except ValueError:
-        raise ConfigError(variable, f"expected an integer {unit} (got {raw!r})") from None
-
-
-def _float(variable: str, raw: str) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        raise ConfigError(variable, f"expected a number of seconds (got {raw!r})") from None
-
-
-def _json_object(variable: str, raw: str) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
+                f"GATEWAY_{name.upper()}", f"expected an integer >= {minimum} (got {value!r})"
+            )
+    if self.url_window == 0:
+        object.__setattr__(self, "url_window", min(DEFAULT_WINDOW, self.url_ttl))
+    if self.url_window > self.url_ttl:
         raise ConfigError(
-            variable,
-            f'expected a JSON object like {{"CacheControl": "max-age=86400"}} (got {raw!r})',
+            "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
         )
-    return value
 
 
-def _virtual_hostable(bucket: str, *, dots: bool) -> bool:
-    """True when ``bucket`` can be the first label(s) of a host name: botocore's
-    ``aws.isVirtualHostableS3Bucket`` (lower case, 3 characters or more, not an IPv4
-    address, each label an RFC 1123 host label; several labels only with ``dots``)."""
-    if len(bucket) < 3 or bucket.lower() != bucket or _IPV4.fullmatch(bucket):
-        return False
-    labels = bucket.split(".")
-    if len(labels) > 1 and not dots:
-        return False
-    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+def _check_s3(self: Settings) -> None:
+    for variable, url in (
+        ("AWS_S3_ENDPOINT_URL", self.aws_s3_endpoint_url),
+        ("GATEWAY_S3_PUBLIC_ENDPOINT_URL", self.s3_public_endpoint_url),
+    ):
+        if url and not url.startswith(("http://", "https://")):
+            raise ConfigError(variable, f"expected an http:// or https:// URL (got {url!r})")
+    if self.aws_s3_addressing_style not in ("auto", "path", "virtual"):
+        raise ConfigError(
+            "AWS_S3_ADDRESSING_STYLE",
+            f"expected auto, path or virtual (got {self.aws_s3_addressing_style!r})",
+        )
+    if self.s3_delivery not in ("redirect", "proxy"):
+        raise ConfigError(
+            "GATEWAY_S3_DELIVERY", f"expected redirect or proxy (got {self.s3_delivery!r})"
+        )
+    if not 60 <= self.presign_ttl <= MAX_PRESIGN_TTL:
+        raise ConfigError(
+            "GATEWAY_PRESIGN_TTL",
+            f"expected 60 to {MAX_PRESIGN_TTL} seconds: SigV4 presigned URLs live at most"
+            f" 7 days (got {self.presign_ttl})",
+        )
+    if self.presign_window == 0:
+        window = min(DEFAULT_WINDOW, self.presign_ttl // 2)
+        object.__setattr__(self, "presign_window", window)
+    if not 0 < self.presign_window < self.presign_ttl:
+        raise ConfigError(
+            "GATEWAY_PRESIGN_WINDOW",
+            f"expected 1 to {self.presign_ttl - 1} seconds, less than GATEWAY_PRESIGN_TTL"
+            f" (got {self.presign_window})",
+        )
+    if not 0 < self.s3_timeout <= 300:
+        raise ConfigError(
+            "GATEWAY_S3_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.s3_timeout})"
+        )
+    domain = self.aws_s3_custom_domain
+    if domain is not None:
+        # django-storages takes a bare domain and prepends https://; a full URL works too.
+        base = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
+        if any(c in base for c in " ?#"):
+            raise ConfigError(
+                "AWS_S3_CUSTOM_DOMAIN",
+                f"expected a domain like cdn.example.com (got {domain!r})",
+            )
+        object.__setattr__(self, "aws_s3_custom_domain", base.rstrip("/"))
 
 
-_IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}")
-_HOST_LABEL = re.compile(r"(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")
+def _check_delegate(self: Settings) -> None:
+    target = self.auth_delegate
+    if target is not None:
+        if not target.startswith(("/", "http://", "https://")):
+            raise ConfigError(
+                "GATEWAY_AUTH_DELEGATE",
+                f"expected a path like /media-auth/ or an http(s) URL (got {target!r})",
+            )
+        if target.startswith(self.media_url):
+            raise ConfigError(
+                "GATEWAY_AUTH_DELEGATE", f"must not lie under MEDIA_URL {self.media_url}"
+            )
+    if not 0 < self.send_timeout <= 3600:
+        raise ConfigError(
+            "GATEWAY_SEND_TIMEOUT", f"expected 0 < seconds <= 3600 (got {self.send_timeout})"
+        )
+    if not 0 < self.auth_timeout <= 300:
+        raise ConfigError(
+            "GATEWAY_AUTH_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.auth_timeout})"
+        )
+    if self.auth_cache_ttl < 0:
+        raise ConfigError(
+            "GATEWAY_AUTH_CACHE_TTL", f"expected seconds >= 0 (got {self.auth_cache_ttl})"
+        )
+
+
+def _check_operations(self: Settings) -> None:
+    for variable, path in (
+        ("GATEWAY_METRICS_PATH", self.metrics_path),
+        ("GATEWAY_READY_PATH", self.ready_path),
+        ("GATEWAY_LIVE_PATH", self.live_path),
+    ):
+        if path is None:
+            continue
+        if not path.startswith("/"):
+            raise ConfigError(variable, f"expected a path like /metrics (got {path!r})")
+        if path.startswith(self.media_url):
+            # Media paths are answered as media; an operations path there would
+            # be unreachable, or worse, shadow a file.
+            raise ConfigError(variable, f"must not lie under MEDIA_URL {self.media_url}")
+    if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
+        raise ConfigError("GATEWAY_METRICS_PORT", f"expected a port (got {self.metrics_port})")
 
 
 def _public_prefix(prefix: str) -> str:

@@ -44,6 +44,7 @@ __all__ = [
     "Presigner",
     "bucket_address",
     "signing_key",
+    "virtual_hostable",
 ]
 
 # SigV4 presigned URLs cannot live longer than seven days.
@@ -311,3 +312,19 @@ class HeaderSigner:
             f"SignedHeaders={signed_names}, Signature={signature}"
         )
         return headers
+
+
+def virtual_hostable(bucket: str, *, dots: bool) -> bool:
+    """True when ``bucket`` can be the first label(s) of a host name: botocore's
+    ``aws.isVirtualHostableS3Bucket`` (lower case, 3 characters or more, not an IPv4
+    address, each label an RFC 1123 host label; several labels only with ``dots``)."""
+    if len(bucket) < 3 or bucket.lower() != bucket or _IPV4.fullmatch(bucket):
+        return False
+    labels = bucket.split(".")
+    if len(labels) > 1 and not dots:
+        return False
+    return all(_HOST_LABEL.fullmatch(label) for label in labels)
+
+
+_IPV4 = re.compile(r"(?:[0-9]{1,3}\.){3}[0-9]{1,3}")
+_HOST_LABEL = re.compile(r"(?!-)[a-zA-Z0-9-]{1,63}(?<!-)")

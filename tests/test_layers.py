@@ -58,7 +58,7 @@ def modules(layer: str) -> list[Path]:
 def offending(layer: str, allowed: set[str], *, web_stack: bool = True) -> list[str]:
     found = []
     for path in modules(layer):
-        for name in imports(path):
+        for name in sorted(imports(path)):
             target = layer_of(name)
             if target is not None and target not in allowed:
                 found.append(f"{path.relative_to(PACKAGE)} imports {name}")
@@ -104,3 +104,35 @@ def test_a_forbidden_import_is_found(tmp_path, monkeypatch):
         "serving/bad.py imports gateway.migrate.wire",
         "serving/bad.py imports gateway.migrate.wire.S3Wire",
     ]
+
+
+# Sizes a reader can hold in their head (issue 14): modules, classes, functions.
+MAX_LINES = {"module": 400, "class": 250, "function": 60}
+
+
+def oversized() -> list[str]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        name = path.relative_to(PACKAGE)
+        if text.count("\n") > MAX_LINES["module"]:
+            found.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            kind = (
+                "class"
+                if isinstance(node, ast.ClassDef)
+                else "function"
+                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                else None
+            )
+            if kind is None:
+                continue
+            assert node.end_lineno is not None
+            length = node.end_lineno - node.lineno + 1
+            if length > MAX_LINES[kind]:
+                found.append(f"{name}: {kind} {node.name} {length} lines")
+    return found
+
+
+def test_sizes():
+    assert oversized() == []

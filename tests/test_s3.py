@@ -451,7 +451,7 @@ def test_content_type_override_redirect_and_proxy(s3_settings, put):
     assert [k for k, _ in reply.header_list].count("content-type") == 1
 
 
-# Redirects remembered for the rest of their second (gateway.serving.middleware.RecentRedirects).
+# Redirects remembered for the rest of their second (gateway.serving.redirect.RecentRedirects).
 # Presigning needs no network, so these run without an S3 server.
 
 
@@ -566,7 +566,7 @@ def test_remembered_redirects_survive_middleware_that_edits_headers(media_root):
 
 def test_remembered_redirects_are_bounded(media_root):
     """However many distinct URLs arrive in one second, at most SIZE are remembered."""
-    from gateway.serving.middleware import RecentRedirects
+    from gateway.serving.redirect import RecentRedirects
 
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
     for index in range(RecentRedirects.SIZE + 50):

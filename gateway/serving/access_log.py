@@ -58,7 +58,7 @@ _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
 class AccessLog:
     """ASGI middleware: a line for every HTTP request ``app`` answers.
 
-    :class:`~gateway.middleware.MediaGateway` uses one around itself when
+    :class:`~gateway.serving.middleware.MediaGateway` uses one around itself when
     ``GATEWAY_ACCESS_LOG`` is on; it also wraps any other app.
     """
 

@@ -1,4 +1,4 @@
-"""Readiness and liveness: is this gateway able to serve, and is it alive at all."""
+"""Operations paths: metrics, readiness (is this gateway able to serve) and liveness."""
 
 from __future__ import annotations
 
@@ -6,15 +6,18 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
+from starlette.types import Send
 
 from ..bucket import check_bucket
 from ..settings import Settings
+from .observe import Metrics
+from .responses import send_whole
 
-__all__ = ["Readiness", "json_response"]
+__all__ = ["Operations", "Readiness", "json_response"]
 
 # A readiness probe every second from several load balancers must not become a
 # HeadBucket every second: the answer is reused this long.
@@ -93,3 +96,52 @@ def json_response(
         (b"cache-control", b"no-store"),
     ]
     return status, headers, body
+
+
+class Operations:
+    """The operations paths a gateway answers, by path: GATEWAY_METRICS_PATH,
+    GATEWAY_READY_PATH and GATEWAY_LIVE_PATH, and the metrics port."""
+
+    def __init__(self, settings: Settings, metrics: Metrics | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.readiness = Readiness(settings)
+        self.routes: dict[str, Callable[[Send], Awaitable[None]]] = {}
+        if settings.metrics_path:
+            self.routes[settings.metrics_path] = self._send_metrics
+        if settings.ready_path:
+            self.routes[settings.ready_path] = self._send_ready
+        if settings.live_path:
+            self.routes[settings.live_path] = self._send_live
+
+    def start_metrics_server(self) -> None:
+        from prometheus_client import start_http_server
+
+        assert self.metrics is not None and self.settings.metrics_port is not None
+        try:
+            start_http_server(
+                self.settings.metrics_port,
+                addr=self.settings.metrics_addr,
+                registry=self.metrics.registry,
+            )
+        except OSError as exc:
+            # With several workers only the first can bind the port; the others say so
+            # once and keep serving media (use GATEWAY_METRICS_PATH for per-worker data).
+            logger.warning("metrics port %s not opened: %s", self.settings.metrics_port, exc)
+
+    async def _send_metrics(self, send: Send) -> None:
+        assert self.metrics is not None
+        body = self.metrics.render()
+        headers = [
+            (b"content-type", b"text/plain; version=0.0.4; charset=utf-8"),
+            (b"content-length", str(len(body)).encode("ascii")),
+            (b"cache-control", b"no-store"),
+        ]
+        await send_whole(send, 200, headers, body)
+
+    async def _send_ready(self, send: Send) -> None:
+        ok, details = await self.readiness.check()
+        await send_whole(send, *json_response(200 if ok else 503, {"ready": ok, **details}))
+
+    async def _send_live(self, send: Send) -> None:
+        await send_whole(send, *json_response(200, {"live": True}))
