@@ -250,7 +250,8 @@ def test_app_max_age_shortens_the_ttl(tree, make_settings):
     app = AuthApp({"ok": 200}, cache_control=b"private, max-age=5")
     gateway = gateway_for(app, make_settings, auth_cache_ttl=60)
     assert gateway.delegate is not None
-    gateway.delegate = Delegate("/auth", app=app, timeout=5, cache_ttl=60, clock=lambda: now[0])
+    delegate = Delegate("/auth", app=app, timeout=5, cache_ttl=60, clock=lambda: now[0])
+    gateway.delegate = gateway.authorizer.delegate = delegate
     call(gateway, TARGET, headers={"cookie": "ok"})
     now[0] += 4
     call(gateway, TARGET, headers={"cookie": "ok"})
