@@ -136,7 +136,7 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
     :class:`RangeNotSatisfiable`.
 
     Multiple ranges are answered with the whole file (200), which RFC 9110 allows;
-    that keeps 1,000 hostile overlapping ranges as cheap as one (RELIABILITY 25, 26).
+    that keeps 1,000 hostile overlapping ranges as cheap as one (tests/README.md, items 25, 26).
     """
     size = st.st_size
     if not request_headers:

@@ -19,7 +19,7 @@ from .exceptions import BadRequest, NotFound, URITooLong
 __all__ = ["decoded_relative_path", "open_regular_file", "relative_path", "validate_relpath"]
 
 # PATH_MAX on Linux. A longer path cannot name a file, so it is refused before any
-# work is done (RELIABILITY item 12).
+# work is done (tests/README.md, item 12).
 MAX_PATH_BYTES = 4096
 # NAME_MAX on Linux and the usual limit of other file systems.
 MAX_SEGMENT_BYTES = 255
@@ -108,7 +108,7 @@ def open_regular_file(root: str, relpath: str) -> tuple[int, os.stat_result]:
 
     Symlinks are followed only while the file they reach lies under ``root``. The check
     is made on the opened descriptor, so a symlink swapped in between a check and the
-    open cannot make us serve a file outside the root (RELIABILITY item 7).
+    open cannot make us serve a file outside the root (tests/README.md, item 7).
 
     Cost: one open, one fstat and one readlink, all on cached metadata; measured at a
     few microseconds, so callers may run it on the event loop.

@@ -35,7 +35,7 @@ from .settings import Settings
 __all__ = ["Grant", "URLSigner"]
 
 # Part of the HMAC key: a signature made for another purpose with the same secret
-# (a Django session, say) never verifies here (RELIABILITY item 15).
+# (a Django session, say) never verifies here (tests/README.md, item 15).
 SALT = "media-gateway.url.v1"
 # Valid (path, query) pairs remembered per signer, each at most MAX_REMEMBERED
 # characters long: ~1.5 KiB each at worst, 3 MiB in all.
@@ -237,7 +237,7 @@ def rounding_window(window: int, lifetime: int) -> int:
 
     Rounding up adds less than one window to the lifetime, so the window is at most a
     tenth of it (at least a second): a link never lives more than max(1 s, 10%) longer
-    than asked (RELIABILITY item 60); ``sign --expires 1`` dies within two seconds, not
+    than asked (tests/README.md, item 60); ``sign --expires 1`` dies within two seconds, not
     at the end of a five-minute window. It depends on the lifetime alone, not on the
     time, so links of one lifetime still share their expiry for a whole window: the
     default TTL (3600 s, a tenth is 360) keeps the full 300 s window, and a page

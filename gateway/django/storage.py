@@ -58,8 +58,8 @@ __all__ = [
 PUBLIC_PREFIX = "public/"
 
 # boto3 >= 1.36 sends CRC32 checksums and aws-chunked bodies by default, which MinIO
-# releases and other S3-compatible servers reject or store verbatim (RELIABILITY item
-# 42). Applied under the project's own AWS_S3_CLIENT_CONFIG, whose options win.
+# releases and other S3-compatible servers reject or store verbatim (tests/README.md,
+# item 42). Applied under the project's own AWS_S3_CLIENT_CONFIG, whose options win.
 _CLIENT_DEFAULTS = Config(
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",

@@ -4,7 +4,7 @@
 ASGI app (no network hop); ``https://app.internal/media-auth/`` sends the same check
 over HTTP. The check is a GET carrying the original request's headers (Cookie,
 Authorization) plus ``X-Media-Path`` (the relative path, percent-encoded UTF-8) and
-``X-Original-URI``. The answer maps to (RELIABILITY item 19), failing closed:
+``X-Original-URI``. The answer maps to (tests/README.md, item 19), failing closed:
 
 ==============  ==========================
 app answers     client gets
@@ -61,7 +61,7 @@ _DROPPED = CONDITIONAL_HEADERS | {
 # "_" read as "-". WSGI servers and adapters (a2wsgi, Django's ASGI handler) map
 # X-Media-Path, X_Media_Path and x-media-path to one HTTP_X_MEDIA_PATH, joining repeats
 # with a comma, so a client's copy in any of these spellings would reach the app next
-# to ours (RELIABILITY item 19a, tests/test_delegate.py). Never forwarded.
+# to ours (tests/test_delegate.py, tests/README.md's attacks). Never forwarded.
 GATEWAY_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
 # Compared by their letters and digits alone: some stacks map every other character to
 # "_" (PHP's variable names, nginx with ignore_invalid_headers off), so X.Media.Path

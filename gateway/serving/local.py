@@ -1,7 +1,7 @@
 """Local disk delivery: open a file under the root, then send it as an ASGI response.
 
 Why not Starlette's FileResponse: it takes a path and opens it again, which reopens
-the door to a symlink swapped in after our check (RELIABILITY item 7); and it pays a
+the door to a symlink swapped in after our check (tests/README.md, item 7); and it pays a
 thread hop for the stat, the open and every read. Measured with bench/local.py on
 4 KiB files, StaticFiles reaches 0.03x of a bare ASGI 302 where the target is 0.35x.
 We serve from the descriptor that passed the check, read small files in one inline
@@ -80,7 +80,7 @@ class LocalFiles:
     :func:`open_regular_file`'s check. On each request a ``stat`` of the path must show
     the same inode, size, mtime and ctime: a file deleted, rewritten, re-linked,
     replaced or re-permissioned (all change one of them), or a symlink swapped in for
-    it (another inode), is opened and checked again at once (RELIABILITY item 7). A
+    it (another inode), is opened and checked again at once (tests/README.md, item 7). A
     ``stat`` cannot tell whether a directory on the path was moved out of the root and
     a symlink left in its place (the file is unchanged), so every ``RECHECK_SECONDS``
     the path is opened and checked again as on a miss (without reading it): such a
@@ -242,7 +242,7 @@ async def _stream(
             )
             if not chunk:
                 # Truncated while streaming: raising aborts the connection, so the
-                # client sees a short body, never padding (RELIABILITY item 33).
+                # client sees a short body, never padding (tests/README.md, item 33).
                 raise FileChanged()
             offset += len(chunk)
             yield chunk
@@ -281,7 +281,7 @@ async def relay(
 # until the client has taken what was sent before, so with 1 MiB sends a phone at
 # 60 KB/s waited 17 s per send and a steady reader was dropped as idle. Sends of
 # PIECE bytes make the timeout mean "took less than 256 KiB in that time" (4.4 KB/s
-# at the default 60 s), while a 1 B/s reader is still dropped (RELIABILITY item 54).
+# at the default 60 s), while a 1 B/s reader is still dropped (tests/README.md, item 54).
 # 256 KiB, not smaller: 64 KiB sends cost about 10% more server CPU for a 512 MiB file
 # than 1 MiB sends, 256 KiB within the noise (measured with uvicorn and curl).
 PIECE = 256 * 1024
