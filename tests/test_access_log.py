@@ -478,3 +478,24 @@ def test_own_server_command_redacts_its_access_log(server, tmp_path):
     assert parse_qs(urlsplit(url).query)["sig"][0] not in text
     for value in NOISY_VALUES:
         assert value not in text
+
+
+def test_remembered_redirects_are_logged_too(media_root, caplog):
+    """Redirect mode answers a repeated request from the second's memory, without
+    watching its sends: it still gets its line, status and size right, signature
+    redacted."""
+    from tests.test_s3 import offline_settings
+
+    now = 1_800_000_000.5
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=lambda: now)
+    url = gateway.signer.sign_url("docs/a.bin")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        replies = [call(gateway, url) for _ in range(3)]
+    assert [r.status for r in replies] == [302, 302, 302]
+    assert gateway._recent is not None and gateway._recent.hits == 2
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(lines) == 3
+    for line in lines:
+        assert '" 302 0 ' in line
+        assert "sig=[REDACTED]" in line
+    assert parse_qs(urlsplit(url).query)["sig"][0] not in caplog.text

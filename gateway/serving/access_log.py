@@ -103,6 +103,12 @@ class AccessLog:
 
         return observed, watch
 
+    def log(self, scope: Scope, status: int, size: int, started_ns: int) -> None:
+        """Log a request answered without a watched ``send``: its status and body size
+        are known to the caller."""
+        if self.logger.isEnabledFor(20):
+            self.done(scope, [status, size, started_ns])
+
     def done(self, scope: Scope, watch: Watch) -> None:
         """Log the request. Everything here costs every request: one clock read, the
         redacted target looked up, one f-string, one append."""
