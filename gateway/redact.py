@@ -32,7 +32,7 @@ REDACTED = "[REDACTED]"
 SENSITIVE = frozenset({"sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token"})
 # The gateway's loggers but gateway.access, whose lines are redacted as they are built
 # (a filter there would cost every request a call).
-GATEWAY_LOGGERS = ("gateway", "gateway.delegate", "gateway.local", "gateway.proxy")
+OWN_LOGGERS = ("gateway", "gateway.delegate", "gateway.local", "gateway.proxy")
 # Loggers of the servers that run the gateway: their access lines print the request
 # target, and their error lines may quote it.
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "gunicorn.access", "gunicorn.error")
@@ -131,4 +131,4 @@ def guard(*names: str) -> None:
 def guard_logs() -> None:
     """Guard the gateway's loggers, and uvicorn's and gunicorn's: whoever runs the
     gateway under their own server command keeps its access log, without signatures."""
-    guard(*GATEWAY_LOGGERS, *SERVER_LOGGERS)
+    guard(*OWN_LOGGERS, *SERVER_LOGGERS)

@@ -62,12 +62,12 @@ _DROPPED = CONDITIONAL_HEADERS | {
 # X-Media-Path, X_Media_Path and x-media-path to one HTTP_X_MEDIA_PATH, joining repeats
 # with a comma, so a client's copy in any of these spellings would reach the app next
 # to ours (tests/test_delegate.py, tests/README.md's attacks). Never forwarded.
-GATEWAY_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
+OWN_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
 # Compared by their letters and digits alone: some stacks map every other character to
 # "_" (PHP's variable names, nginx with ignore_invalid_headers off), so X.Media.Path
 # may meet X-Media-Path there.
 _NOT_ALNUM = re.compile(rb"[^a-z0-9]")
-_GATEWAY_LETTERS = frozenset(_NOT_ALNUM.sub(b"", name) for name in GATEWAY_HEADERS)
+_OWN_LETTERS = frozenset(_NOT_ALNUM.sub(b"", name) for name in OWN_HEADERS)
 # Bounds the decision cache in bytes. An entry is a 32-byte digest and a (deadline,
 # status) pair in an OrderedDict, measured at under 300 bytes with tracemalloc
 # (tests/test_delegate.py), whatever the path, the query or the cookies.
@@ -230,7 +230,7 @@ class Delegate:
 
 def _forwarded(name: bytes) -> bool:
     lowered = name.lower()
-    return lowered not in _DROPPED and _NOT_ALNUM.sub(b"", lowered) not in _GATEWAY_LETTERS
+    return lowered not in _DROPPED and _NOT_ALNUM.sub(b"", lowered) not in _OWN_LETTERS
 
 
 def _cacheable_for(headers: list[tuple[bytes, bytes]], ttl: int) -> float:
