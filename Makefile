@@ -54,7 +54,7 @@ soak: $(STAMP)
 
 # The long fuzzing profile: 100,000 examples per property (make test runs 300).
 fuzz: $(STAMP)
-	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/test_fuzz.py -p no:cacheprovider
+	HYPOTHESIS_PROFILE=fuzz $(BIN)/pytest tests/serving/test_fuzz.py -p no:cacheprovider
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache var

@@ -35,7 +35,7 @@ _OPEN_FLAGS = (
     | getattr(os, "O_NONBLOCK", 0)
 )
 # Paths up to this long are remembered once validated: 4,096 of them, held as bytes and
-# as text, 9 MiB at most (tracemalloc, tests/test_attacks.py).
+# as text, 9 MiB at most (tracemalloc, tests/serving/test_attacks.py).
 REMEMBERED_PATH_BYTES = 1024
 _BAD_SEGMENTS = frozenset({"", ".", ".."})
 _PROC_FD = "/proc/self/fd" if sys.platform.startswith("linux") else None

@@ -27,7 +27,7 @@ from gateway.sigv4 import Credentials
 from tests.conftest import SECRET, free_port, run_server
 from tests.connectproxy import ConnectProxy
 from tests.helpers import call
-from tests.test_migrate_support import write_tree
+from tests.migrate.support import write_tree
 
 # Variables through which OpenSSL, requests, curl or botocore could learn of a CA or a
 # proxy: the tests set the ones they mean.

@@ -61,7 +61,7 @@ _DROPPED = CONDITIONAL_HEADERS | {
 # "_" read as "-". WSGI servers and adapters (a2wsgi, Django's ASGI handler) map
 # X-Media-Path, X_Media_Path and x-media-path to one HTTP_X_MEDIA_PATH, joining repeats
 # with a comma, so a client's copy in any of these spellings would reach the app next
-# to ours (tests/test_delegate.py, tests/README.md's attacks). Never forwarded.
+# to ours (tests/serving/test_delegate.py, tests/README.md's attacks). Never forwarded.
 OWN_HEADERS = frozenset({b"x-media-path", b"x-original-uri"})
 # Compared by their letters and digits alone: some stacks map every other character to
 # "_" (PHP's variable names, nginx with ignore_invalid_headers off), so X.Media.Path
@@ -70,7 +70,7 @@ _NOT_ALNUM = re.compile(rb"[^a-z0-9]")
 _OWN_LETTERS = frozenset(_NOT_ALNUM.sub(b"", name) for name in OWN_HEADERS)
 # Bounds the decision cache in bytes. An entry is a 32-byte digest and a (deadline,
 # status) pair in an OrderedDict, measured at under 300 bytes with tracemalloc
-# (tests/test_delegate.py), whatever the path, the query or the cookies.
+# (tests/serving/test_delegate.py), whatever the path, the query or the cookies.
 CACHE_BYTES = 2 * 1024 * 1024
 ENTRY_BYTES = 300
 CACHE_ENTRIES = CACHE_BYTES // ENTRY_BYTES

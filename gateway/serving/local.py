@@ -6,7 +6,7 @@ thread hop for the stat, the open and every read. Measured with bench/local.py o
 4 KiB files, StaticFiles reaches 0.03x of a bare ASGI 302 where the target is 0.35x.
 We serve from the descriptor that passed the check, read small files in one inline
 ``pread`` (page-cache reads of <= 64 KiB cost a few microseconds, less than a thread
-hop), and move larger reads to a worker thread. tests/test_local.py checks that the
+hop), and move larger reads to a worker thread. tests/serving/test_local.py checks that the
 ranges and headers agree with FileResponse's.
 
 Small files are also kept in memory (:class:`LocalFiles`), like nginx's

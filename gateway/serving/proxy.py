@@ -197,7 +197,7 @@ class S3Proxy:
                 raise GatewayTimeout() from None
             # A connection reset while it opens can also surface as an AttributeError
             # from anyio's socket stream (getpeername on a socket already gone; seen in
-            # tests/test_faults.py under load): the same fault, not a server error.
+            # tests/serving/test_faults.py under load): the same fault, not a server error.
             except (httpx.TransportError, AttributeError) as exc:
                 if attempt < ATTEMPTS:
                     await anyio.sleep(RETRY_DELAY)

@@ -112,7 +112,7 @@ class RecentRedirects:
     lookup, not a signature check and a presign: 28 us of server CPU per request under
     load where uvicorn alone needs 25.5 for this response, against 76 us for URLs that
     are not remembered (bench/results/redirect.md).
-    Like nginx's "microcaching", but exact: tests/test_s3.py checks every answer
+    Like nginx's "microcaching", but exact: tests/serving/test_s3.py checks every answer
     against a fresh gateway's. Bounded; entries of a past second are ignored.
     """
 

@@ -531,7 +531,7 @@ def test_redirect_is_not_remembered_past_the_urls_expiry(media_root):
 def test_delegated_redirects_are_not_remembered(media_root):
     """The app's decision depends on the cookies: a redirect it allowed for one user is
     not handed to the next request for the same path, even in the same second."""
-    from tests.test_delegate import AuthApp
+    from tests.serving.test_delegate import AuthApp
 
     app = AuthApp({"session=alice": 200, "session=mallory": 403})
     gateway = MediaGateway(
@@ -601,7 +601,7 @@ def test_padded_urls_are_answered_but_not_remembered(media_root):
 
 def test_reused_redirects_are_counted(media_root):
     """The metrics count redirects reused within their second."""
-    from tests.test_observe import metric
+    from tests.serving.test_observe import metric
 
     gateway = MediaGateway(
         settings=offline_settings(media_root, metrics_path="/-/metrics"), clock=Clock(1.8e9)

@@ -1,7 +1,7 @@
 """Attacks that once worked (issue 17, items 5 and 6), each reproduced against a real
 server (uvicorn or gunicorn) and kept as a regression test. The forged delegate headers
-are in tests/test_delegate.py and tests/test_django_integration.py; the content policy
-in tests/test_content_policy.py."""
+are in tests/serving/test_delegate.py and tests/django/test_django_integration.py; the content policy
+in tests/serving/test_content_policy.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import pytest
 from gateway import MediaGateway, URLSigner
 from gateway.signing import _payload, _signature_text
 from tests.conftest import SECRET
-from tests.test_wsgi import gunicorn  # noqa: F401 (a fixture)
+from tests.serving.test_wsgi import gunicorn  # noqa: F401 (a fixture)
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""Metrics, readiness and liveness (the access log: tests/test_access_log.py)."""
+"""Metrics, readiness and liveness (the access log: tests/serving/test_access_log.py)."""
 
 from __future__ import annotations
 

@@ -30,7 +30,7 @@ def gunicorn(tmp_path, media_root) -> str:
     (media_root / "docs" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
     (tmp_path / "wsgi_entry.py").write_text(WSGI_MODULE)
     port = free_port()
-    repo = Path(__file__).resolve().parent.parent
+    repo = Path(__file__).resolve().parents[2]
     env = {
         **os.environ,
         "PYTHONPATH": f"{tmp_path}{os.pathsep}{repo}",

@@ -10,8 +10,8 @@ import subprocess
 import sys
 import time
 
-from tests import test_migrate_support as support
-from tests.test_migrate_support import FlakyProxy, incomplete_uploads, objects, run_cli, write_tree
+from tests.migrate import support
+from tests.migrate.support import FlakyProxy, incomplete_uploads, objects, run_cli, write_tree
 
 migrate_env = support.migrate_env
 s3 = support.s3

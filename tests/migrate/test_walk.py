@@ -22,7 +22,7 @@ from gateway.migrate.walk import (
     shard_of,
     walk,
 )
-from tests.test_migrate_support import ODD_NAMES, odd_tree, write_tree
+from tests.migrate.support import ODD_NAMES, odd_tree, write_tree
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,10 +28,10 @@ from gateway.migrate.upload import (
     relative_listing,
 )
 from gateway.migrate.walk import walk
-from tests import test_migrate_support as support
 from tests.conftest import SECRET
 from tests.helpers import call
-from tests.test_migrate_support import (
+from tests.migrate import support
+from tests.migrate.support import (
     FlakyProxy,
     incomplete_uploads,
     make_wire,

@@ -484,7 +484,7 @@ def test_remembered_redirects_are_logged_too(media_root, caplog):
     """Redirect mode answers a repeated request from the second's memory, without
     watching its sends: it still gets its line, status and size right, signature
     redacted."""
-    from tests.test_s3 import offline_settings
+    from tests.serving.test_s3 import offline_settings
 
     now = 1_800_000_000.5
     gateway = MediaGateway(settings=offline_settings(media_root), clock=lambda: now)

@@ -17,7 +17,7 @@ import pytest
 
 from gateway import MediaGateway
 from gateway.http import SANDBOX_CSP, is_active
-from tests.test_s3 import put, s3_settings  # noqa: F401 (fixtures)
+from tests.serving.test_s3 import put, s3_settings  # noqa: F401 (fixtures)
 
 PAGE = b"<html><body><script>document.title='pwned'</script></body></html>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'

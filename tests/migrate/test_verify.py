@@ -7,8 +7,8 @@ import hashlib
 import os
 
 from gateway.cli import main
-from tests import test_migrate_support as support
-from tests.test_migrate_support import odd_tree, run_cli, write_tree
+from tests.migrate import support
+from tests.migrate.support import odd_tree, run_cli, write_tree
 
 # Fixtures shared with the other migration tests.
 migrate_env = support.migrate_env

@@ -18,8 +18,8 @@ from gateway.migrate.params import object_headers
 from gateway.migrate.transport import EMPTY_SHA256
 from gateway.migrate.wire import S3Error, S3Wire
 from gateway.sigv4 import Credentials
-from tests import test_migrate_support as support
-from tests.test_migrate_support import FlakyProxy, make_wire
+from tests.migrate import support
+from tests.migrate.support import FlakyProxy, make_wire
 
 # Fixtures shared with the other migration tests.
 wire = support.wire

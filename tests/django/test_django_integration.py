@@ -42,11 +42,11 @@ from gateway.django.storage import (
 )
 from gateway.django.views import authorize_media, authorize_media_view
 from gateway.paths import relative_path
-from tests import test_django
+from tests.django import test_django
+from tests.django.test_django import REPORT, assert_from_gateway
 from tests.s3server import S3Server
-from tests.test_django import REPORT, assert_from_gateway
 
-# The session fixture that sets the test project up, shared with tests/test_django.py.
+# The session fixture that sets the test project up, shared with tests/django/test_django.py.
 django_apps = test_django.django_apps
 
 DJANGO_KEY = "django-project-gateway-key-0123456789"
