@@ -5,12 +5,14 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+import pytest
+
 import gateway
 from gateway import exceptions
 from tests.conftest import SECRET
 
 
-def test_all():
+def test_all() -> None:
     """__all__ lists exactly the public names, and each exists."""
     assert sorted(gateway.__all__) == sorted(
         [
@@ -46,7 +48,7 @@ def package_exceptions() -> dict[str, type[BaseException]]:
     return found
 
 
-def test_exception_tree():
+def test_exception_tree() -> None:
     """Every exception class of the package, in every module, is a MediaGatewayError;
     signature errors are 403s."""
     found = package_exceptions()
@@ -66,7 +68,7 @@ def test_exception_tree():
     assert gateway.NotFound().status_code == 404
 
 
-def test_sign_url_reads_the_environment(monkeypatch):
+def test_sign_url_reads_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     """gateway.sign_url uses the settings from the environment."""
     monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
     monkeypatch.setenv("MEDIA_URL", "/uploads/")

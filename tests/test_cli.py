@@ -18,7 +18,7 @@ from tests.helpers import stop
 
 
 @pytest.fixture
-def env(monkeypatch, tmp_path) -> Path:
+def env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     root = tmp_path / "media"
     (root / "docs").mkdir(parents=True)
     (root / "docs" / "a.txt").write_bytes(b"hello")
@@ -27,7 +27,7 @@ def env(monkeypatch, tmp_path) -> Path:
     return root
 
 
-def test_sign(env, capsys):
+def test_sign(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """sign prints one relative signed URL."""
     assert main(["sign", "docs/a.txt", "--expires", "60", "--download"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
@@ -36,14 +36,16 @@ def test_sign(env, capsys):
     assert "&dl=1&sig=" in out[0]
 
 
-def test_sign_bad_path(env, capsys):
+def test_sign_bad_path(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """An unsafe path is a usage error: one line on stderr, exit 2."""
     assert main(["sign", "../etc/passwd"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("media-gateway: not a valid media path")
 
 
-def test_missing_secret_exits_2(env, monkeypatch, capsys):
+def test_missing_secret_exits_2(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A settings error names the variable on one line and exits 2."""
     monkeypatch.delenv("GATEWAY_SECRET_KEY")
     assert main(["sign", "docs/a.txt"]) == 2
@@ -52,7 +54,7 @@ def test_missing_secret_exits_2(env, monkeypatch, capsys):
     assert err.startswith("media-gateway: GATEWAY_SECRET_KEY: is required")
 
 
-def test_check(env, capsys):
+def test_check(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """check reports the settings as JSON and exits 0 when they work."""
     assert main(["check", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -62,7 +64,9 @@ def test_check(env, capsys):
     assert report["signing_keys"] == 1
 
 
-def test_check_missing_root(env, monkeypatch, capsys):
+def test_check_missing_root(
+    env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check exits 1 and says which directory is missing."""
     monkeypatch.setenv("MEDIA_ROOT", str(env / "nope"))
     assert main(["check"]) == 1
@@ -70,7 +74,7 @@ def test_check_missing_root(env, monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("command", ["serve", "sign", "check"])
-def test_help(command, capsys):
+def test_help(command, capsys: pytest.CaptureFixture[str]) -> None:
     """Every command has --help."""
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])
@@ -78,13 +82,13 @@ def test_help(command, capsys):
     assert "usage: media-gateway" in capsys.readouterr().out
 
 
-def test_serve_bad_app(env, capsys):
+def test_serve_bad_app(env: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """--app that cannot be imported exits 2 with a one-line reason."""
     assert main(["serve", "--app", "no_such_module:app"]) == 2
     assert "cannot import 'no_such_module'" in capsys.readouterr().err
 
 
-def test_installed_command_serves(env, tmp_path):
+def test_installed_command_serves(env: Path, tmp_path: Path) -> None:
     """The installed console script serves a signed URL with two workers."""
     port = free_port()
     script = Path(sys.executable).with_name("media-gateway")

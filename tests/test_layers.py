@@ -67,12 +67,12 @@ def offending(layer: str, allowed: set[str], *, web_stack: bool = True) -> list[
     return found
 
 
-def test_the_layers_exist():
+def test_the_layers_exist() -> None:
     for layer in LAYERS:
         assert (PACKAGE / layer / "__init__.py").is_file()
 
 
-def test_core_imports_no_layer_and_no_web_stack():
+def test_core_imports_no_layer_and_no_web_stack() -> None:
     assert modules("core")
     assert offending("core", {"core"}, web_stack=False) == []
 
@@ -86,13 +86,13 @@ def test_core_imports_no_layer_and_no_web_stack():
         ("dev", {"core", "dev", "serving"}),
     ],
 )
-def test_layers_import_one_way(layer, allowed):
+def test_layers_import_one_way(layer, allowed) -> None:
     """serving and migrate never import each other; django imports the core only."""
     assert modules(layer)
     assert offending(layer, allowed) == []
 
 
-def test_a_forbidden_import_is_found(tmp_path, monkeypatch):
+def test_a_forbidden_import_is_found(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The check itself: an import of migrate from serving is reported."""
     fake = tmp_path / "gateway"
     (fake / "serving").mkdir(parents=True)
@@ -134,5 +134,5 @@ def oversized() -> list[str]:
     return found
 
 
-def test_sizes():
+def test_sizes() -> None:
     assert oversized() == []

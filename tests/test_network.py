@@ -28,6 +28,7 @@ from tests.conftest import SECRET, free_port, run_server
 from tests.connectproxy import ConnectProxy
 from tests.helpers import call
 from tests.migrate.support import write_tree
+from tests.s3server import S3Server
 
 # Variables through which OpenSSL, requests, curl or botocore could learn of a CA or a
 # proxy: the tests set the ones they mean.
@@ -51,7 +52,13 @@ TREE = {
 
 
 @pytest.fixture
-def tls_env(monkeypatch, tmp_path, s3_tls_server, s3_tls_bucket, media_root) -> Path:
+def tls_env(
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    s3_tls_server: S3Server,
+    s3_tls_bucket: str,
+    media_root: Path,
+) -> Path:
     """The environment of a gateway and a migration on the https server, with nothing
     that trusts its CA; returns the CA's PEM file."""
     for name in _NETWORK_VARIABLES:
@@ -130,7 +137,13 @@ def every_client_fails(capsys, caplog, variable: str) -> None:
     assert proxied()[0] == 502
 
 
-def test_private_ca_from_aws_ca_bundle_alone(tls_env, capsys, caplog, media_root, monkeypatch):
+def test_private_ca_from_aws_ca_bundle_alone(
+    tls_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 62: with the private CA given as AWS_CA_BUNDLE alone, check, readiness,
     upload, verify, pull and proxy mode all work; without it, each fails with one line
     that names AWS_CA_BUNDLE (exit 1 for check, 2 for the migration commands)."""
@@ -139,7 +152,9 @@ def test_private_ca_from_aws_ca_bundle_alone(tls_env, capsys, caplog, media_root
     every_client_works(capsys, media_root)
 
 
-def test_aws_ca_bundle_adds_to_the_system_store(tls_env, monkeypatch, tmp_path):
+def test_aws_ca_bundle_adds_to_the_system_store(
+    tls_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """Item 62: AWS_CA_BUNDLE is trusted besides the system store, not instead of it (as
     boto3 alone would), and OpenSSL's SSL_CERT_FILE is honoured by every client too; a
     bundle that cannot be read is a setting error naming AWS_CA_BUNDLE."""
@@ -153,14 +168,24 @@ def test_aws_ca_bundle_adds_to_the_system_store(tls_env, monkeypatch, tmp_path):
     assert main(["upload"]) == 2
 
 
-def test_ssl_cert_file_is_trusted_by_every_client(tls_env, capsys, media_root, monkeypatch):
+def test_ssl_cert_file_is_trusted_by_every_client(
+    tls_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 62: the system store as OpenSSL reads it (SSL_CERT_FILE) serves boto3 as well
     as the others: no client trusts a different set of CAs."""
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_env))
     every_client_works(capsys, media_root)
 
 
-def test_https_proxy_carries_every_s3_call(tls_env, capsys, media_root, monkeypatch):
+def test_https_proxy_carries_every_s3_call(
+    tls_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 63: with HTTPS_PROXY set, every S3 call of every client goes through the
     proxy's CONNECT tunnels. The endpoint's name (s3.test) resolves only inside the
     proxy, so a call that went direct would fail rather than go unseen."""
@@ -175,7 +200,12 @@ def test_https_proxy_carries_every_s3_call(tls_env, capsys, media_root, monkeypa
         assert set(proxy.tunnels) == {f"s3.test:{port}"}
 
 
-def test_dead_proxy_is_a_clear_failure(tls_env, capsys, caplog, monkeypatch):
+def test_dead_proxy_is_a_clear_failure(
+    tls_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 63: a proxy that cannot be reached fails every client with one line naming
     HTTPS_PROXY, though the endpoint itself is reachable directly: never a silent
     direct connection."""
@@ -184,7 +214,12 @@ def test_dead_proxy_is_a_clear_failure(tls_env, capsys, caplog, monkeypatch):
     every_client_fails(capsys, caplog, "HTTPS_PROXY")
 
 
-def test_no_proxy_is_obeyed_alike(tls_env, capsys, media_root, monkeypatch):
+def test_no_proxy_is_obeyed_alike(
+    tls_env: Path,
+    capsys: pytest.CaptureFixture[str],
+    media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Item 63: NO_PROXY exempts the endpoint for every client alike (here a dead proxy
     is never tried), and our reading of it is botocore's for every form of entry."""
     monkeypatch.setenv("AWS_CA_BUNDLE", str(tls_env))
@@ -208,7 +243,9 @@ def test_no_proxy_is_obeyed_alike(tls_env, capsys, media_root, monkeypatch):
             assert proxy_for(url) == get_environ_proxies(url).get(scheme), (entries, url)
 
 
-def test_refused_large_body_is_never_sent(tls_env, s3_tls_server, s3_tls_bucket):
+def test_refused_large_body_is_never_sent(
+    tls_env: Path, s3_tls_server: S3Server, s3_tls_bucket: str
+) -> None:
     """Item 8 (issue 12): a part of 1 MiB or more waits for "100 Continue"; when S3
     refuses it first (here a wrong secret key, against real rclone over TLS), the body
     never crosses the tunnel, and the refusal is reported as S3 gave it."""

@@ -6,14 +6,15 @@ import os
 import threading
 import time
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gateway import MediaGateway
+from gateway import MediaGateway, Settings
 from gateway.exceptions import BadRequest, NotFound, URITooLong
 from gateway.paths import open_regular_file, relative_path, validate_relpath
-from tests.helpers import call, raw_request, settle
+from tests.helpers import Reply, call, raw_request, settle
 
 SECRET_BYTES = b"TOP-SECRET outside the media root"
 
@@ -32,12 +33,14 @@ def tree(tmp_path: Path, media_root: Path) -> Path:
 
 
 @pytest.fixture
-def gateway(tree: Path, make_settings) -> MediaGateway:
+def gateway(tree: Path, make_settings: Callable[..., Settings]) -> MediaGateway:
     return MediaGateway(settings=make_settings(public_prefixes=("public",)))
 
 
 @pytest.fixture(params=["asgi", "uvicorn"])
-def get(request, gateway, serve):
+def get(
+    request: pytest.FixtureRequest, gateway: MediaGateway, serve: Callable[..., str]
+) -> Callable[[str | bytes], Reply]:
     """GET an exact request target, in-process or through a real uvicorn."""
     if request.param == "asgi":
         return lambda target: call(gateway, target)
@@ -59,14 +62,16 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("target", TRAVERSALS)
-def test_traversal_is_404(get, target):
+def test_traversal_is_404(get: Callable[[str | bytes], Reply], target) -> None:
     """Item 1: ../, %2e%2e/, ..%2f and double-encoded traversal give 404, no outside byte."""
     reply = get(target)
     assert reply.status == 404
     assert SECRET_BYTES not in reply.body
 
 
-def test_double_encoding_names_a_file_not_a_traversal(gateway, get):
+def test_double_encoding_names_a_file_not_a_traversal(
+    gateway: MediaGateway, get: Callable[[str | bytes], Reply]
+) -> None:
     """Item 1: %252e%252e%252f decodes once to the literal name "%2e%2e%2fsecret.txt":
     unsigned it is refused like any private path, signed it is simply not found."""
     assert get("/media/%252e%252e%252fsecret.txt").status == 403
@@ -77,7 +82,7 @@ def test_double_encoding_names_a_file_not_a_traversal(gateway, get):
     assert SECRET_BYTES not in reply.body
 
 
-def test_sibling_prefix_is_404(get):
+def test_sibling_prefix_is_404(get: Callable[[str | bytes], Reply]) -> None:
     """Item 2: /media/../media_private/x never reaches the sibling directory."""
     reply = get("/media/../media_private/x")
     assert reply.status == 404
@@ -87,7 +92,7 @@ def test_sibling_prefix_is_404(get):
 @pytest.mark.parametrize(
     "target", ["/media/public/logo.txt%00", "/media/%00/x", "/media/public/%00logo.txt"]
 )
-def test_nul_is_rejected(get, target):
+def test_nul_is_rejected(get: Callable[[str | bytes], Reply], target) -> None:
     """Item 3: %00 anywhere gives 400, never a 500 or a traceback."""
     reply = get(target)
     assert reply.status == 400
@@ -103,7 +108,7 @@ def test_nul_is_rejected(get, target):
         "/media/%5c%5chost%5cshare",
     ],
 )
-def test_backslashes_are_404(get, target):
+def test_backslashes_are_404(get: Callable[[str | bytes], Reply], target) -> None:
     """Item 4: backslash forms give 404. On POSIX a backslash is an ordinary byte, so no
     UNC path can ever be opened: there is no code path that connects anywhere."""
     reply = get(target)
@@ -115,14 +120,14 @@ def test_backslashes_are_404(get, target):
     "target",
     ["//etc/passwd", "/media//etc/passwd", "/media//secret.txt", "/media/public//logo.txt"],
 )
-def test_double_slashes(get, target):
+def test_double_slashes(get: Callable[[str | bytes], Reply], target) -> None:
     """Item 5: //etc/passwd and /media//etc/passwd give 404 (or reach the app, here absent)."""
     reply = get(target)
     assert reply.status == 404
     assert b"root:" not in reply.body
 
 
-def test_symlink_out_of_root_is_404(tree, tmp_path, gateway):
+def test_symlink_out_of_root_is_404(tree: Path, tmp_path: Path, gateway: MediaGateway) -> None:
     """Item 6: a symlink that leaves the root gives 404."""
     (tree / "public" / "escape.txt").symlink_to(tmp_path / "secret.txt")
     (tree / "public" / "escape-dir").symlink_to(tmp_path / "media_private")
@@ -130,7 +135,7 @@ def test_symlink_out_of_root_is_404(tree, tmp_path, gateway):
     assert call(gateway, "/media/public/escape-dir/x").status == 404
 
 
-def test_symlink_within_root_is_followed(tree, gateway):
+def test_symlink_within_root_is_followed(tree: Path, gateway: MediaGateway) -> None:
     """Item 6: documented policy: a symlink that stays inside the root is followed."""
     (tree / "public" / "alias.txt").symlink_to(tree / "public" / "logo.txt")
     reply = call(gateway, "/media/public/alias.txt")
@@ -139,7 +144,9 @@ def test_symlink_within_root_is_followed(tree, gateway):
 
 
 @pytest.mark.parametrize("kept", [False, True], ids=["from disk", "kept in memory"])
-def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway, kept):
+def test_symlink_swap_race_never_serves_outside(
+    tree: Path, tmp_path: Path, gateway: MediaGateway, kept
+) -> None:
     """Item 7: a symlink swapped between inside and outside targets during requests is
     never served from outside: the check runs on the opened descriptor, and a file
     kept in memory is served only while the path names the same inode."""
@@ -175,7 +182,9 @@ def test_symlink_swap_race_never_serves_outside(tree, tmp_path, gateway, kept):
     assert statuses <= {200, 404}
 
 
-def test_symlink_swapped_after_the_file_was_kept(tree, tmp_path, gateway):
+def test_symlink_swapped_after_the_file_was_kept(
+    tree: Path, tmp_path: Path, gateway: MediaGateway
+) -> None:
     """Item 7: a link served (and kept in memory) while it pointed inside the root, then
     pointed outside, gives 404, never the outside file nor the old bytes."""
     settle(gateway.files)
@@ -191,7 +200,7 @@ def test_symlink_swapped_after_the_file_was_kept(tree, tmp_path, gateway):
     assert SECRET_BYTES not in reply.body
 
 
-def test_unicode_lookalikes_and_normal_forms(tree, gateway):
+def test_unicode_lookalikes_and_normal_forms(tree: Path, gateway: MediaGateway) -> None:
     """Item 8: fullwidth dots and slashes are plain name characters (404, no escape);
     NFC and NFD names are distinct bytes, each answered consistently."""
     nfc = unicodedata.normalize("NFC", "café.txt")
@@ -204,7 +213,7 @@ def test_unicode_lookalikes_and_normal_forms(tree, gateway):
         assert call(gateway, f"/media/public/{nfd}".encode()).status == 404
 
 
-def test_encoded_slash_is_one_path_for_auth_and_lookup(tree, gateway):
+def test_encoded_slash_is_one_path_for_auth_and_lookup(tree: Path, gateway: MediaGateway) -> None:
     """Item 9: %2F in a segment is decoded once, so the signature and the lookup both see
     docs/a.txt."""
     url = gateway.signer.sign_url("docs/a.txt")
@@ -216,7 +225,7 @@ def test_encoded_slash_is_one_path_for_auth_and_lookup(tree, gateway):
 
 
 @pytest.mark.parametrize("target", ["/media/docs/", "/media/docs", "/media/", "/media/public/"])
-def test_directory_urls_are_404(tree, gateway, target):
+def test_directory_urls_are_404(tree: Path, gateway: MediaGateway, target) -> None:
     """Item 10: a directory URL gives 404 with no listing, even with a valid signature."""
     relpath = target.removeprefix("/media/").strip("/") or "x"
     query = gateway.signer.sign_url(relpath).split("?")[1]
@@ -225,7 +234,7 @@ def test_directory_urls_are_404(tree, gateway, target):
     assert b"a.txt" not in reply.body
 
 
-def test_long_paths_fail_fast(get):
+def test_long_paths_fail_fast(get: Callable[[str | bytes], Reply]) -> None:
     """Item 12: an 8 KB path gives 414; 1000 segments give 414, quickly."""
     started = time.monotonic()
     assert get("/media/" + "a" * 8192).status == 414
@@ -236,7 +245,9 @@ def test_long_paths_fail_fast(get):
 @pytest.mark.parametrize(
     "host", [b"evil.example", b"127.0.0.1:1", b"a" * 300, b"bad host\x01", b""]
 )
-def test_hostile_host_does_not_change_the_decision(tree, gateway, serve, host):
+def test_hostile_host_does_not_change_the_decision(
+    tree: Path, gateway: MediaGateway, serve: Callable[..., str], host
+) -> None:
     """Item 13: the Host header never changes the auth decision. Local mode sends no
     Location; the S3 mode builds its Location from configuration only."""
     base = serve(gateway)
@@ -252,32 +263,32 @@ def test_hostile_host_does_not_change_the_decision(tree, gateway, serve, host):
 class TestRelativePath:
     """Unit tests of the resolver itself."""
 
-    def test_decodes_once(self):
+    def test_decodes_once(self) -> None:
         """%252e stays %2e after one decode: a name, not a dot segment."""
         assert relative_path(b"/media/%252e%252e/x", "/media/") == "%2e%2e/x"
 
     @pytest.mark.parametrize("path", ["", "/abs", "a/", "a//b", "./a", "a/../b", "a\\b", "..", "."])
-    def test_unsafe_is_not_found(self, path):
+    def test_unsafe_is_not_found(self, path) -> None:
         """Empty, absolute, dot and backslash paths are refused."""
         with pytest.raises(NotFound):
             validate_relpath(path)
 
-    def test_nul_is_bad_request(self):
+    def test_nul_is_bad_request(self) -> None:
         """NUL is a malformed request, not a missing file."""
         with pytest.raises(BadRequest):
             validate_relpath("a\x00b")
 
-    def test_too_long(self):
+    def test_too_long(self) -> None:
         """Paths over PATH_MAX raise URITooLong."""
         with pytest.raises(URITooLong):
             validate_relpath("a" * 5000)
 
-    def test_invalid_utf8_is_not_found(self):
+    def test_invalid_utf8_is_not_found(self) -> None:
         """Bytes that are not UTF-8 cannot name an S3 key, so they are 404 in every mode."""
         with pytest.raises(NotFound):
             relative_path(b"/media/%ff.txt", "/media/")
 
-    def test_fifo_and_directory_are_not_found(self, tree):
+    def test_fifo_and_directory_are_not_found(self, tree: Path) -> None:
         """Only regular files open; a FIFO does not block the open."""
         os.mkfifo(tree / "pipe")
         root = os.path.realpath(tree)
@@ -286,7 +297,7 @@ class TestRelativePath:
                 open_regular_file(root, name)
 
 
-def test_remembered_paths_answer_as_fresh_ones():
+def test_remembered_paths_answer_as_fresh_ones() -> None:
     """relative_path remembers what it accepted; a refusal is made again every time,
     and a path too long to remember is checked the same way."""
     from gateway.paths import REMEMBERED_PATH_BYTES, _relative_path

@@ -25,7 +25,7 @@ KEYS = [
 
 
 @pytest.fixture
-def frozen_botocore(monkeypatch):
+def frozen_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
     # botocore stamps presigned URLs with this function's time.
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: MOMENT)
 
@@ -52,7 +52,7 @@ def frozen_botocore(monkeypatch):
         },
     ],
 )
-def test_identical_to_botocore(frozen_botocore, token, style, endpoint, options):
+def test_identical_to_botocore(frozen_botocore: None, token, style, endpoint, options) -> None:
     """Same credentials, time, endpoint, key and options give the same URL, byte for byte."""
     session = boto3.Session(
         aws_access_key_id="AKIAEXAMPLE",
@@ -91,7 +91,7 @@ def test_identical_to_botocore(frozen_botocore, token, style, endpoint, options)
         client.close()
 
 
-def test_limits():
+def test_limits() -> None:
     """SigV4 caps validity at seven days; the window must be shorter than the TTL."""
     creds = lambda: Credentials("a", "b")  # noqa: E731
     common = {
@@ -108,7 +108,7 @@ def test_limits():
     assert Presigner(**common, ttl=MAX_EXPIRES, window=300).ttl == MAX_EXPIRES
 
 
-def test_refreshed_credentials_are_used():
+def test_refreshed_credentials_are_used() -> None:
     """New credentials from the chain give a new URL at once."""
     current = [Credentials("AK1", "S1")]
     p = Presigner(
@@ -181,7 +181,7 @@ def aws_settings(bucket: str, **overrides) -> Settings:
         ("media", {"aws_s3_endpoint_url": "https://minio.example.com"}, "path"),
     ],
 )
-def test_addressing_style(bucket, overrides, style):
+def test_addressing_style(bucket, overrides, style) -> None:
     """Item 64: virtual-hosted only for a bucket that can be a host name whose
     certificate matches; a dotted bucket over HTTPS is path-style, on AWS or not."""
     assert aws_settings(bucket, **overrides).addressing_style == style
@@ -191,7 +191,7 @@ def test_addressing_style(bucket, overrides, style):
 @pytest.mark.parametrize(
     "bucket", ["media.example.com", "media-example", "Media", "ab", "192.168.1.1", "a.-b"]
 )
-def test_dotted_bucket_on_aws_is_botocore_url(frozen_botocore, style, bucket):
+def test_dotted_bucket_on_aws_is_botocore_url(frozen_botocore: None, style, bucket) -> None:
     """Item 64: with no endpoint URL, our presigned URL for a bucket with dots is
     botocore's, byte for byte: path-style on the regional HTTPS endpoint; a bucket that
     is a host name stays virtual-hosted, as botocore's virtual style gives; other names
@@ -207,7 +207,9 @@ def test_dotted_bucket_on_aws_is_botocore_url(frozen_botocore, style, bucket):
 
 @pytest.mark.parametrize("style", ["auto", "path", "virtual"])
 @pytest.mark.parametrize("endpoint", ["http://minio.internal:9000", "https://minio.example.com"])
-def test_dotted_bucket_on_a_custom_endpoint_is_botocore_url(frozen_botocore, style, endpoint):
+def test_dotted_bucket_on_a_custom_endpoint_is_botocore_url(
+    frozen_botocore: None, style, endpoint
+) -> None:
     """Item 64: on a custom endpoint a dotted bucket is addressed as botocore does:
     virtual-hosted only when asked for over plain HTTP, path-style otherwise."""
     settings = aws_settings(

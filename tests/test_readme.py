@@ -15,7 +15,7 @@ def module_file(name: str) -> Path:
     return path
 
 
-def test_every_item_is_mapped_to_existing_tests():
+def test_every_item_is_mapped_to_existing_tests() -> None:
     """Items 1-57 each have a row, items 58-67 may (rows are added with their tests),
     and each test a row names exists."""
     text = (TESTS / "README.md").read_text()
@@ -35,7 +35,7 @@ def test_every_item_is_mapped_to_existing_tests():
             assert name in defined, f"item {item}: {module}::{name} does not exist"
 
 
-def test_every_attack_names_existing_tests():
+def test_every_attack_names_existing_tests() -> None:
     """The attacks map names only tests that exist."""
     text = (TESTS / "README.md").read_text()
     section = text.split("## Attacks that once worked", 1)[1]

@@ -12,7 +12,7 @@ from tests.conftest import SECRET
 BASE = {"GATEWAY_SECRET_KEY": SECRET}
 
 
-def test_defaults():
+def test_defaults() -> None:
     """Only the secret key is required; the rest has documented defaults."""
     s = Settings.from_env(BASE)
     assert s.use_s3 is False
@@ -24,7 +24,7 @@ def test_defaults():
     assert s.aws_location == "media"
 
 
-def test_full_environment():
+def test_full_environment() -> None:
     """Every variable is read and normalised."""
     s = Settings.from_env(
         {
@@ -55,7 +55,7 @@ def test_full_environment():
     assert s.is_public("avatars/a.png") and not s.is_public("avatars-private/a.png")
 
 
-def test_dotenv_file_and_environment_wins(tmp_path):
+def test_dotenv_file_and_environment_wins(tmp_path: Path) -> None:
     """.env in the working directory is read; the environment overrides it."""
     (tmp_path / ".env").write_text(
         f"GATEWAY_SECRET_KEY={SECRET}\nMEDIA_URL=/files/\nGATEWAY_URL_TTL=100\n"
@@ -88,7 +88,7 @@ def test_dotenv_file_and_environment_wins(tmp_path):
         ({**BASE, "AWS_S3_ENDPOINT_URL": "minio:9000"}, "AWS_S3_ENDPOINT_URL", "http://"),
     ],
 )
-def test_invalid_values_name_the_variable(env, variable, hint):
+def test_invalid_values_name_the_variable(env, variable, hint) -> None:
     """A missing or invalid value raises one message naming the variable and the fix."""
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)
@@ -99,26 +99,26 @@ def test_invalid_values_name_the_variable(env, variable, hint):
     assert "\n" not in message
 
 
-def test_missing_media_root_fails_at_start(tmp_path):
+def test_missing_media_root_fails_at_start(tmp_path: Path) -> None:
     """The gateway refuses to start on a MEDIA_ROOT that does not exist."""
     with pytest.raises(ConfigError, match="MEDIA_ROOT"):
         MediaGateway(settings=Settings(secret_keys=(SECRET,), media_root=tmp_path / "nope"))
 
 
-def test_settings_are_frozen():
+def test_settings_are_frozen() -> None:
     """Settings cannot change after start-up."""
     s = Settings.from_env(BASE)
     with pytest.raises(AttributeError):
         s.url_ttl = 5  # type: ignore[misc]
 
 
-def test_window_follows_a_short_ttl():
+def test_window_follows_a_short_ttl() -> None:
     """Without GATEWAY_URL_WINDOW, a TTL under five minutes gets a window equal to it."""
     assert Settings.from_env({**BASE, "GATEWAY_URL_TTL": "60"}).url_window == 60
     assert Settings.from_env({**BASE, "GATEWAY_URL_TTL": "7200"}).url_window == 300
 
 
-def test_env_example_lists_every_variable():
+def test_env_example_lists_every_variable() -> None:
     """.env.example documents every variable the settings read, with a comment."""
     import dataclasses
     import re
@@ -136,7 +136,7 @@ def test_env_example_lists_every_variable():
             ), line
 
 
-def test_repr_hides_secrets():
+def test_repr_hides_secrets() -> None:
     """Settings never print their keys or S3 secrets (logs, tracebacks)."""
     s = Settings(
         secret_keys=(SECRET,),

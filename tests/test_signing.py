@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 from itsdangerous import Signer
 
-from gateway import MediaGateway, URLSigner
+from gateway import MediaGateway, Settings, URLSigner
 from gateway.cli import main
 from gateway.exceptions import BadSignature, SignatureExpired
 from gateway.hmac_sha256 import HmacSha256
@@ -39,12 +40,12 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def signer(clock) -> URLSigner:
+def signer(clock: Clock) -> URLSigner:
     return URLSigner(secret_keys=[SECRET], ttl=3600, window=300, clock=clock)
 
 
 @pytest.fixture
-def gateway(media_root: Path, make_settings, clock) -> MediaGateway:
+def gateway(media_root: Path, make_settings: Callable[..., Settings], clock: Clock) -> MediaGateway:
     (media_root / "a.jpg").write_bytes(b"A")
     (media_root / "b.jpg").write_bytes(b"B")
     (media_root / "a.jpg.bak").write_bytes(b"bak")
@@ -55,7 +56,7 @@ def query(url: str) -> str:
     return urlsplit(url).query
 
 
-def test_url_shape(signer):
+def test_url_shape(signer: URLSigner) -> None:
     """A signed URL is MEDIA_URL + quoted path + exp (+ dl) + sig."""
     url = signer.sign_url("docs/a b#1?.pdf", download=True)
     path, params = url.split("?")
@@ -63,7 +64,7 @@ def test_url_shape(signer):
     assert [k for k, _ in parse_qsl(params)] == ["exp", "dl", "sig"]
 
 
-def test_same_url_within_a_window(signer, clock):
+def test_same_url_within_a_window(signer: URLSigner, clock: Clock) -> None:
     """Two renders within one window give byte-identical URLs; the next window differs."""
     first = signer.sign_url("a.jpg")
     clock.now += 100
@@ -72,7 +73,7 @@ def test_same_url_within_a_window(signer, clock):
     assert signer.sign_url("a.jpg") != first
 
 
-def test_expiry_is_rounded_up(signer):
+def test_expiry_is_rounded_up(signer: URLSigner) -> None:
     """The expiry is a multiple of the window and at least the TTL away."""
     exp = int(dict(parse_qsl(query(signer.sign_url("a.jpg"))))["exp"])
     assert exp % 300 == 0
@@ -80,7 +81,7 @@ def test_expiry_is_rounded_up(signer):
 
 
 @pytest.mark.parametrize("other", ["/media/b.jpg", "/media/a.jpg.bak"])
-def test_signature_is_bound_to_the_path(gateway, other):
+def test_signature_is_bound_to_the_path(gateway: MediaGateway, other) -> None:
     """Item 14: the signature of /a.jpg fails on /b.jpg and /a.jpg.bak."""
     url = gateway.signer.sign_url("a.jpg")
     assert call(gateway, url).status == 200
@@ -89,7 +90,7 @@ def test_signature_is_bound_to_the_path(gateway, other):
     assert reply.body == b"Invalid signature\n"
 
 
-def test_download_option_is_signed(gateway):
+def test_download_option_is_signed(gateway: MediaGateway) -> None:
     """Removing or adding dl breaks the signature: options are covered too."""
     url = gateway.signer.sign_url("a.jpg", download=True)
     assert call(gateway, url.replace("&dl=1", "")).status == 403
@@ -97,7 +98,7 @@ def test_download_option_is_signed(gateway):
     assert call(gateway, plain.replace("&sig=", "&dl=1&sig=")).status == 403
 
 
-def test_other_salt_is_refused(gateway, clock):
+def test_other_salt_is_refused(gateway: MediaGateway, clock: Clock) -> None:
     """Item 15: a token made with the same key under another salt gives 403."""
     url = gateway.signer.sign_url("a.jpg")
     exp = int(dict(parse_qsl(query(url)))["exp"])
@@ -108,7 +109,7 @@ def test_other_salt_is_refused(gateway, clock):
     assert call(gateway, f"/media/a.jpg?exp={exp}&sig={sig}").status == 403
 
 
-def test_expired_and_future(gateway, clock):
+def test_expired_and_future(gateway: MediaGateway, clock: Clock) -> None:
     """Item 16: one second past the expiry gives 403 saying it expired; a forged future
     expiry gives 403 too."""
     url = gateway.signer.sign_url("a.jpg", expires_in=60)
@@ -135,7 +136,7 @@ def test_expired_and_future(gateway, clock):
     ],
     ids=["altered", "truncated", "empty", "garbage", "padded", "non-ascii"],
 )
-def test_bad_signatures(gateway, mangle):
+def test_bad_signatures(gateway: MediaGateway, mangle) -> None:
     """Item 17: an altered, truncated, empty or non-base64 signature gives 403, no 500."""
     url = gateway.signer.sign_url("a.jpg")
     base, sig = url.split("&sig=")
@@ -143,7 +144,9 @@ def test_bad_signatures(gateway, mangle):
     assert reply.status == 403
 
 
-def test_key_rotation(media_root, make_settings, clock):
+def test_key_rotation(
+    media_root: Path, make_settings: Callable[..., Settings], clock: Clock
+) -> None:
     """Item 18: old tokens pass while [old, new] are listed, fail once old is removed,
     and new tokens are signed with the newest key."""
     (media_root / "a.jpg").write_bytes(b"A")
@@ -170,19 +173,19 @@ def test_key_rotation(media_root, make_settings, clock):
     ],
     ids=["dup-sig", "reordered", "dup-exp", "dl-after-sig", "blank", "no-exp"],
 )
-def test_duplicated_or_reordered_params(gateway, rewrite):
+def test_duplicated_or_reordered_params(gateway: MediaGateway, rewrite) -> None:
     """Item 20: duplicated or reordered signature parameters give a deterministic 403."""
     params = dict(parse_qsl(query(gateway.signer.sign_url("a.jpg"))))
     target = f"/media/a.jpg?{rewrite(params['exp'], params['sig'])}"
     assert {call(gateway, target).status for _ in range(3)} == {403}
 
 
-def test_unrelated_params_are_ignored(gateway):
+def test_unrelated_params_are_ignored(gateway: MediaGateway) -> None:
     """Extra parameters a CDN or analytics tool appends do not break a valid URL."""
     assert call(gateway, gateway.signer.sign_url("a.jpg") + "&utm_source=mail").status == 200
 
 
-def test_comparison_uses_compare_digest(signer, monkeypatch):
+def test_comparison_uses_compare_digest(signer: URLSigner, monkeypatch: pytest.MonkeyPatch):
     """Item 21: the signature check goes through hmac.compare_digest."""
     calls = []
     real = hmac.compare_digest
@@ -200,7 +203,7 @@ def test_comparison_uses_compare_digest(signer, monkeypatch):
     assert len(calls) >= 2
 
 
-def test_verify_errors(signer, clock):
+def test_verify_errors(signer: URLSigner, clock: Clock) -> None:
     """verify raises SignatureExpired (a Forbidden) after expiry, BadSignature before."""
     url = signer.sign_url("a.jpg", expires_in=1)
     assert signer.verify("a.jpg", query(url)).download is False
@@ -212,25 +215,25 @@ def test_verify_errors(signer, clock):
 
 
 @pytest.mark.parametrize("path", ["../x", "", "a//b", "a\x00b"])
-def test_sign_refuses_unsafe_paths(signer, path):
+def test_sign_refuses_unsafe_paths(signer: URLSigner, path) -> None:
     """sign_url refuses a path the gateway would never serve."""
     with pytest.raises(ValueError, match="not a valid media path"):
         signer.sign_url(path)
 
 
-def test_sign_accepts_media_url_prefix(signer):
+def test_sign_accepts_media_url_prefix(signer: URLSigner) -> None:
     """/media/a.jpg and a.jpg sign the same file."""
     assert signer.sign_url("/media/a.jpg") == signer.sign_url("a.jpg")
 
 
-def test_sign_rejects_bad_expiry(signer):
+def test_sign_rejects_bad_expiry(signer: URLSigner) -> None:
     """expires_in must be a positive integer."""
     with pytest.raises(ValueError, match="expires_in"):
         signer.sign_url("a.jpg", expires_in=0)
 
 
 @pytest.mark.parametrize("keys", [[SECRET], [OLD_KEY, NEW_KEY]])
-def test_fast_path_agrees_with_itsdangerous(keys, clock):
+def test_fast_path_agrees_with_itsdangerous(keys, clock: Clock) -> None:
     """The fast verification accepts what itsdangerous's Signer accepts, except other
     spellings of the same bytes, which it refuses."""
     import os
@@ -255,7 +258,7 @@ def test_fast_path_agrees_with_itsdangerous(keys, clock):
         assert not signer._verify_fast(payload, respelled)
 
 
-def test_remembered_signatures_still_expire(signer, clock):
+def test_remembered_signatures_still_expire(signer: URLSigner, clock: Clock) -> None:
     """A valid URL is checked once and then remembered; expiry is checked every time,
     and a forged or mangled URL is never remembered."""
     url = signer.sign_url("a.jpg", expires_in=1)
@@ -274,7 +277,7 @@ def test_remembered_signatures_still_expire(signer, clock):
         signer.verify("a.jpg", query(url))
 
 
-def test_remembered_signatures_are_bounded(signer):
+def test_remembered_signatures_are_bounded(signer: URLSigner) -> None:
     """The cache of valid URLs holds at most GRANT_CACHE_SIZE of them."""
     from gateway.signing import GRANT_CACHE_SIZE
 
@@ -284,7 +287,7 @@ def test_remembered_signatures_are_bounded(signer):
     assert signer.remembered().currsize == GRANT_CACHE_SIZE
 
 
-def test_signature_text_is_urlsafe_base64_without_padding():
+def test_signature_text_is_urlsafe_base64_without_padding() -> None:
     """The text compared with a URL's sig is the HMAC's URL-safe base64, unpadded."""
     for index in range(100):
         key, message = b"k" * index, b"m" * (3 * index)
@@ -292,7 +295,7 @@ def test_signature_text_is_urlsafe_base64_without_padding():
         assert _signature_text(HmacSha256(key), message) == expected
 
 
-def test_content_type_override_is_signed(gateway):
+def test_content_type_override_is_signed(gateway: MediaGateway) -> None:
     """A content-type override is part of the signature: changing or removing it is 403."""
     url = gateway.signer.sign_url("a.jpg", content_type="text/plain; charset=utf-8")
     assert "&ct=text%2Fplain%3B%20charset%3Dutf-8&sig=" in url
@@ -304,7 +307,7 @@ def test_content_type_override_is_signed(gateway):
 
 
 @pytest.mark.parametrize("bad", ["text/html\r\nSet-Cookie: a=b", "nonsense", "text/plain; x=y", ""])
-def test_content_type_override_is_a_mime_type(signer, bad):
+def test_content_type_override_is_a_mime_type(signer: URLSigner, bad) -> None:
     """Only a MIME type (and a charset) may be signed: nothing a header could carry."""
     with pytest.raises(ValueError, match="content_type"):
         signer.sign_url("a.jpg", content_type=bad)
@@ -323,7 +326,7 @@ def test_content_type_override_is_a_mime_type(signer, bad):
         (5, 40, 4),
     ],
 )
-def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(window, lifetime, expected):
+def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(window, lifetime, expected) -> None:
     """Short lifetimes get a short window; the default TTL keeps the whole window."""
     assert rounding_window(window, lifetime) == expected
 
@@ -331,7 +334,9 @@ def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(window, lifetime, ex
 LIFETIMES = [1, 2, 5, 9, 10, 11, 59, 60, 100, 299, 301, 999, 3600, 7200, 86400]
 
 
-def test_links_die_within_a_tenth_of_their_lifetime(media_root, make_settings, serve):
+def test_links_die_within_a_tenth_of_their_lifetime(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """Item 60: a link asked for N seconds works at N and is refused by the gateway
     under uvicorn after N + max(1 s, 10%), for short and long N and for signing times
     anywhere in a window (an injected clock, so a day-long link needs no day)."""
@@ -352,7 +357,13 @@ def test_links_die_within_a_tenth_of_their_lifetime(media_root, make_settings, s
                 assert refused.text == "Signature expired\n"
 
 
-def test_sign_command_expires_as_asked(media_root, make_settings, serve, monkeypatch, capsys):
+def test_sign_command_expires_as_asked(
+    media_root: Path,
+    make_settings: Callable[..., Settings],
+    serve: Callable[..., str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Item 60: ``media-gateway sign --expires 1`` prints a link that works now and is
     refused by a gateway on the real clock two seconds later, not at the end of the
     five-minute window."""

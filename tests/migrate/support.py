@@ -22,6 +22,7 @@ from gateway.cli import main
 from gateway.migrate.wire import S3Wire
 from gateway.sigv4 import Credentials
 from tests.conftest import SECRET
+from tests.s3server import S3Server
 
 # Names that must round-trip exactly (RELIABILITY item 47). NFC and NFD spellings of
 # "café" are two different files and two different keys.
@@ -43,7 +44,9 @@ ODD_NAMES = [
 
 
 @pytest.fixture
-def migrate_env(monkeypatch, s3_server, s3_bucket, media_root) -> str:
+def migrate_env(
+    monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str, media_root: Path
+) -> str:
     """The environment of a migration to a fresh bucket; returns the bucket name."""
     monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
     monkeypatch.setenv("MEDIA_ROOT", str(media_root))
@@ -53,7 +56,7 @@ def migrate_env(monkeypatch, s3_server, s3_bucket, media_root) -> str:
 
 
 @pytest.fixture
-def s3(s3_server) -> Iterator[Any]:
+def s3(s3_server: S3Server) -> Iterator[Any]:
     """A boto3 client on the test server, to look at what the tools did."""
     client = s3_server.client()
     yield client
@@ -78,7 +81,7 @@ def make_wire(s3_server, bucket: str, endpoint: str | None = None) -> Iterator[S
 
 
 @pytest.fixture
-def wire(s3_server, s3_bucket) -> Iterator[S3Wire]:
+def wire(s3_server: S3Server, s3_bucket: str) -> Iterator[S3Wire]:
     """Our own client on the test bucket, for calling the tools' classes directly."""
     with make_wire(s3_server, s3_bucket) as client:
         yield client

@@ -9,9 +9,14 @@ import random
 import subprocess
 import sys
 import time
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from tests.migrate import support
 from tests.migrate.support import FlakyProxy, incomplete_uploads, objects, run_cli, write_tree
+from tests.s3server import S3Server
 
 migrate_env = support.migrate_env
 s3 = support.s3
@@ -20,7 +25,14 @@ MiB = 1 << 20
 KILLS = 20
 
 
-def test_twenty_sigkills_then_resume(migrate_env, media_root, s3_server, s3, tmp_path, capsys):
+def test_twenty_sigkills_then_resume(
+    migrate_env: str,
+    media_root: Path,
+    s3_server: S3Server,
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """20 SIGKILLs at random moments, each followed by a resume; then one clean run with
     --cleanup: verify passes, objects equal files, no open multipart upload."""
     rng = random.Random(20)

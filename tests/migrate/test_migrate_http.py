@@ -9,6 +9,7 @@ import contextlib
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +76,7 @@ def ask(conn: Connection, method: str = "GET", body: bytes | None = None) -> tup
     return response.status, response.read()
 
 
-def test_content_length_and_keep_alive():
+def test_content_length_and_keep_alive() -> None:
     """Two answers framed by Content-Length on one connection; the request line,
     headers and a small body go out together."""
     answer = b'HTTP/1.1 200 OK\r\nContent-Length: 5\r\nETag: "e"\r\n\r\nhello'
@@ -89,7 +90,7 @@ def test_content_length_and_keep_alive():
     )
 
 
-def test_chunked_body_and_trailers():
+def test_chunked_body_and_trailers() -> None:
     """Chunked bodies (Go servers use them for long XML) are joined, trailers skipped."""
     answer = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n"
     with scripted(answer, answer) as (host, _):
@@ -100,7 +101,7 @@ def test_chunked_body_and_trailers():
         conn.close()
 
 
-def test_head_interim_and_close_delimited():
+def test_head_interim_and_close_delimited() -> None:
     """HEAD has no body whatever its Content-Length; a 100 Continue is skipped; a body
     without length ends with the connection, which cannot be reused."""
     head = b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n"
@@ -117,7 +118,7 @@ def test_head_interim_and_close_delimited():
         conn.close()
 
 
-def test_broken_answers_are_protocol_errors():
+def test_broken_answers_are_protocol_errors() -> None:
     """A closed connection, garbage or a short body raise ProtocolError (retried by the
     client), and a closed connection is opened again on the next request."""
     with scripted(
@@ -140,7 +141,7 @@ def test_broken_answers_are_protocol_errors():
         conn.close()
 
 
-def test_malformed_framing_is_a_protocol_error():
+def test_malformed_framing_is_a_protocol_error() -> None:
     """Item 8 (issue 12): a non-numeric, signed or doubled Content-Length, a chunk size
     that is not plain hex and a status that is not three ASCII digits are each a
     ProtocolError (which the client retries), never a bare ValueError."""
@@ -179,7 +180,7 @@ def wire_on(host: str, **options) -> S3Wire:
     )
 
 
-def test_bad_framing_is_retried_then_reported():
+def test_bad_framing_is_retried_then_reported() -> None:
     """Item 8 (issue 12): S3Wire tries a request again after a malformed answer, and
     after its last try reports the ProtocolError as an S3Error."""
     bad = b"HTTP/1.1 200 OK\r\nContent-Length: 12x\r\n\r\n"
@@ -235,7 +236,7 @@ def expecting(interim: bytes | None, final: bytes) -> Iterator[tuple[str, list[i
         listener.close()
 
 
-def test_expect_continue_on_large_bodies(monkeypatch):
+def test_expect_continue_on_large_bodies(monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 8 (issue 12): a body of 1 MiB or more goes after the server's 100 Continue;
     a final answer instead of it means the body is never sent (and the connection is
     not reused); a server that ignores Expect gets the body after a short wait."""
@@ -263,7 +264,7 @@ def test_expect_continue_on_large_bodies(monkeypatch):
     assert b"expect" not in requests[0].lower()
 
 
-def test_wrong_region_names_the_region():
+def test_wrong_region_names_the_region() -> None:
     """Item 8 (issue 12): a 301 or 307 from S3 (a bucket of another region) is reported
     with the region S3 names, from x-amz-bucket-region or the XML's Endpoint, and the
     CLI turns it into a one-line AWS_S3_REGION_NAME error."""
@@ -293,7 +294,9 @@ def test_wrong_region_names_the_region():
     assert wire.retries == 0  # another region is no transient fault
 
 
-def test_wrong_region_exits_2(monkeypatch, tmp_path, capsys):
+def test_wrong_region_exits_2(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Item 8 (issue 12): ``upload`` against a bucket of another region exits 2 with one
     line naming AWS_S3_REGION_NAME and the region to set."""
     from gateway.cli import main
@@ -324,7 +327,7 @@ def test_wrong_region_exits_2(monkeypatch, tmp_path, capsys):
     assert "set AWS_S3_REGION_NAME=eu-central-1" in err
 
 
-def test_plain_http_through_a_proxy_is_absolute_form():
+def test_plain_http_through_a_proxy_is_absolute_form() -> None:
     """Item 63: through an http:// proxy, plain-http requests name their whole URL
     (absolute form) and carry the proxy's credentials; https ones tunnel (CONNECT,
     tests/test_network.py)."""
@@ -340,7 +343,7 @@ def test_plain_http_through_a_proxy_is_absolute_form():
     assert b"\r\nProxy-Authorization: Basic dXNlcjpwQHNz\r\n" in requests[0]
 
 
-def test_refused_connect_is_a_proxy_error():
+def test_refused_connect_is_a_proxy_error() -> None:
     """Item 63: a proxy that refuses the tunnel (407 here) or cannot be reached is a
     ProxyError that names the proxy without its password."""
     with scripted(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n") as (proxy, _):

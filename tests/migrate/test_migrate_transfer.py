@@ -20,6 +20,7 @@ from gateway.migrate.wire import S3Error, S3Wire
 from gateway.sigv4 import Credentials
 from tests.migrate import support
 from tests.migrate.support import FlakyProxy, make_wire
+from tests.s3server import S3Server
 
 # Fixtures shared with the other migration tests.
 wire = support.wire
@@ -28,7 +29,7 @@ NOW = datetime.datetime(2026, 11, 25, 18, 0, 0, tzinfo=datetime.UTC)
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])
-def test_signature_matches_botocore(monkeypatch, token):
+def test_signature_matches_botocore(monkeypatch: pytest.MonkeyPatch, token) -> None:
     """For the same time, credentials and request, our Authorization header is
     botocore's, odd key and query string included."""
     monkeypatch.setattr(transfer_sigv4.time, "gmtime", lambda: NOW.timetuple())
@@ -64,7 +65,7 @@ def test_signature_matches_botocore(monkeypatch, token):
     client.close()
 
 
-def test_object_parameters_become_headers():
+def test_object_parameters_become_headers() -> None:
     """AWS_S3_OBJECT_PARAMETERS map to PutObject headers; SSE-C keys are repeated on
     reads; no ACL is sent unless configured (private by default)."""
     assert object_headers({}) == ({}, {})
@@ -92,7 +93,7 @@ def test_object_parameters_become_headers():
         object_headers({"Colour": "blue"})
 
 
-def test_retries_503_and_not_403(s3_server, s3_bucket):
+def test_retries_503_and_not_403(s3_server: S3Server, s3_bucket: str) -> None:
     """503 SlowDown is tried again with backoff; 403 fails at once."""
     answers = {1: 503, 2: 503, 4: 403}
     with (
@@ -108,7 +109,7 @@ def test_retries_503_and_not_403(s3_server, s3_bucket):
         assert wire.retries == 2
 
 
-def test_listing_spans_pages_in_key_order(wire):
+def test_listing_spans_pages_in_key_order(wire: S3Wire) -> None:
     """More than one 1,000-key page, keys with spaces and plus signs decoded exactly,
     yielded in UTF-8 byte order."""
     keys = [f"media/p{i:04} {'+' if i % 2 else ''}x" for i in range(1005)]

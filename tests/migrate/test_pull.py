@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gateway import MediaGateway, Settings
 from tests.conftest import SECRET
@@ -17,7 +21,9 @@ migrate_env = support.migrate_env
 s3 = support.s3
 
 
-def test_rollback_loses_nothing(migrate_env, media_root, s3, capsys):
+def test_rollback_loses_nothing(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Files the app wrote to S3 after the switch, an object changed in S3 (same size)
     and a file deleted on disk come back; local-only files stay; a second pull does
     nothing; verify then finds zero missing and zero extra (item 52)."""
@@ -55,7 +61,9 @@ def test_rollback_loses_nothing(migrate_env, media_root, s3, capsys):
     assert verified["missing"] == verified["extra"] == []
 
 
-def test_same_size_local_change_is_detected_by_hash(migrate_env, media_root, s3, capsys):
+def test_same_size_local_change_is_detected_by_hash(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With no state to go on, a local file of the object's size but other bytes is
     replaced (stored hash, else a download compared), an identical one is kept."""
     write_tree(media_root, {"a.txt": b"AAAA", "b.txt": b"BBBB"})
@@ -67,7 +75,9 @@ def test_same_size_local_change_is_detected_by_hash(migrate_env, media_root, s3,
     assert (media_root / "a.txt").read_bytes() == b"AAAA"
 
 
-def test_pull_into_another_directory(migrate_env, media_root, tmp_path, capsys):
+def test_pull_into_another_directory(
+    migrate_env: str, media_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--dest copies the whole prefix into a new directory, odd names byte-exact."""
     tree = odd_tree()
     write_tree(media_root, tree)
@@ -79,7 +89,9 @@ def test_pull_into_another_directory(migrate_env, media_root, tmp_path, capsys):
         assert (dest / name).read_bytes() == data
 
 
-def test_unsafe_keys_are_refused(migrate_env, media_root, s3, capsys):
+def test_unsafe_keys_are_refused(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A key that cannot be a safe path under MEDIA_ROOT is reported, not written."""
     s3.put_object(Bucket=migrate_env, Key="media/ok.txt", Body=b"ok")
     s3.put_object(Bucket=migrate_env, Key="media/back\\slash.txt", Body=b"x")
@@ -90,7 +102,9 @@ def test_unsafe_keys_are_refused(migrate_env, media_root, s3, capsys):
     assert sorted(os.listdir(media_root)) == ["ok.txt"]
 
 
-def test_local_mode_serves_what_was_pulled(migrate_env, media_root, s3, capsys):
+def test_local_mode_serves_what_was_pulled(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """After the rollback the gateway in local mode serves a file that only ever
     existed in S3."""
     s3.put_object(Bucket=migrate_env, Key="media/docs/after switch.pdf", Body=b"%PDF-1.7")
@@ -100,7 +114,9 @@ def test_local_mode_serves_what_was_pulled(migrate_env, media_root, s3, capsys):
     assert (reply.status, reply.body) == (200, b"%PDF-1.7")
 
 
-def test_symlinked_directory_cannot_lead_out(migrate_env, media_root, s3, tmp_path, capsys):
+def test_symlinked_directory_cannot_lead_out(
+    migrate_env: str, media_root: Path, s3: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An object under a directory that is a symlink out of MEDIA_ROOT is refused, and
     nothing is created outside."""
     outside = tmp_path / "outside"

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -33,6 +34,7 @@ from tests.helpers import call
 from tests.migrate import support
 from tests.migrate.support import (
     FlakyProxy,
+    S3Wire,
     incomplete_uploads,
     make_wire,
     objects,
@@ -40,6 +42,7 @@ from tests.migrate.support import (
     run_cli,
     write_tree,
 )
+from tests.s3server import S3Server
 
 # Fixtures shared with the other migration tests.
 migrate_env = support.migrate_env
@@ -70,7 +73,13 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_upload_then_rerun_skips(migrate_env, media_root, s3, capsys, monkeypatch):
+def test_upload_then_rerun_skips(
+    migrate_env: str,
+    media_root: Path,
+    s3: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Every file lands at AWS_LOCATION/relpath with its SHA-256, Content-Type and the
     configured object parameters; a second run uploads nothing (items 47, 49)."""
     tree = odd_tree()
@@ -95,7 +104,9 @@ def test_upload_then_rerun_skips(migrate_env, media_root, s3, capsys, monkeypatc
     assert (report["uploaded"], report["skipped"], report["bytes"]) == (0, len(tree), 0)
 
 
-def test_odd_names_round_trip_through_the_gateway(migrate_env, media_root, s3_server, capsys):
+def test_odd_names_round_trip_through_the_gateway(
+    migrate_env: str, media_root: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Spaces, %, +, #, ?, newline, NFC and NFD, 0 bytes, deep nesting: the gateway's
     redirect for each name fetches exactly the uploaded bytes (item 47)."""
     tree = odd_tree()
@@ -118,7 +129,9 @@ def test_odd_names_round_trip_through_the_gateway(migrate_env, media_root, s3_se
         assert httpx.get(reply.headers["location"]).content == data, name
 
 
-def test_sizes_around_the_thresholds(s3_server, s3_bucket, s3, tmp_path, media_root):
+def test_sizes_around_the_thresholds(
+    s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
+) -> None:
     """0 B, 5 MiB - 1, exactly the threshold, 5 MiB + 1 and three parts: each object is
     byte-exact with the right hash; only files above the threshold use parts (item 48)."""
     sizes = {"zero": 0, "below": 5 * MiB - 1, "at": 5 * MiB, "above": 5 * MiB + 1}
@@ -146,7 +159,7 @@ def test_sizes_around_the_thresholds(s3_server, s3_bucket, s3, tmp_path, media_r
         assert not any(k.startswith(("x-amz-checksum", "x-amz-trailer")) for k in lowered)
 
 
-def test_part_size_scales_past_10000_parts():
+def test_part_size_scales_past_10000_parts() -> None:
     """A file that would need more than 10,000 parts gets bigger parts, in whole MiB."""
     assert part_size_for(100 * MiB, 8 * MiB) == 8 * MiB
     assert part_size_for(1 * MiB, 1 * MiB) == 5 * MiB  # S3's minimum part size
@@ -155,7 +168,9 @@ def test_part_size_scales_past_10000_parts():
         assert part % MiB == 0 and -(-size // part) <= MAX_PARTS
 
 
-def test_same_size_different_content_is_reuploaded(migrate_env, media_root, s3, capsys):
+def test_same_size_different_content_is_reuploaded(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An object of the right size but other bytes, with no hash or a wrong one, is
     replaced; so is a file rewritten in place with its mtime put back (item 50)."""
     write_tree(media_root, {"a.txt": b"AAAA", "b.txt": b"BBBB", "c.txt": b"CCCC"})
@@ -181,7 +196,9 @@ def test_same_size_different_content_is_reuploaded(migrate_env, media_root, s3, 
     assert objects(s3, migrate_env)["media/c.txt"]["body"] == b"DDDD"
 
 
-def test_lost_state_resumes_from_the_listing(migrate_env, media_root, tmp_path, capsys):
+def test_lost_state_resumes_from_the_listing(
+    migrate_env: str, media_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without the state file a re-run still uploads nothing: same size and the stored
     SHA-256 (a HEAD each) prove the objects complete (item 43)."""
     write_tree(media_root, {f"f{i}.txt": f"{i}".encode() * 100 for i in range(20)})
@@ -194,7 +211,9 @@ def test_lost_state_resumes_from_the_listing(migrate_env, media_root, tmp_path, 
     assert (code, report["uploaded"], report["skipped"]) == (0, 0, 20)
 
 
-def test_file_changing_during_upload_is_sent_again(wire, s3, tmp_path, media_root):
+def test_file_changing_during_upload_is_sent_again(
+    wire: S3Wire, s3: Any, tmp_path: Path, media_root: Path
+) -> None:
     """A small file rewritten after it was read, and a large one changed in place
     between parts with its mtime restored: each is uploaded again, and every object
     holds exactly the bytes its sha256 names (item 45)."""
@@ -230,7 +249,9 @@ def test_file_changing_during_upload_is_sent_again(wire, s3, tmp_path, media_roo
     assert incomplete_uploads(s3, wire.bucket) == []
 
 
-def test_file_that_keeps_changing_fails(wire, s3, tmp_path, media_root):
+def test_file_that_keeps_changing_fails(
+    wire: S3Wire, s3: Any, tmp_path: Path, media_root: Path
+) -> None:
     """A file rewritten on every read fails after a few tries; no object is written,
     the other files are (item 45)."""
     write_tree(media_root, {"busy.log": b"0", "calm.txt": b"calm"})
@@ -247,7 +268,13 @@ def test_file_that_keeps_changing_fails(wire, s3, tmp_path, media_root):
     assert set(objects(s3, wire.bucket)) == {"media/calm.txt"}
 
 
-def test_faults_are_reported_per_file(migrate_env, media_root, s3, capsys, monkeypatch):
+def test_faults_are_reported_per_file(
+    migrate_env: str,
+    media_root: Path,
+    s3: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
     """FIFO, broken symlink, a file that cannot be opened (EACCES) and one that vanishes
     after the walk: each listed in the JSON, exit 1, the rest uploaded (item 46). Tests
     run as root, whom chmod 000 does not stop, so EACCES comes from a patched os.open."""
@@ -282,7 +309,9 @@ def test_faults_are_reported_per_file(migrate_env, media_root, s3, capsys, monke
     assert set(objects(s3, migrate_env)) == {"media/a.txt", "media/z.txt"}
 
 
-def test_plain_output_names_failures_on_stderr(migrate_env, media_root, capsys):
+def test_plain_output_names_failures_on_stderr(
+    migrate_env: str, media_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without --json: a summary line on stdout, one line per failed file on stderr."""
     write_tree(media_root, {"a.txt": b"a"})
     os.mkfifo(media_root / "fifo")
@@ -292,7 +321,12 @@ def test_plain_output_names_failures_on_stderr(migrate_env, media_root, capsys):
     assert "media-gateway: fifo: not a regular file (FIFO)" in err
 
 
-def test_bad_settings_exit_2(migrate_env, media_root, monkeypatch, capsys):
+def test_bad_settings_exit_2(
+    migrate_env: str,
+    media_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """A missing bucket is named and never created; bad credentials, a missing media
     directory, bad object parameters and bad --shard values exit 2."""
     (media_root / "a.txt").write_bytes(b"a")
@@ -321,7 +355,9 @@ def test_bad_settings_exit_2(migrate_env, media_root, monkeypatch, capsys):
         assert "expected I/N with 1 <= I <= N" in capsys.readouterr().err
 
 
-def test_dry_run_uploads_nothing(migrate_env, media_root, s3, capsys):
+def test_dry_run_uploads_nothing(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--dry-run counts what would be uploaded and writes no object."""
     write_tree(media_root, {"a.txt": b"a", "b.txt": b"b"})
     code, report = run_cli(capsys, "upload", "--dry-run")
@@ -329,7 +365,9 @@ def test_dry_run_uploads_nothing(migrate_env, media_root, s3, capsys):
     assert objects(s3, migrate_env) == {}
 
 
-def test_shards_and_globs_split_the_work(migrate_env, media_root, s3, capsys):
+def test_shards_and_globs_split_the_work(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Three shards upload disjoint parts that make up the whole tree; --include and
     --exclude narrow a run (item 52: nothing missing, nothing extra)."""
     tree = {f"d{i % 5}/f{i}.txt": f"{i}".encode() for i in range(60)}
@@ -345,7 +383,13 @@ def test_shards_and_globs_split_the_work(migrate_env, media_root, s3, capsys):
     assert (code, report["uploaded"], report["skipped"]) == (0, 1, 0)
 
 
-def test_shards_count_from_one(migrate_env, media_root, s3, s3_server, capsys):
+def test_shards_count_from_one(
+    migrate_env: str,
+    media_root: Path,
+    s3: Any,
+    s3_server: S3Server,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """Item 65: --shard 1/3, 2/3 and 3/3, as the README writes them, upload every file
     exactly once (each shard's PUTs are counted on the wire); 0/3 is a usage error that
     says shards count from 1."""
@@ -372,7 +416,9 @@ def test_shards_count_from_one(migrate_env, media_root, s3, s3_server, capsys):
     assert (code, report["uploaded"]) == (0, 0)
 
 
-def test_error_aborts_the_multipart_upload(s3_server, s3_bucket, s3, tmp_path, media_root):
+def test_error_aborts_the_multipart_upload(
+    s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
+):
     """A part refused for good fails the file and aborts its multipart upload: nothing
     incomplete is left behind (item 43)."""
     (media_root / "big.bin").write_bytes(os.urandom(11 * MiB))
@@ -395,7 +441,9 @@ def test_error_aborts_the_multipart_upload(s3_server, s3_bucket, s3, tmp_path, m
     assert set(objects(s3, s3_bucket)) == {"media/ok.txt"}
 
 
-def test_lost_complete_reply_is_recovered(s3_server, s3_bucket, s3, tmp_path, media_root):
+def test_lost_complete_reply_is_recovered(
+    s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
+):
     """CompleteMultipartUpload succeeds but its answer is lost: the retry finds the
     upload gone, and a HEAD showing our size and hash proves the object complete."""
     data = os.urandom(6 * MiB)
@@ -419,7 +467,14 @@ def test_lost_complete_reply_is_recovered(s3_server, s3_bucket, s3, tmp_path, me
     assert objects(s3, s3_bucket)["media/big.bin"]["body"] == data
 
 
-def test_503_storm_at_concurrency_64(migrate_env, media_root, s3_server, s3, capsys, monkeypatch):
+def test_503_storm_at_concurrency_64(
+    migrate_env: str,
+    media_root: Path,
+    s3_server: S3Server,
+    s3: Any,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+):
     """A third of all requests answered 503 SlowDown, 64 files in flight: backoff and
     retries finish the job, nothing is lost, verify finds zero missing and zero extra
     (items 51, 52)."""
@@ -442,7 +497,9 @@ def test_503_storm_at_concurrency_64(migrate_env, media_root, s3_server, s3, cap
     assert (verified["matched"], verified["missing"], verified["extra"]) == (len(tree), [], [])
 
 
-def test_cleanup_aborts_orphans_under_the_prefix(migrate_env, media_root, s3, capsys):
+def test_cleanup_aborts_orphans_under_the_prefix(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """--cleanup aborts incomplete uploads left under the prefix, within the run's
     shard and globs, and leaves other prefixes alone; with --dry-run it only counts."""
     (media_root / "a.txt").write_bytes(b"a")
@@ -471,7 +528,14 @@ def _wait_for_multipart(s3, bucket: str, process: subprocess.Popen[bytes]) -> No
         time.sleep(0.02)
 
 
-def test_sigkill_mid_multipart_then_rerun(migrate_env, media_root, s3_server, s3, tmp_path, capsys):
+def test_sigkill_mid_multipart_then_rerun(
+    migrate_env: str,
+    media_root: Path,
+    s3_server: S3Server,
+    s3: Any,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     """SIGKILL while a multipart upload is in flight: a re-run with --cleanup aborts the
     orphan, uploads the rest without re-sending finished files, and verify passes with
     ListMultipartUploads empty (item 43)."""
@@ -499,7 +563,9 @@ def test_sigkill_mid_multipart_then_rerun(migrate_env, media_root, s3_server, s3
     assert run_cli(capsys, "verify")[0] == 0
 
 
-def test_sigint_aborts_in_flight_and_keeps_state(migrate_env, media_root, s3_server, s3, tmp_path):
+def test_sigint_aborts_in_flight_and_keeps_state(
+    migrate_env: str, media_root: Path, s3_server: S3Server, s3: Any, tmp_path: Path
+) -> None:
     """SIGINT: in-flight multipart uploads are aborted, the state file is committed and
     sound, the summary says interrupted, exit code 130 (item 44)."""
     tree = {"big.bin": os.urandom(40 * MiB)} | {f"s/{i:02}.txt": b"y" * i for i in range(30)}
@@ -526,7 +592,9 @@ def test_sigint_aborts_in_flight_and_keeps_state(migrate_env, media_root, s3_ser
     assert rows == report["uploaded"] > 0
 
 
-def test_state_file_inside_the_source_is_not_uploaded(migrate_env, media_root, s3, capsys):
+def test_state_file_inside_the_source_is_not_uploaded(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A --state file under the source changes all along the run: it is left out."""
     (media_root / "a.txt").write_bytes(b"a")
     state = media_root / ".state" / "s.sqlite3"
@@ -536,7 +604,7 @@ def test_state_file_inside_the_source_is_not_uploaded(migrate_env, media_root, s
     assert set(objects(s3, migrate_env)) == {"media/a.txt"}
 
 
-def test_folder_markers_are_not_files():
+def test_folder_markers_are_not_files() -> None:
     """Keys ending in / (console "folders") never pair with a file."""
     from gateway.migrate.wire import ObjectInfo
 
@@ -547,7 +615,7 @@ def test_folder_markers_are_not_files():
     assert [o.key for o in relative_listing(Listing(), "media/")] == ["a.txt", "dir/b.txt"]
 
 
-def test_progress_bar_on_a_terminal():
+def test_progress_bar_on_a_terminal() -> None:
     """On a terminal: one redrawn line with files, bytes, rate and an ETA once the
     counting walk has the total; a newline at the end."""
     import io
@@ -569,7 +637,9 @@ def test_progress_bar_on_a_terminal():
     assert "ETA" in text and text.endswith("\n")
 
 
-def test_small_file_buffers_are_bounded(wire, s3, tmp_path, media_root):
+def test_small_file_buffers_are_bounded(
+    wire: S3Wire, s3: Any, tmp_path: Path, media_root: Path
+) -> None:
     """Whole small files are held in memory only up to buffer_bytes at once, whatever
     the number of workers."""
     write_tree(media_root, {f"f{i}.bin": os.urandom(3 * MiB) for i in range(8)})

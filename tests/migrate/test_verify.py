@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+from pathlib import Path
+from typing import Any
+
+import pytest
 
 from gateway.cli import main
 from tests.migrate import support
@@ -15,7 +19,9 @@ migrate_env = support.migrate_env
 s3 = support.s3
 
 
-def test_all_match_after_upload(migrate_env, media_root, capsys):
+def test_all_match_after_upload(
+    migrate_env: str, media_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """After an upload every file matches: exit 0, nothing missing or extra (item 52)."""
     tree = odd_tree()
     write_tree(media_root, tree)
@@ -27,7 +33,9 @@ def test_all_match_after_upload(migrate_env, media_root, capsys):
     assert report["missing"] == report["mismatched"] == report["extra"] == []
 
 
-def test_missing_mismatched_and_extra_are_listed(migrate_env, media_root, s3, capsys):
+def test_missing_mismatched_and_extra_are_listed(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Missing objects, a size difference, same-size different content (by the stored
     hash, and by hashing a download where no hash is stored) are listed and exit 1;
     extra objects are listed without failing (item 49)."""
@@ -61,7 +69,9 @@ def test_missing_mismatched_and_extra_are_listed(migrate_env, media_root, s3, ca
     assert report["matched"] == 2  # e.txt and f.txt
 
 
-def test_deep_catches_an_object_whose_hash_lies(migrate_env, media_root, s3, capsys):
+def test_deep_catches_an_object_whose_hash_lies(
+    migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     """An object whose x-amz-meta-sha256 names the file's bytes but holds others passes
     the HEAD check; --deep downloads it and finds out."""
     write_tree(media_root, {"a.txt": b"good"})
@@ -78,7 +88,9 @@ def test_deep_catches_an_object_whose_hash_lies(migrate_env, media_root, s3, cap
     assert "do not match its x-amz-meta-sha256" in report["mismatched"][0]["reason"]
 
 
-def test_unreadable_entries_fail_verification(migrate_env, media_root, capsys):
+def test_unreadable_entries_fail_verification(
+    migrate_env: str, media_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A FIFO has no object and never will: verify reports it and exits 1."""
     write_tree(media_root, {"a.txt": b"a"})
     assert run_cli(capsys, "upload")[0] == 0
@@ -88,7 +100,9 @@ def test_unreadable_entries_fail_verification(migrate_env, media_root, capsys):
     assert report["failures"] == [{"path": "pipe", "error": "not a regular file (FIFO)"}]
 
 
-def test_plain_output(migrate_env, media_root, capsys):
+def test_plain_output(
+    migrate_env: str, media_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """Without --json: one line per missing file and a summary line."""
     write_tree(media_root, {"a.txt": b"a"})
     assert main(["verify"]) == 1

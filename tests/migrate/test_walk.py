@@ -38,7 +38,7 @@ def problems(root: Path) -> dict[str, str]:
     return {e.relpath: e.error for e in walk(str(root)) if isinstance(e, Problem)}
 
 
-def test_order_is_s3_key_order(tmp_path):
+def test_order_is_s3_key_order(tmp_path: Path) -> None:
     """The walk yields paths sorted by UTF-8 bytes, as ListObjectsV2 lists keys, across
     directory boundaries (d-x < d/a < d0) and for NFC and NFD names."""
     names = [*ODD_NAMES, "d/a", "d-x", "d0", "d.b/c", "D", "z", "\u00e9/x", "e\u0301"]
@@ -47,7 +47,7 @@ def test_order_is_s3_key_order(tmp_path):
     assert got == sorted(names, key=lambda n: n.encode("utf-8"))
 
 
-def test_regular_files_carry_their_stat(tmp_path):
+def test_regular_files_carry_their_stat(tmp_path: Path) -> None:
     """Size, mtime and a fingerprint that includes ctime and inode."""
     (tmp_path / "a.txt").write_bytes(b"12345")
     (entry,) = files(tmp_path)
@@ -56,7 +56,7 @@ def test_regular_files_carry_their_stat(tmp_path):
     assert entry.fingerprint == (5, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
 
 
-def test_special_entries_are_problems(tmp_path):
+def test_special_entries_are_problems(tmp_path: Path) -> None:
     """FIFO, broken symlink, symlink to a directory or out of the root: reported per
     entry, the rest still walked (item 46)."""
     root = tmp_path / "media"
@@ -77,7 +77,7 @@ def test_special_entries_are_problems(tmp_path):
     assert found == {"inside": 1, "ok.txt": 1, "sub/inner.txt": 1, "zz.txt": 1}
 
 
-def test_names_s3_or_the_gateway_cannot_take(tmp_path):
+def test_names_s3_or_the_gateway_cannot_take(tmp_path: Path) -> None:
     """Invalid UTF-8, a key over 1,024 bytes and a backslash are explicit rejections
     (item 47); a directory with an invalid name is reported once."""
     root = tmp_path
@@ -101,7 +101,7 @@ def test_names_s3_or_the_gateway_cannot_take(tmp_path):
     assert [f.relpath for f in files(root)] == ["good.txt"]
 
 
-def test_unreadable_directory_is_a_problem(tmp_path, monkeypatch):
+def test_unreadable_directory_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """A directory that cannot be listed is reported and skipped. Tests run as root,
     for whom chmod 000 denies nothing, so scandir is made to fail as it would (item 46)."""
     write_tree(tmp_path, {"a.txt": b"x", "locked/b.txt": b"y", "z.txt": b"z"})
@@ -117,7 +117,7 @@ def test_unreadable_directory_is_a_problem(tmp_path, monkeypatch):
     assert [f.relpath for f in files(tmp_path)] == ["a.txt", "z.txt"]
 
 
-def test_include_and_exclude(tmp_path):
+def test_include_and_exclude(tmp_path: Path) -> None:
     """Globs match the whole relative path; * crosses /, as in aws s3 sync."""
     write_tree(tmp_path, {"a.jpg": b"", "b.txt": b"", "cache/c.jpg": b"", "docs/d.jpg": b""})
     assert [f.relpath for f in files(tmp_path, include=["*.jpg"], exclude=["cache/*"])] == [
@@ -126,7 +126,7 @@ def test_include_and_exclude(tmp_path):
     ]
 
 
-def test_shards_partition_the_tree_stably(tmp_path):
+def test_shards_partition_the_tree_stably(tmp_path: Path) -> None:
     """Every path lands in exactly one shard, and a path's shard is the same in every
     process (blake2b, not Python's salted hash)."""
     names = [f"dir{i % 7}/file{i}.bin" for i in range(300)]
@@ -140,7 +140,7 @@ def test_shards_partition_the_tree_stably(tmp_path):
         Selector(shard=(3, 3))
 
 
-def test_hash_file_and_part_crcs(tmp_path):
+def test_hash_file_and_part_crcs(tmp_path: Path) -> None:
     """SHA-256 of the whole file and CRC32 per part; a change after the walk is caught."""
     data = os.urandom(5 * 1024 * 1024 + 17)
     (tmp_path / "f.bin").write_bytes(data)
@@ -156,7 +156,7 @@ def test_hash_file_and_part_crcs(tmp_path):
         hash_file(entry)
 
 
-def test_join_pairs_two_sorted_streams():
+def test_join_pairs_two_sorted_streams() -> None:
     """Local-only, remote-only and matched entries, in one pass."""
     local = [Problem("a", "x"), Problem("c", "x"), Problem("e", "x")]
     remote = [Remote("b"), Remote("c"), Remote("f")]
@@ -188,7 +188,7 @@ def test_join_memory_is_flat():
     assert peak < 500_000  # the entries alone would take ~5 MB
 
 
-def test_odd_names_are_walked_as_is(tmp_path):
+def test_odd_names_are_walked_as_is(tmp_path: Path) -> None:
     """Odd names come out byte for byte (item 47)."""
     write_tree(tmp_path, odd_tree())
     assert sorted(f.relpath for f in files(tmp_path)) == sorted(ODD_NAMES)

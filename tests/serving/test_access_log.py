@@ -17,13 +17,14 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
 
-from gateway import MediaGateway
+from gateway import MediaGateway, Settings
 from gateway.redact import REDACTED, RedactingFilter, redact_query, redact_text
 from gateway.serving.access_log import AccessLog, AccessLogHandler, access_logger
 from tests.conftest import SECRET, free_port
@@ -61,7 +62,7 @@ def wsgi(environ, start_response):
 """
 
 
-def test_redact_query_names_case_and_encoding():
+def test_redact_query_names_case_and_encoding() -> None:
     """Item 58: every spelling of the four names loses its value; the rest stays."""
     query = "exp=1&" + NOISY_QUERY
     redacted = redact_query(query)
@@ -72,7 +73,7 @@ def test_redact_query_names_case_and_encoding():
     assert redact_query("a=1&b=2") == "a=1&b=2"
 
 
-def test_redact_text_in_messages_and_s3_errors():
+def test_redact_text_in_messages_and_s3_errors() -> None:
     """Item 58: URLs inside free text and S3's echo of a signature are redacted."""
     text = (
         "GET /media/a.jpg?exp=1&sig=abc HTTP/1.1 to https://s3.test/b/k?X-Amz-Credential="
@@ -85,7 +86,7 @@ def test_redact_text_in_messages_and_s3_errors():
     assert "exp=1" in redacted
 
 
-def test_redacting_filter_keeps_argument_shapes():
+def test_redacting_filter_keeps_argument_shapes() -> None:
     """Item 58: uvicorn's access record keeps its tuple, gunicorn's its mapping."""
     uvicorn_record = logging.LogRecord(
         "uvicorn.access",
@@ -109,12 +110,12 @@ def test_redacting_filter_keeps_argument_shapes():
 
 
 @pytest.fixture
-def gateway(media_root, make_settings) -> MediaGateway:
+def gateway(media_root: Path, make_settings: Callable[..., Settings]) -> MediaGateway:
     (media_root / "a.txt").write_bytes(b"12345")
     return MediaGateway(settings=make_settings(live_path="/-/live"))
 
 
-def test_line_for_every_request(gateway, caplog):
+def test_line_for_every_request(gateway: MediaGateway, caplog: pytest.LogCaptureFixture) -> None:
     """Item 58: media, pass-through and operations requests each get one line, in the
     Common Log Format, with the signature redacted."""
     url = gateway.signer.sign_url("a.txt")
@@ -139,7 +140,9 @@ def test_line_for_every_request(gateway, caplog):
         assert value not in caplog.text
 
 
-def test_line_when_the_app_raises(media_root, make_settings, caplog):
+def test_line_when_the_app_raises(
+    media_root: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     """An app that raises before answering still gets its line, with the 500 the server
     sends."""
 
@@ -153,7 +156,9 @@ def test_line_when_the_app_raises(media_root, make_settings, caplog):
     assert f'"GET /page?sig={REDACTED} HTTP/1.1" 500 0 ' in line
 
 
-def test_gateway_errors_are_redacted(media_root, make_settings):
+def test_gateway_errors_are_redacted(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
     """Item 58: the gateway's own warnings and errors, tracebacks included, never carry a
     signature or a presigned URL's credential."""
     MediaGateway(settings=make_settings())  # installs the filters
@@ -182,7 +187,7 @@ def test_gateway_errors_are_redacted(media_root, make_settings):
 @pytest.mark.parametrize(
     ("raw", "expected"), [(None, True), ("", True), ("true", True), ("off", False)]
 )
-def test_access_log_setting(raw, expected):
+def test_access_log_setting(raw, expected) -> None:
     """GATEWAY_ACCESS_LOG: on unless set to false; empty means the default."""
     from gateway import Settings
 
@@ -192,7 +197,7 @@ def test_access_log_setting(raw, expected):
     assert Settings.from_env(environ, env_file=None).access_log is expected
 
 
-def test_access_log_setting_invalid():
+def test_access_log_setting_invalid() -> None:
     """A value that is not a boolean names the variable."""
     from gateway import ConfigError, Settings
 
@@ -200,7 +205,9 @@ def test_access_log_setting_invalid():
         Settings.from_env({"GATEWAY_SECRET_KEY": SECRET, "GATEWAY_ACCESS_LOG": "maybe"})
 
 
-def test_access_log_off(media_root, make_settings, caplog):
+def test_access_log_off(
+    media_root: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
     """GATEWAY_ACCESS_LOG=false: no access log object, no line."""
     (media_root / "a.txt").write_bytes(b"1")
     gateway = MediaGateway(settings=make_settings(access_log=False))
@@ -210,7 +217,9 @@ def test_access_log_off(media_root, make_settings, caplog):
     assert not [r for r in caplog.records if r.name == "gateway.access"]
 
 
-def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
+def test_buffered_handler_writes_the_same_line(
+    gateway: MediaGateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The buffered handler, alone on gateway.access, gets the line without a record;
     it writes it when its buffer fills and when it is closed."""
     stream = io.StringIO()
@@ -238,7 +247,7 @@ def test_buffered_handler_writes_the_same_line(gateway, monkeypatch):
     handler.close()
 
 
-def test_buffered_handler_writes_whole_lines_atomically():
+def test_buffered_handler_writes_whole_lines_atomically() -> None:
     """Several workers share stdout: each write the handler makes holds whole lines and
     at most PIPE_BUF bytes, which a pipe writes atomically, so lines never mix."""
     reader, writer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -260,7 +269,9 @@ def test_buffered_handler_writes_whole_lines_atomically():
     assert messages > 1
 
 
-def test_escapes_quotes_in_the_target(gateway, caplog):
+def test_escapes_quotes_in_the_target(
+    gateway: MediaGateway, caplog: pytest.LogCaptureFixture
+) -> None:
     """A quote or a control byte in the target cannot forge a field or a line."""
     with caplog.at_level(logging.INFO, logger="gateway.access"):
         call(gateway, b'/x"y\x01')
@@ -283,7 +294,7 @@ MODES = {
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_serve_logs_no_secret(mode, tmp_path, request):
+def test_serve_logs_no_secret(mode, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Item 58: ``media-gateway serve`` with default settings, in every mode: after signed
     requests its stdout and stderr hold an access line per request (written out when
     SIGTERM stops it, by every worker) and no ``sig``, ``X-Amz-Signature``,
@@ -366,7 +377,7 @@ def _signed(env: dict[str, str], paths: list[str]) -> list[str]:
     return [signer.sign_url(path) for path in paths]
 
 
-def test_log_config_takes_the_lines_elsewhere(tmp_path):
+def test_log_config_takes_the_lines_elsewhere(tmp_path: Path) -> None:
     """``serve --log-config``: the lines are ordinary records of ``gateway.access``, which
     the operator's logging configuration formats and sends where it says."""
     root = tmp_path / "media"
@@ -402,7 +413,7 @@ def test_log_config_takes_the_lines_elsewhere(tmp_path):
     assert "abc" not in text
 
 
-def test_no_access_log_flag(tmp_path):
+def test_no_access_log_flag(tmp_path: Path) -> None:
     """``serve --no-access-log``: no line at all."""
     root = tmp_path / "media"
     root.mkdir()
@@ -447,7 +458,7 @@ OWN_SERVERS = {
 
 
 @pytest.mark.parametrize("server", list(OWN_SERVERS))
-def test_own_server_command_redacts_its_access_log(server, tmp_path):
+def test_own_server_command_redacts_its_access_log(server, tmp_path: Path) -> None:
     """Item 58: the gateway run under the user's own uvicorn (access log on by default)
     or gunicorn (``--access-logfile -``): the server's own access line names the request
     with the signature redacted."""
@@ -480,7 +491,9 @@ def test_own_server_command_redacts_its_access_log(server, tmp_path):
         assert value not in text
 
 
-def test_remembered_redirects_are_logged_too(media_root, caplog):
+def test_remembered_redirects_are_logged_too(
+    media_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     """Redirect mode answers a repeated request from the second's memory, without
     watching its sends: it still gets its line, status and size right, signature
     redacted."""

@@ -6,19 +6,24 @@ in tests/serving/test_content_policy.py."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import httpx
 import pytest
 
-from gateway import MediaGateway, URLSigner
+from gateway import MediaGateway, Settings, URLSigner
 from gateway.signing import _payload, _signature_text
 from tests.conftest import SECRET
+from tests.s3server import S3Server
 from tests.serving.test_wsgi import gunicorn  # noqa: F401 (a fixture)
 
 
 @pytest.fixture
-def served(media_root, make_settings, serve):
+def served(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> tuple[MediaGateway, str]:
     (media_root / "a.txt").write_bytes(b"private")
     gateway = MediaGateway(settings=make_settings())
     return gateway, serve(gateway)
@@ -41,7 +46,9 @@ def forge(signer: URLSigner, relpath: str, exp: str, *, ct: str | None = None) -
         "exp=%D9%A1&sig=" + "A" * 43,
     ],
 )
-def test_non_ascii_options_are_403_without_traceback(served, caplog, query):
+def test_non_ascii_options_are_403_without_traceback(
+    served: tuple[MediaGateway, str], caplog: pytest.LogCaptureFixture, query
+) -> None:
     """A non-ASCII ct once gave a 500 and a logged traceback on every request."""
     _, base = served
     with caplog.at_level(logging.ERROR):
@@ -50,7 +57,7 @@ def test_non_ascii_options_are_403_without_traceback(served, caplog, query):
     assert not [r for r in caplog.records if r.exc_info]
 
 
-def test_an_expiry_has_one_spelling(served):
+def test_an_expiry_has_one_spelling(served: tuple[MediaGateway, str]) -> None:
     """Item 6 (INFO, decided): a grant has one spelling. Leading zeros and non-ASCII
     digits (int() reads both) are refused, although the HMAC is right."""
     gateway, base = served
@@ -66,7 +73,7 @@ def test_an_expiry_has_one_spelling(served):
         assert httpx.get(f"{base}/media/a.txt?{query}").status_code == 403, exp
 
 
-def test_a_content_type_has_one_spelling(served):
+def test_a_content_type_has_one_spelling(served: tuple[MediaGateway, str]) -> None:
     """ct as sign_url writes it, percent-encoded; a raw or re-encoded spelling of the
     same type is another URL for one grant and is refused."""
     gateway, base = served
@@ -78,7 +85,7 @@ def test_a_content_type_has_one_spelling(served):
         assert httpx.get(f"{base}/media/a.txt?{other}").status_code == 403, spelling
 
 
-def test_signed_urls_still_verify(served):
+def test_signed_urls_still_verify(served: tuple[MediaGateway, str]) -> None:
     """The URLs sign_url writes, with every option, are unaffected."""
     _, base = served
     signer = URLSigner(secret_keys=[SECRET])
@@ -92,14 +99,18 @@ def test_signed_urls_still_verify(served):
 
 
 @pytest.mark.parametrize("target", ["/media/%FF", "/media/%C3%28", "/media/a%FF.txt?exp=1"])
-def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target):  # noqa: F811
+def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target) -> None:  # noqa: F811
     """MediaGatewayWSGI under gunicorn once answered these with a 500."""
     assert httpx.get(gunicorn + target).status_code == 404
 
 
 def test_readiness_keeps_the_details_to_the_log(
-    s3_server, media_root, make_settings, serve, caplog
-):
+    s3_server: S3Server,
+    media_root: Path,
+    make_settings: Callable[..., Settings],
+    serve: Callable[..., str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Anyone who reaches the probe learns a short reason code; the bucket name and the
     internal endpoint go to the log (and to `media-gateway check`)."""
     settings = make_settings(
@@ -125,7 +136,9 @@ def test_readiness_keeps_the_details_to_the_log(
     assert "secret-bucket-name" in caplog.text
 
 
-def test_a_slow_steady_reader_is_not_dropped(media_root, make_settings, serve):
+def test_a_slow_steady_reader_is_not_dropped(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """GATEWAY_SEND_TIMEOUT once bounded the send of a whole 1 MiB chunk, so a client
     reading steadily, but slower than 1 MiB per timeout, was dropped as idle once the
     kernel's buffers were full. Here: a 0.5 s timeout, a reader paced at 768 KB/s (a

@@ -10,12 +10,14 @@ attachment. Each case runs through a real uvicorn, and S3 cases against rclone.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
 
-from gateway import MediaGateway
+from gateway import MediaGateway, Settings
 from gateway.http import SANDBOX_CSP, is_active
 from tests.serving.test_s3 import put, s3_settings  # noqa: F401 (fixtures)
 
@@ -46,7 +48,7 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
         ("application/octet-stream", False),
     ],
 )
-def test_active_types(content_type, active):
+def test_active_types(content_type, active) -> None:
     """Types that a browser may run script in, and unreadable ones (fail closed)."""
     assert is_active(content_type) is active
 
@@ -56,7 +58,7 @@ def sandboxed(response: httpx.Response) -> bool:
 
 
 @pytest.fixture
-def uploads(media_root):
+def uploads(media_root: Path) -> Path:
     (media_root / "up").mkdir()
     for name, data in {
         "p.svg": SVG,
@@ -85,8 +87,14 @@ def uploads(media_root):
     ],
 )
 def test_local_policy_follows_the_type_sent(
-    uploads, make_settings, serve, name, override, expected_type, expect_sandbox
-):
+    uploads: Path,
+    make_settings: Callable[..., Settings],
+    serve: Callable[..., str],
+    name,
+    override,
+    expected_type,
+    expect_sandbox,
+) -> None:
     """Local mode, under uvicorn: an active type is sandboxed, whatever names it."""
     gateway = MediaGateway(settings=make_settings())
     base = serve(gateway)
@@ -113,14 +121,14 @@ def test_local_policy_follows_the_type_sent(
     ],
 )
 def test_proxy_policy_follows_the_type_sent(
-    s3_settings,  # noqa: F811
-    put,  # noqa: F811
-    serve,
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
     key,
     stored,
     override,
     expect_sandbox,
-):
+) -> None:
     """Proxy mode against rclone: the site's origin adds the same sandbox as local mode,
     from S3's stored type or the signed override."""
     put(f"media/up/{key}", PAGE, **stored)
@@ -135,7 +143,11 @@ def test_proxy_policy_follows_the_type_sent(
         assert response.headers["content-type"] == override
 
 
-def test_proxy_keeps_a_stored_attachment(s3_settings, put, serve):  # noqa: F811
+def test_proxy_keeps_a_stored_attachment(
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
+) -> None:
     """A Content-Disposition stored with the object reaches the client; a signed
     download replaces it with ours (one header, never two)."""
     stored = 'attachment; filename="report.html"'
@@ -149,7 +161,12 @@ def test_proxy_keeps_a_stored_attachment(s3_settings, put, serve):  # noqa: F811
     assert download.headers.get_list("content-disposition") == ['attachment; filename="r.html"']
 
 
-def test_hybrid_local_copy_is_sandboxed(s3_settings, put, uploads, serve):  # noqa: F811
+def test_hybrid_local_copy_is_sandboxed(
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    uploads: Path,
+    serve: Callable[..., str],
+) -> None:
     """During a migration the disk copy is served with the sandbox, and what only S3
     has is redirected as an attachment."""
     put("media/up/only-in-s3.svg", SVG, ContentType="image/svg+xml")
@@ -175,13 +192,13 @@ def test_hybrid_local_copy_is_sandboxed(s3_settings, put, uploads, serve):  # no
     ],
 )
 def test_redirect_downloads_active_types(
-    s3_settings,  # noqa: F811
-    put,  # noqa: F811
-    serve,
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
     key,
     override,
     attachment,
-):
+) -> None:
     """Redirect mode: S3 adds no header of ours, so an active type is presigned with
     response-content-disposition=attachment (and the override as response-content-type);
     the URL is valid at S3. rclone ignores response-content-disposition (a difference of
@@ -215,7 +232,12 @@ def test_redirect_downloads_active_types(
         "text/html, */*",
     ],
 )
-def test_proxy_sandboxes_a_type_list(s3_settings, put, serve, stored):  # noqa: F811
+def test_proxy_sandboxes_a_type_list(
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
+    stored,
+) -> None:
     """Proxy mode once served an object whose stored Content-Type is a list (an
     uploader's declared type reaches S3 through django-storages' content.content_type)
     from the site's origin without the sandbox (second review)."""
@@ -228,7 +250,11 @@ def test_proxy_sandboxes_a_type_list(s3_settings, put, serve, stored):  # noqa: 
     assert sandboxed(response), response.headers
 
 
-def test_redirect_pins_the_type_of_an_innocent_name(s3_settings, put, serve):  # noqa: F811
+def test_redirect_pins_the_type_of_an_innocent_name(
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
+) -> None:
     """Redirect mode once decided from the name only: an upload named y.png stored as
     text/html was presigned inline with no response-content-type, so S3 (or a CDN on
     a subdomain of the site) rendered it as a page. The type is now pinned to the
@@ -255,7 +281,12 @@ def test_redirect_pins_the_type_of_an_innocent_name(s3_settings, put, serve):  #
         {"ContentType": "application/pdf; name=\u20ac"},
     ],
 )
-def test_proxy_survives_utf8_stored_headers(s3_settings, put, serve, stored):  # noqa: F811
+def test_proxy_survives_utf8_stored_headers(
+    s3_settings: Callable[..., Settings],  # noqa: F811
+    put: Callable[..., None],  # noqa: F811
+    serve: Callable[..., str],
+    stored,
+) -> None:
     """Proxy mode once re-encoded S3's header values as latin-1: a stored
     Content-Disposition with a UTF-8 filename (set per object by django-storages users)
     made every request for the object a 500 with a traceback. S3's bytes go through

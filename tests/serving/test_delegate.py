@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway import ConfigError, MediaGateway
+from gateway import ConfigError, MediaGateway, Settings
 from tests.helpers import call
 
 
@@ -81,7 +82,9 @@ TARGET = "/media/docs/caf%C3%A9%20%231.txt"
         ("crash", -1, 502),
     ],
 )
-def test_status_mapping(tree, make_settings, cookie, app_status, expected):
+def test_status_mapping(
+    tree: Path, make_settings: Callable[..., Settings], cookie, app_status, expected
+) -> None:
     """Item 19: 2xx allows; 401/403 pass on; 404 stays; 5xx and crashes give 502;
     anything else 503: failing closed."""
     app = AuthApp({cookie: app_status})
@@ -95,7 +98,7 @@ def test_status_mapping(tree, make_settings, cookie, app_status, expected):
         assert b"app says" not in reply.body
 
 
-def test_timeout_gives_504(tree, make_settings):
+def test_timeout_gives_504(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """Item 19: an app that does not answer in time gives 504."""
     app = AuthApp({"slow": 200}, delay=5)
     gateway = gateway_for(app, make_settings, auth_timeout=0.2)
@@ -103,7 +106,7 @@ def test_timeout_gives_504(tree, make_settings):
     assert reply.status == 504
 
 
-def test_sub_request_shape(tree, make_settings):
+def test_sub_request_shape(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """The sub-request is a GET to the delegate path with the credentials, X-Media-Path
     and X-Original-URI; range and conditional headers are not forwarded."""
     app = AuthApp({"ok": 200})
@@ -125,7 +128,9 @@ def test_sub_request_shape(tree, make_settings):
     assert "range" not in sub["headers"] and "if-none-match" not in sub["headers"]
 
 
-def test_signed_and_public_skip_the_delegate(tree, make_settings):
+def test_signed_and_public_skip_the_delegate(
+    tree: Path, make_settings: Callable[..., Settings]
+) -> None:
     """A valid signature or a public prefix never asks the app."""
     (tree / "pub").mkdir()
     (tree / "pub" / "a.txt").write_bytes(b"pub")
@@ -138,7 +143,7 @@ def test_signed_and_public_skip_the_delegate(tree, make_settings):
     assert app.calls == []
 
 
-def test_no_cache_by_default(tree, make_settings):
+def test_no_cache_by_default(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """Without GATEWAY_AUTH_CACHE_TTL every request asks the app again."""
     app = AuthApp({"ok": 200})
     gateway = gateway_for(app, make_settings)
@@ -147,7 +152,7 @@ def test_no_cache_by_default(tree, make_settings):
     assert len(app.calls) == 3
 
 
-def test_cache_per_credentials_and_path(tree, make_settings):
+def test_cache_per_credentials_and_path(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """With a cache TTL, a decision is reused for the same credentials and path only."""
     (tree / "docs" / "b.txt").write_bytes(b"b")
     app = AuthApp({"ok": 200, "other": 403}, cache_control=b"private, max-age=60")
@@ -160,7 +165,7 @@ def test_cache_per_credentials_and_path(tree, make_settings):
     assert len(app.calls) == 3
 
 
-def test_cache_key_holds_the_query(tree, make_settings):
+def test_cache_key_holds_the_query(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """Item 19: a share link (?share=TOKEN) allowed once does not let the same path
     through without the token, and a refusal without it does not lock the holder out."""
 
@@ -191,7 +196,9 @@ def test_cache_key_holds_the_query(tree, make_settings):
     assert len(app.calls) == 2
 
 
-def test_anonymous_decisions_are_not_remembered(tree, make_settings):
+def test_anonymous_decisions_are_not_remembered(
+    tree: Path, make_settings: Callable[..., Settings]
+) -> None:
     """Without Cookie or Authorization the app is asked every time: its answer may
     depend on anything else it sees."""
     app = AuthApp({"": 200}, cache_control=b"private, max-age=60")
@@ -213,7 +220,9 @@ def test_anonymous_decisions_are_not_remembered(tree, make_settings):
         (b"public", 3),
     ],
 )
-def test_the_app_says_what_may_be_remembered(tree, make_settings, cache_control, calls):
+def test_the_app_says_what_may_be_remembered(
+    tree: Path, make_settings: Callable[..., Settings], cache_control, calls
+) -> None:
     """Only an answer with a max-age is remembered; no-store, no-cache and max-age=0
     never are, nor one without a max-age (the app may decide by more than the key)."""
     app = AuthApp({"ok": 200}, cache_control=cache_control)
@@ -224,7 +233,9 @@ def test_the_app_says_what_may_be_remembered(tree, make_settings, cache_control,
 
 
 @pytest.mark.parametrize(("vary", "calls"), [(b"Cookie", 1), (b"X-Api-Key", 3), (b"*", 3)])
-def test_an_answer_that_varies_by_more_is_not_remembered(tree, make_settings, vary, calls):
+def test_an_answer_that_varies_by_more_is_not_remembered(
+    tree: Path, make_settings: Callable[..., Settings], vary, calls
+) -> None:
     """The key holds the target and Cookie/Authorization: an answer that says it
     varies by anything else is asked again each time."""
 
@@ -242,7 +253,7 @@ def test_an_answer_that_varies_by_more_is_not_remembered(tree, make_settings, va
     assert len(app.calls) == calls
 
 
-def test_app_max_age_shortens_the_ttl(tree, make_settings):
+def test_app_max_age_shortens_the_ttl(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """A max-age shorter than GATEWAY_AUTH_CACHE_TTL wins."""
     from gateway.serving.delegate import Delegate
 
@@ -261,7 +272,7 @@ def test_app_max_age_shortens_the_ttl(tree, make_settings):
     assert len(app.calls) == 2
 
 
-def test_cache_is_bounded_in_bytes(tree, make_settings):
+def test_cache_is_bounded_in_bytes(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """Item 19: the decision cache holds CACHE_BYTES at most, whatever the size of the
     paths, queries and cookies (once 3.9 KB an entry, 20 times its stated bound)."""
     import tracemalloc
@@ -296,7 +307,9 @@ def test_cache_is_bounded_in_bytes(tree, make_settings):
         [(b"x-media-path", b"a"), (b"x_media-path", b"b"), (b"X-ORIGINAL-URI", b"/x")],
     ],
 )
-def test_client_copies_of_gateway_headers_are_dropped(tree, make_settings, forged):
+def test_client_copies_of_gateway_headers_are_dropped(
+    tree: Path, make_settings: Callable[..., Settings], forged
+) -> None:
     """Item 19: whatever the spelling (dashes, underscores, case, repeats), the app sees
     exactly one X-Media-Path and one X-Original-URI, the gateway's."""
     app = AuthApp({"ok": 200})
@@ -309,7 +322,9 @@ def test_client_copies_of_gateway_headers_are_dropped(tree, make_settings, forge
     assert sub["headers"]["x-original-uri"] == TARGET
 
 
-def test_http_delegate(tree, make_settings, serve):
+def test_http_delegate(
+    tree: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """An http:// delegate gets the same check over the network (loopback here)."""
     app = AuthApp({"ok": 200, "no": 403})
     base = serve(app)
@@ -320,7 +335,7 @@ def test_http_delegate(tree, make_settings, serve):
     assert app.calls[0]["headers"]["x-media-path"] == "docs/caf%C3%A9%20%231.txt"
 
 
-def test_http_delegate_unreachable(tree, make_settings):
+def test_http_delegate_unreachable(tree: Path, make_settings: Callable[..., Settings]) -> None:
     """An unreachable delegate fails closed with 502."""
     from tests.conftest import free_port
 
@@ -334,19 +349,19 @@ def test_http_delegate_unreachable(tree, make_settings):
     ("value", "message"),
     [("media-auth", "expected a path"), ("/media/auth", "must not lie under MEDIA_URL")],
 )
-def test_bad_delegate_settings(make_settings, value, message):
+def test_bad_delegate_settings(make_settings: Callable[..., Settings], value, message) -> None:
     """A delegate that is not a path or URL, or lies under MEDIA_URL, is refused."""
     with pytest.raises(ConfigError, match=message):
         make_settings(auth_delegate=value)
 
 
-def test_path_delegate_needs_an_app(make_settings):
+def test_path_delegate_needs_an_app(make_settings: Callable[..., Settings]) -> None:
     """A standalone gateway cannot ask an in-process app."""
     with pytest.raises(ConfigError, match="needs a wrapped app"):
         MediaGateway(settings=make_settings(auth_delegate="/auth"))
 
 
-async def api_key_delegate(scope, receive, send):
+async def api_key_delegate(scope, receive, send) -> None:
     """An app whose delegate decides by an API key header (or, alike, the client's IP,
     an SSO proxy's X-Forwarded-User, a client certificate) and sends no Cache-Control,
     as most views do."""
@@ -359,7 +374,9 @@ async def api_key_delegate(scope, receive, send):
 
 
 @pytest.mark.parametrize("first", ["alice", "mallory"])
-def test_a_trivial_cookie_shares_delegate_decisions(media_root, make_settings, serve, first):
+def test_a_trivial_cookie_shares_delegate_decisions(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str], first
+) -> None:
     """GATEWAY_AUTH_CACHE_TTL once cached every decision the app did not refuse to
     have cached: Alice (API key, plus a non-secret cookie such as lang=en) allowed
     once, anybody with the same trivial cookie and no key got her file for the TTL.

@@ -5,6 +5,8 @@ from __future__ import annotations
 import statistics
 import threading
 import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
@@ -13,19 +15,26 @@ import pytest
 from gateway import MediaGateway, Settings
 from tests.conftest import SECRET
 from tests.faultproxy import FaultProxy
+from tests.s3server import S3Server
 
 DATA = b"x" * 50_000
 
 
 @pytest.fixture
-def proxy(s3_server):
+def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
     fault = FaultProxy(urlsplit(s3_server.endpoint_url).port)
     yield fault
     fault.close()
 
 
 @pytest.fixture
-def gateway_url(proxy, s3_server, s3_bucket, media_root, serve):
+def gateway_url(
+    proxy: FaultProxy,
+    s3_server: S3Server,
+    s3_bucket: str,
+    media_root: Path,
+    serve: Callable[..., str],
+) -> Callable[[str], str]:
     (media_root / "local.bin").write_bytes(b"local file")
     client = s3_server.client()
     client.put_object(Bucket=s3_bucket, Key="media/remote.bin", Body=DATA)
@@ -47,12 +56,14 @@ def gateway_url(proxy, s3_server, s3_bucket, media_root, serve):
     return lambda path: base + gateway.signer.sign_url(path)
 
 
-def test_pass_through(proxy, gateway_url):
+def test_pass_through(proxy: FaultProxy, gateway_url: Callable[[str], str]) -> None:
     """With no fault the proxy is transparent."""
     assert httpx.get(gateway_url("remote.bin")).content == DATA
 
 
-def test_dropped_connection_gives_504_in_time(proxy, gateway_url):
+def test_dropped_connection_gives_504_in_time(
+    proxy: FaultProxy, gateway_url: Callable[[str], str]
+) -> None:
     """Item 36: a connection that is accepted but never answered gives 504 within the
     configured timeout (1 s here)."""
     proxy.mode = "drop"
@@ -62,7 +73,7 @@ def test_dropped_connection_gives_504_in_time(proxy, gateway_url):
     assert time.monotonic() - started < 2.5
 
 
-def test_reset_connection_gives_502(proxy, gateway_url):
+def test_reset_connection_gives_502(proxy: FaultProxy, gateway_url: Callable[[str], str]) -> None:
     """A reset connection is retried once, then 502; nothing hangs."""
     proxy.mode = "reset"
     before = proxy.connections
@@ -71,7 +82,9 @@ def test_reset_connection_gives_502(proxy, gateway_url):
     assert proxy.connections - before == 2
 
 
-def test_slow_s3_does_not_block_local_files(proxy, gateway_url):
+def test_slow_s3_does_not_block_local_files(
+    proxy: FaultProxy, gateway_url: Callable[[str], str]
+) -> None:
     """Item 56: with 3 s of S3 latency and S3 requests in flight, local-file latency
     stays where it was: the event loop is never blocked."""
     local = gateway_url("local.bin")

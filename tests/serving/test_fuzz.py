@@ -49,7 +49,7 @@ FRAGMENTS = [
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> tuple[MediaGateway, str]:
+def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[MediaGateway, str]:
     base = tmp_path_factory.mktemp("fuzz")
     (base / "secret.txt").write_bytes(SECRET_BYTES)
     root = base / "media"
@@ -81,7 +81,7 @@ path_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)),
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=64))
-def test_arbitrary_bytes(world, raw):
+def test_arbitrary_bytes(world: tuple[MediaGateway, str], raw) -> None:
     """Any bytes after /media/ give a 4xx or a file under the real root, never a 5xx."""
     gateway, root = world
     for target in (
@@ -94,7 +94,7 @@ def test_arbitrary_bytes(world, raw):
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=path_text, signed=st.booleans())
-def test_signed_or_not(world, path, signed):
+def test_signed_or_not(world: tuple[MediaGateway, str], path, signed) -> None:
     """Signed arbitrary paths are served only when they resolve inside the root."""
     gateway, root = world
     try:
@@ -141,7 +141,9 @@ forged_headers = st.lists(
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(forged=forged_headers, query=st.sampled_from([b"", b"share=1", b"a=b&c=d"]))
-def test_delegate_sees_only_the_gateways_headers(world, forged, query):
+def test_delegate_sees_only_the_gateways_headers(
+    world: tuple[MediaGateway, str], forged, query
+) -> None:
     """Whatever spellings and repeats a client sends, the app's delegate sees exactly one
     X-Media-Path and one X-Original-URI, both the gateway's."""
     _, root = world
@@ -171,7 +173,7 @@ def test_delegate_sees_only_the_gateways_headers(world, forged, query):
         max_size=8,
     )
 )
-def test_remembered_decisions_follow_the_query(world, queries):
+def test_remembered_decisions_follow_the_query(world: tuple[MediaGateway, str], queries) -> None:
     """With a decision cache, every answer equals what the delegate would say for that
     exact query (a share link allows only itself)."""
     _, root = world
@@ -206,7 +208,9 @@ mime_types = st.one_of(
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content_type=mime_types, name=st.sampled_from(["a.txt", "dir/b.txt", "caf\u00e9.txt"]))
-def test_sandbox_follows_the_signed_type(world, content_type, name):
+def test_sandbox_follows_the_signed_type(
+    world: tuple[MediaGateway, str], content_type, name
+) -> None:
     """A signed content-type override is sandboxed exactly when that type is active,
     whatever the file's name."""
     from gateway.http import SANDBOX_CSP, is_active

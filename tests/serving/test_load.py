@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,7 +38,7 @@ def fds(pid: int) -> int:
 
 
 @pytest.fixture
-def server(media_root, tmp_path):
+def server(media_root: Path, tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     with open(media_root / "big.bin", "wb") as f:
         f.truncate(BIG)
     (media_root / "stream.bin").write_bytes(os.urandom(32 * 1024 * 1024))
@@ -73,7 +74,7 @@ async def ranged_get(port: int, target: bytes, start: int, length: int) -> bytes
         writer.close()
 
 
-def test_thousand_concurrent_ranged_gets(server):
+def test_thousand_concurrent_ranged_gets(server: tuple[subprocess.Popen[bytes], int]):
     """Item 53: 1,000 concurrent ranged GETs on a 5 GB file: all 206, RSS bounded, and
     the server's descriptors back to their baseline afterwards."""
     proc, port = server
@@ -106,7 +107,7 @@ def open_files(pid: int, name: str) -> int:
     return count
 
 
-def test_slow_reader_is_dropped(server):
+def test_slow_reader_is_dropped(server: tuple[subprocess.Popen[bytes], int]) -> None:
     """Item 54: a reader that takes (almost) nothing gets no unbounded buffering: the
     send waits on flow control, then the idle timeout (2 s here) stops the stream and
     closes the file. uvicorn then closes the socket gracefully, so the at most one

@@ -7,6 +7,7 @@ import os
 import re
 import threading
 import time
+from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 from starlette.responses import FileResponse
 
-from gateway import MediaGateway
+from gateway import MediaGateway, Settings
 from gateway.serving.local import (
     CHUNK_SIZE,
     ENTRY_OVERHEAD,
@@ -30,7 +31,7 @@ DATA = bytes(i % 251 for i in range(SIZE))
 
 
 @pytest.fixture
-def gateway(media_root: Path, make_settings) -> MediaGateway:
+def gateway(media_root: Path, make_settings: Callable[..., Settings]) -> MediaGateway:
     (media_root / "public").mkdir()
     (media_root / "f.bin").write_bytes(DATA)
     (media_root / "public" / "p.txt").write_bytes(b"public file")
@@ -38,17 +39,17 @@ def gateway(media_root: Path, make_settings) -> MediaGateway:
 
 
 @pytest.fixture
-def client(gateway, serve):
+def client(gateway: MediaGateway, serve: Callable[..., str]) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=serve(gateway)) as c:
         yield c
 
 
 @pytest.fixture
-def url(gateway) -> str:
+def url(gateway: MediaGateway) -> str:
     return gateway.signer.sign_url("f.bin")
 
 
-def test_get_headers(client, url, media_root):
+def test_get_headers(client: httpx.Client, url: str, media_root: Path) -> None:
     """A signed 200 carries type, length, ETag, Last-Modified and private caching."""
     r = client.get(url)
     assert r.status_code == 200
@@ -62,7 +63,7 @@ def test_get_headers(client, url, media_root):
     assert re.fullmatch(r"private, max-age=\d+", r.headers["cache-control"])
 
 
-def test_single_range(client, url):
+def test_single_range(client: httpx.Client, url: str) -> None:
     """Item 22: bytes=0-8 gives 206 with Content-Range bytes 0-8/len and length 9."""
     r = client.get(url, headers={"range": "bytes=0-8"})
     assert r.status_code == 206
@@ -75,7 +76,7 @@ def test_single_range(client, url):
     ("spec", "start", "end"),
     [("-10", 990, 999), ("990-", 990, 999), ("990-1990", 990, 999), ("-5000", 0, 999)],
 )
-def test_ranges_clipped(client, url, spec, start, end):
+def test_ranges_clipped(client: httpx.Client, url: str, spec, start, end) -> None:
     """Item 23: suffix, open and overlong ranges are clipped to the file."""
     r = client.get(url, headers={"range": f"bytes={spec}"})
     assert r.status_code == 206
@@ -87,14 +88,14 @@ def test_ranges_clipped(client, url, spec, start, end):
     "spec",
     [f"bytes={SIZE}-", "alpha", "bytes=10", "bytes=5-1", "bytes=-0", "items=0-1", "bytes=x-y"],
 )
-def test_unsatisfiable(client, url, spec):
+def test_unsatisfiable(client: httpx.Client, url: str, spec) -> None:
     """Item 24: len-, alpha, 10 and 5-1 give 416 with bytes */len."""
     r = client.get(url, headers={"range": spec})
     assert r.status_code == 416
     assert r.headers["content-range"] == f"bytes */{SIZE}"
 
 
-def test_many_overlapping_ranges(client, url):
+def test_many_overlapping_ranges(client: httpx.Client, url: str) -> None:
     """Items 25 and 26: many ranges are answered with the whole file (200), cheaply."""
     header = "bytes=" + ",".join("0-999" for _ in range(1000))
     started = time.monotonic()
@@ -105,7 +106,7 @@ def test_many_overlapping_ranges(client, url):
     assert client.get(url, headers={"range": "bytes=0-1,5-6"}).status_code == 200
 
 
-def test_if_range(client, url):
+def test_if_range(client: httpx.Client, url: str) -> None:
     """Item 27: If-Range with the strong ETag gives 206; weak or stale gives 200 full."""
     etag = client.get(url).headers["etag"]
     assert client.get(url, headers={"range": "bytes=0-1", "if-range": etag}).status_code == 206
@@ -120,7 +121,7 @@ def test_if_range(client, url):
     )
 
 
-def test_if_none_match(client, url):
+def test_if_none_match(client: httpx.Client, url: str) -> None:
     """Item 28: a matching, * or W/ tag gives 304 without a body; If-Modified-Since is
     ignored when If-None-Match is present."""
     etag = client.get(url).headers["etag"]
@@ -134,7 +135,7 @@ def test_if_none_match(client, url):
     assert r.status_code == 200
 
 
-def test_if_modified_since(client, url):
+def test_if_modified_since(client: httpx.Client, url: str) -> None:
     """Item 29: a valid date at or after the mtime gives 304; garbage or future gives 200."""
     last_modified = client.get(url).headers["last-modified"]
     assert client.get(url, headers={"if-modified-since": last_modified}).status_code == 304
@@ -142,7 +143,7 @@ def test_if_modified_since(client, url):
         assert client.get(url, headers={"if-modified-since": value}).status_code == 200
 
 
-def test_if_match(client, url, gateway):
+def test_if_match(client: httpx.Client, url: str, gateway: MediaGateway) -> None:
     """Item 30: a failing If-Match gives 412; on a missing file it is ignored (404)."""
     etag = client.get(url).headers["etag"]
     assert client.get(url, headers={"if-match": '"nope"'}).status_code == 412
@@ -157,7 +158,7 @@ def test_if_match(client, url, gateway):
     assert client.get(missing, headers={"if-match": '"nope"'}).status_code == 404
 
 
-def test_head(client, url):
+def test_head(client: httpx.Client, url: str) -> None:
     """Item 31: HEAD has GET's headers and an empty body."""
     get, head = client.get(url), client.head(url)
     assert head.status_code == 200
@@ -168,14 +169,14 @@ def test_head(client, url):
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods(client, url, method):
+def test_other_methods(client: httpx.Client, url: str, method) -> None:
     """Item 32: POST, PUT, DELETE and others give 405 with Allow."""
     r = client.request(method, url)
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD"
 
 
-def test_truncated_while_streaming(media_root, make_settings):
+def test_truncated_while_streaming(media_root: Path, make_settings: Callable[..., Settings]):
     """Item 33: a file truncated mid-stream aborts the response, never pads it; the
     ETag changes."""
     big = media_root / "big.bin"
@@ -215,7 +216,9 @@ def test_truncated_while_streaming(media_root, make_settings):
 @pytest.mark.parametrize(
     "name", ['a"b.txt', "a\r\nSet-Cookie: x=1.txt", "a;b=c.txt", "caf\u00e9 \u2603.txt"]
 )
-def test_content_disposition(media_root, gateway, client, name):
+def test_content_disposition(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, name
+) -> None:
     """Item 34: odd names give exactly one valid Content-Disposition header."""
     (media_root / name).write_bytes(b"x")
     r = client.get(gateway.signer.sign_url(name, download=True))
@@ -231,7 +234,7 @@ def test_content_disposition(media_root, gateway, client, name):
     )
 
 
-def test_cache_and_nosniff(client, url):
+def test_cache_and_nosniff(client: httpx.Client, url: str) -> None:
     """Item 35: authorised responses are private and nosniff; public prefixes are public."""
     r = client.get(url)
     assert r.headers["cache-control"].startswith("private")
@@ -245,7 +248,9 @@ def test_cache_and_nosniff(client, url):
     assert denied.headers["cache-control"] == "no-store"
 
 
-def test_active_content_is_sandboxed(media_root, gateway, client):
+def test_active_content_is_sandboxed(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client
+) -> None:
     """Uploaded HTML or SVG cannot run script as the app's origin: CSP sandbox."""
     (media_root / "x.svg").write_bytes(
         b"<svg xmlns='http://www.w3.org/2000/svg'><script>alert(1)</script></svg>"
@@ -257,7 +262,9 @@ def test_active_content_is_sandboxed(media_root, gateway, client):
 
 
 @pytest.mark.parametrize("size", [0, 1, SMALL_FILE, SMALL_FILE + 1, CHUNK_SIZE * 3 + 7])
-def test_sizes_round_trip(media_root, gateway, client, size):
+def test_sizes_round_trip(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, size
+) -> None:
     """Empty, small, boundary and multi-chunk files arrive byte for byte."""
     data = os.urandom(size)
     (media_root / f"s{size}").write_bytes(data)
@@ -271,7 +278,7 @@ def test_sizes_round_trip(media_root, gateway, client, size):
 @pytest.mark.parametrize(
     "spec", ["bytes=0-8", "bytes=-10", "bytes=990-", "bytes=990-1990", "bytes=0-"]
 )
-def test_ranges_match_starlette(media_root, client, url, spec):
+def test_ranges_match_starlette(media_root: Path, client: httpx.Client, url: str, spec) -> None:
     """Our range handling agrees with Starlette's FileResponse, which it replaces."""
     starlette_app = FileResponse(media_root / "f.bin")
     reference = call(starlette_app, "/", headers={"range": spec})
@@ -281,7 +288,9 @@ def test_ranges_match_starlette(media_root, client, url, spec):
     assert ours.content == reference.body
 
 
-def test_client_disconnect_stops_the_stream(media_root, make_settings, serve):
+def test_client_disconnect_stops_the_stream(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """Item 55: a client that goes away mid-stream releases the file descriptor."""
     (media_root / "big.bin").write_bytes(os.urandom(64 * 1024 * 1024))
     gateway = MediaGateway(settings=make_settings())
@@ -297,7 +306,7 @@ def test_client_disconnect_stops_the_stream(media_root, make_settings, serve):
     assert threading.active_count() < 50
 
 
-def test_repeated_conditional_headers_combine(gateway, url):
+def test_repeated_conditional_headers_combine(gateway: MediaGateway, url: str) -> None:
     """Two If-None-Match lines are one list: a match in either gives 304."""
     etag = call(gateway, url).headers["etag"]
     path, query = url.split("?")
@@ -323,14 +332,14 @@ def test_repeated_conditional_headers_combine(gateway, url):
 
 
 @pytest.fixture
-def settled(gateway):
+def settled(gateway: MediaGateway):
     """Every file counts as settled, so small files are kept from their first request."""
     settle(gateway.files)
     return gateway.files
 
 
 @pytest.fixture
-def preads(monkeypatch) -> list[int]:
+def preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """The length of every pread from now on."""
     lengths: list[int] = []
     real = os.pread
@@ -343,7 +352,9 @@ def preads(monkeypatch) -> list[int]:
     return lengths
 
 
-def test_kept_file_follows_every_change(media_root, gateway, client, url, settled):
+def test_kept_file_follows_every_change(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled
+) -> None:
     """A kept file is served only while its path names the same unchanged file: a
     rewrite in place, a replacement by rename and a deletion show at once."""
     assert client.get(url).content == DATA
@@ -368,7 +379,9 @@ def test_kept_file_follows_every_change(media_root, gateway, client, url, settle
     assert (settled.hits, len(settled)) == (1, 0)
 
 
-def test_kept_file_answers_ranges_head_and_conditionals(client, url, settled, preads):
+def test_kept_file_answers_ranges_head_and_conditionals(
+    client: httpx.Client, url: str, settled, preads: list[int]
+) -> None:
     """Range, HEAD and If-None-Match give the same answers from memory as from disk,
     and read nothing more."""
     etag = client.get(url).headers["etag"]
@@ -385,7 +398,9 @@ def test_kept_file_answers_ranges_head_and_conditionals(client, url, settled, pr
     assert settled.hits == 4
 
 
-def test_files_changed_just_now_are_not_kept(media_root, gateway, client, url):
+def test_files_changed_just_now_are_not_kept(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str
+) -> None:
     """A file changed in the last SETTLED_SECONDS may still be changing: it is read
     from disk on every request until it has settled (a torn read is never kept)."""
     changed = (media_root / "f.bin").stat().st_ctime
@@ -397,7 +412,9 @@ def test_files_changed_just_now_are_not_kept(media_root, gateway, client, url):
     assert (gateway.files.hits, len(gateway.files)) == (1, 1)
 
 
-def test_permission_change_is_seen(media_root, gateway, client, url, settled):
+def test_permission_change_is_seen(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled
+) -> None:
     """chmod changes only the ctime; a kept file is then opened and checked again."""
     assert client.get(url).content == DATA
     time.sleep(0.02)  # a later ctime than the write's, even with coarse clocks
@@ -406,7 +423,9 @@ def test_permission_change_is_seen(media_root, gateway, client, url, settled):
     assert settled.hits == 0
 
 
-def test_large_files_are_never_kept(media_root, gateway, client, settled):
+def test_large_files_are_never_kept(
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, settled
+) -> None:
     """Only files up to SMALL_FILE bytes are kept; larger ones stream from disk."""
     data = os.urandom(SMALL_FILE + 1)
     (media_root / "big.bin").write_bytes(data)
@@ -415,7 +434,7 @@ def test_large_files_are_never_kept(media_root, gateway, client, settled):
     assert (settled.hits, len(settled)) == (0, 0)
 
 
-def test_kept_files_stay_within_their_budget(media_root):
+def test_kept_files_stay_within_their_budget(media_root: Path) -> None:
     """However many files are served, the kept bytes (bodies, names and bookkeeping)
     stay within the budget, oldest first out, and every file arrives byte for byte."""
     files = LocalFiles(str(media_root), cache_size=64 * 1024)
@@ -436,7 +455,9 @@ def test_kept_files_stay_within_their_budget(media_root):
     assert files.hits == fit
 
 
-def test_files_not_kept_are_not_read_ahead(client, url, preads):
+def test_files_not_kept_are_not_read_ahead(
+    client: httpx.Client, url: str, preads: list[int]
+) -> None:
     """A file that is not kept (changed just now) is served from its descriptor: a
     range reads what it sends, HEAD nothing."""
     assert client.get(url, headers={"range": "bytes=0-9"}).content == DATA[:10]
@@ -444,7 +465,9 @@ def test_files_not_kept_are_not_read_ahead(client, url, preads):
     assert preads == [10]
 
 
-def test_kept_file_whose_directory_left_the_root(tmp_path, media_root, make_settings):
+def test_kept_file_whose_directory_left_the_root(
+    tmp_path: Path, media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
     """A stat cannot see a directory of the path moved out of the root with a symlink
     left in its place; the path is checked again within RECHECK_SECONDS, and from
     then on the file is 404, as it is for a gateway that keeps nothing."""
@@ -462,7 +485,9 @@ def test_kept_file_whose_directory_left_the_root(tmp_path, media_root, make_sett
     assert len(gateway.files) == 0
 
 
-def test_kept_file_is_rechecked_without_reading(client, url, settled, preads):
+def test_kept_file_is_rechecked_without_reading(
+    client: httpx.Client, url: str, settled, preads: list[int]
+) -> None:
     """After RECHECK_SECONDS a kept file's path is opened and checked again; an
     unchanged file stays kept and is served from memory, not read again."""
     assert client.get(url).content == DATA
@@ -473,7 +498,9 @@ def test_kept_file_is_rechecked_without_reading(client, url, settled, preads):
     assert settled.hits == 2
 
 
-def test_no_cache_serves_from_the_descriptor(media_root, make_settings, preads):
+def test_no_cache_serves_from_the_descriptor(
+    media_root: Path, make_settings: Callable[..., Settings], preads: list[int]
+) -> None:
     """GATEWAY_FILE_CACHE_MB=0: nothing is kept or read ahead."""
     gateway = MediaGateway(settings=make_settings(file_cache_mb=0))
     settle(gateway.files)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
-from gateway import ConfigError, MediaGateway
+from gateway import ConfigError, MediaGateway, Settings
 from tests.conftest import free_port
 from tests.helpers import call, settle
+from tests.s3server import S3Server
 
 
 @pytest.fixture
-def gateway(media_root, make_settings) -> MediaGateway:
+def gateway(media_root: Path, make_settings: Callable[..., Settings]) -> MediaGateway:
     (media_root / "a.txt").write_bytes(b"12345")
     return MediaGateway(
         settings=make_settings(
@@ -30,7 +33,7 @@ def metric(text: str, name: str, **labels: str) -> float:
     return float(match[1]) if match else 0.0
 
 
-def test_metrics_count_outcomes(gateway):
+def test_metrics_count_outcomes(gateway: MediaGateway) -> None:
     """Requests are counted by outcome, with latency and local bytes."""
     call(gateway, gateway.signer.sign_url("a.txt"))
     call(gateway, "/media/a.txt")
@@ -44,20 +47,22 @@ def test_metrics_count_outcomes(gateway):
     assert metric(text, "media_gateway_request_duration_seconds_count", outcome="local") == 1
 
 
-def test_metrics_never_under_media_url(make_settings):
+def test_metrics_never_under_media_url(make_settings: Callable[..., Settings]) -> None:
     """An operations path under MEDIA_URL is refused at start-up."""
     with pytest.raises(ConfigError, match="GATEWAY_METRICS_PATH"):
         make_settings(metrics_path="/media/metrics")
 
 
-def test_metrics_off_by_default(media_root, make_settings):
+def test_metrics_off_by_default(media_root: Path, make_settings: Callable[..., Settings]) -> None:
     """Without a metrics path the request goes to the app (here: a standalone 404)."""
     gateway = MediaGateway(settings=make_settings())
     assert gateway.metrics is None
     assert call(gateway, "/metrics").status == 404
 
 
-def test_metrics_on_separate_port(media_root, make_settings, serve):
+def test_metrics_on_separate_port(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """GATEWAY_METRICS_PORT serves the metrics on a port of their own, on loopback."""
     port = free_port()
     gateway = MediaGateway(settings=make_settings(metrics_port=port))
@@ -67,7 +72,7 @@ def test_metrics_on_separate_port(media_root, make_settings, serve):
     assert metric(text, "media_gateway_requests_total", outcome="denied") == 1
 
 
-def test_ready_and_live(gateway, media_root):
+def test_ready_and_live(gateway: MediaGateway, media_root: Path) -> None:
     """Readiness reports the settings' health; liveness only that we run."""
     live = call(gateway, "/-/live")
     assert (live.status, live.body) == (200, b'{"live": true}')
@@ -77,7 +82,9 @@ def test_ready_and_live(gateway, media_root):
     assert b'"ready": true' in ready.body
 
 
-def test_ready_fails_without_bucket(s3_server, s3_bucket, media_root, make_settings):
+def test_ready_fails_without_bucket(
+    s3_server: S3Server, s3_bucket: str, media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
     """In S3 mode readiness fails (503) when the bucket cannot be reached."""
     settings = make_settings(
         use_s3=True,
@@ -96,7 +103,7 @@ def test_ready_fails_without_bucket(s3_server, s3_bucket, media_root, make_setti
     assert call(good, "/ready").status == 200
 
 
-def test_metrics_count_answers_from_memory(gateway):
+def test_metrics_count_answers_from_memory(gateway: MediaGateway) -> None:
     """Kept files and remembered signatures are counted, with what they hold."""
     settle(gateway.files)
     url = gateway.signer.sign_url("a.txt")

@@ -8,7 +8,7 @@ import re
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
@@ -18,12 +18,13 @@ import pytest
 from gateway import ConfigError, MediaGateway, Settings
 from tests.conftest import SECRET
 from tests.helpers import call, raw_request
+from tests.s3server import S3Server
 
 DATA = bytes(range(256)) * 40  # 10 KiB
 
 
 @pytest.fixture
-def s3_settings(s3_server, s3_bucket, media_root) -> Callable[..., Settings]:
+def s3_settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
         values = {
             "secret_keys": (SECRET,),
@@ -42,7 +43,7 @@ def s3_settings(s3_server, s3_bucket, media_root) -> Callable[..., Settings]:
 
 
 @pytest.fixture
-def put(s3_server, s3_bucket):
+def put(s3_server: S3Server, s3_bucket: str) -> Iterator[Callable[..., None]]:
     client = s3_server.client()
 
     def put(key: str, data: bytes = DATA, **extra) -> None:
@@ -56,7 +57,12 @@ def follow(location: str, **kwargs) -> httpx.Response:
     return httpx.get(location, **kwargs)
 
 
-def test_redirect_to_presigned_url(s3_settings, put, serve, s3_server):
+def test_redirect_to_presigned_url(
+    s3_settings: Callable[..., Settings],
+    put: Callable[..., None],
+    serve: Callable[..., str],
+    s3_server: S3Server,
+) -> None:
     """An authorised GET gets a 302 to a presigned URL that serves the exact bytes."""
     put("media/docs/a b#1.bin")
     gateway = MediaGateway(settings=s3_settings())
@@ -76,7 +82,12 @@ def test_redirect_to_presigned_url(s3_settings, put, serve, s3_server):
 
 
 @pytest.mark.parametrize("hybrid", [False, True], ids=["redirect", "hybrid"])
-def test_head_follows_the_redirect_to_the_object(s3_settings, put, serve, hybrid):
+def test_head_follows_the_redirect_to_the_object(
+    s3_settings: Callable[..., Settings],
+    put: Callable[..., None],
+    serve: Callable[..., str],
+    hybrid,
+) -> None:
     """Item 59: a HEAD redirected to S3 and followed gets the object's headers (200), as
     a GET does, never a 403 for a URL signed for GET (SigV4 signs the method), in
     redirect mode and in hybrid mode for a file no longer on disk."""
@@ -101,7 +112,9 @@ def test_head_follows_the_redirect_to_the_object(s3_settings, put, serve, hybrid
     assert httpx.head(get_location).status_code == 403
 
 
-def test_unsigned_is_denied_before_s3(s3_settings, serve):
+def test_unsigned_is_denied_before_s3(
+    s3_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> None:
     """Deny by default: no signature, no redirect."""
     gateway = MediaGateway(settings=s3_settings())
     r = httpx.get(serve(gateway) + "/media/docs/a.bin")
@@ -109,7 +122,7 @@ def test_unsigned_is_denied_before_s3(s3_settings, serve):
     assert "location" not in r.headers
 
 
-def test_urls_are_stable_across_workers_and_windows(s3_settings):
+def test_urls_are_stable_across_workers_and_windows(s3_settings: Callable[..., Settings]) -> None:
     """Every worker hands out the byte-identical URL within a window; each stays valid
     at least TTL minus the window; the next window gives a new one."""
     now = [1_800_000_000.0]
@@ -129,7 +142,9 @@ def test_urls_are_stable_across_workers_and_windows(s3_settings):
     assert call(workers[0], signed).headers["location"] not in locations
 
 
-def test_presigned_url_expires_at_s3(s3_settings, put):
+def test_presigned_url_expires_at_s3(
+    s3_settings: Callable[..., Settings], put: Callable[..., None]
+) -> None:
     """S3 itself refuses the URL once its TTL has passed (rclone checks expiry)."""
     put("media/a.bin")
     past = time.time() - 7200
@@ -139,7 +154,9 @@ def test_presigned_url_expires_at_s3(s3_settings, put):
     assert follow(location).status_code in (400, 403)
 
 
-def test_download_disposition(s3_settings, put):
+def test_download_disposition(
+    s3_settings: Callable[..., Settings], put: Callable[..., None]
+) -> None:
     """download=True makes S3 answer with an attachment disposition, non-ASCII included."""
     put('media/docs/caf\u00e9 "x".txt')
     gateway = MediaGateway(settings=s3_settings())
@@ -155,7 +172,9 @@ def test_download_disposition(s3_settings, put):
     assert r.content == DATA
 
 
-def test_public_endpoint_is_signed_for_its_host(s3_settings, put, s3_server):
+def test_public_endpoint_is_signed_for_its_host(
+    s3_settings: Callable[..., Settings], put: Callable[..., None], s3_server: S3Server
+) -> None:
     """With GATEWAY_S3_PUBLIC_ENDPOINT_URL the URL is signed for that host; rewriting
     the host afterwards would break the signature."""
     put("media/a.bin")
@@ -168,7 +187,7 @@ def test_public_endpoint_is_signed_for_its_host(s3_settings, put, s3_server):
     assert follow(rewritten).status_code == 403
 
 
-def test_public_prefix_and_custom_domain(s3_settings):
+def test_public_prefix_and_custom_domain(s3_settings: Callable[..., Settings]) -> None:
     """Public prefixes redirect to the CDN domain, unsigned, with a public max-age."""
     gateway = MediaGateway(
         settings=s3_settings(aws_s3_custom_domain="cdn.example.com", public_max_age=86400)
@@ -181,7 +200,9 @@ def test_public_prefix_and_custom_domain(s3_settings):
     assert "cdn.example.com" not in private.headers["location"]
 
 
-def test_public_prefix_without_cdn_is_presigned(s3_settings, put):
+def test_public_prefix_without_cdn_is_presigned(
+    s3_settings: Callable[..., Settings], put: Callable[..., None]
+) -> None:
     """Without a custom domain a public file gets a presigned URL and public caching."""
     put("media/public/p.bin")
     gateway = MediaGateway(settings=s3_settings())
@@ -192,7 +213,9 @@ def test_public_prefix_without_cdn_is_presigned(s3_settings, put):
 
 
 @pytest.mark.parametrize("host", [b"evil.example", b"attacker:1"])
-def test_location_host_comes_from_config(s3_settings, serve, s3_server, host):
+def test_location_host_comes_from_config(
+    s3_settings: Callable[..., Settings], serve: Callable[..., str], s3_server: S3Server, host
+) -> None:
     """Item 13: a hostile Host header never reaches the Location."""
     gateway = MediaGateway(settings=s3_settings())
     base = serve(gateway)
@@ -203,7 +226,7 @@ def test_location_host_comes_from_config(s3_settings, serve, s3_server, host):
     assert reply.headers["location"].startswith(s3_server.endpoint_url + "/")
 
 
-def test_missing_key_redirects_to_s3_404(s3_settings):
+def test_missing_key_redirects_to_s3_404(s3_settings: Callable[..., Settings]) -> None:
     """Item 39, documented: redirect mode does not ask S3 first (that would cost a call
     per request); a missing key is S3's 404 after the redirect."""
     gateway = MediaGateway(settings=s3_settings())
@@ -211,7 +234,9 @@ def test_missing_key_redirects_to_s3_404(s3_settings):
     assert follow(location).status_code == 404
 
 
-def test_hybrid_mode(s3_settings, put, media_root):
+def test_hybrid_mode(
+    s3_settings: Callable[..., Settings], put: Callable[..., None], media_root: Path
+) -> None:
     """During a migration: on disk means served from disk; only in S3 means redirect;
     so no file in either place ever gets a 404 from the gateway."""
     (media_root / "local.bin").write_bytes(b"on disk")
@@ -226,7 +251,7 @@ def test_hybrid_mode(s3_settings, put, media_root):
     assert call(gateway, gateway.signer.sign_url("local.bin")).status == 302
 
 
-def test_wrong_credentials(s3_settings, put):
+def test_wrong_credentials(s3_settings: Callable[..., Settings], put: Callable[..., None]) -> None:
     """Item 38: presigning works offline, so the gateway still redirects; S3 refuses the
     URL, and `media-gateway check` reports it (tests/test_cli_s3.py)."""
     put("media/a.bin")
@@ -235,28 +260,39 @@ def test_wrong_credentials(s3_settings, put):
     assert follow(location).status_code == 403
 
 
-def test_presign_ttl_over_seven_days_is_refused(s3_settings):
+def test_presign_ttl_over_seven_days_is_refused(s3_settings: Callable[..., Settings]) -> None:
     """Item 41: an expiry over 604800 seconds is refused when the settings load."""
     with pytest.raises(ConfigError, match="GATEWAY_PRESIGN_TTL"):
         s3_settings(presign_ttl=604801)
     assert s3_settings(presign_ttl=604800).presign_ttl == 604800
 
 
+class GatewayClient(httpx.Client):
+    """A client that knows the gateway it talks to, to sign its URLs."""
+
+    gateway: MediaGateway
+
+
 class TestProxy:
     """GATEWAY_S3_DELIVERY=proxy streams through the gateway."""
 
     @pytest.fixture
-    def client(self, s3_settings, put, serve):
+    def client(
+        self,
+        s3_settings: Callable[..., Settings],
+        put: Callable[..., None],
+        serve: Callable[..., str],
+    ) -> Iterator[GatewayClient]:
         put("media/docs/p.bin")
         gateway = MediaGateway(settings=s3_settings(s3_delivery="proxy"))
-        with httpx.Client(base_url=serve(gateway)) as client:
+        with GatewayClient(base_url=serve(gateway)) as client:
             client.gateway = gateway
             yield client
 
     def url(self, client, path="docs/p.bin", **kwargs):
         return client.gateway.signer.sign_url(path, **kwargs)
 
-    def test_body_and_headers(self, client):
+    def test_body_and_headers(self, client: GatewayClient) -> None:
         """200 with S3's validators and our cache policy."""
         r = client.get(self.url(client))
         assert r.status_code == 200
@@ -266,7 +302,7 @@ class TestProxy:
         assert r.headers["cache-control"].startswith("private, max-age=")
         assert r.headers["x-content-type-options"] == "nosniff"
 
-    def test_range_and_conditionals(self, client):
+    def test_range_and_conditionals(self, client: GatewayClient) -> None:
         """Range gives 206, a matching If-None-Match 304, bad ranges 416."""
         r = client.get(self.url(client), headers={"range": "bytes=10-19"})
         assert r.status_code == 206
@@ -279,7 +315,7 @@ class TestProxy:
             == 416
         )
 
-    def test_head_and_missing(self, client):
+    def test_head_and_missing(self, client: GatewayClient) -> None:
         """HEAD has the length and no body; a missing key is 404."""
         r = client.head(self.url(client))
         assert r.status_code == 200
@@ -287,14 +323,14 @@ class TestProxy:
         assert r.content == b""
         assert client.get(self.url(client, "docs/missing.bin")).status_code == 404
 
-    def test_download(self, client):
+    def test_download(self, client: GatewayClient) -> None:
         """download=True gives an attachment disposition through the proxy."""
         r = client.get(self.url(client, download=True))
         assert r.headers["content-disposition"] == 'attachment; filename="p.bin"'
 
 
 @pytest.fixture
-def blackhole():
+def blackhole() -> Iterator[str]:
     """A TCP server on loopback that accepts connections and never answers."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
@@ -320,7 +356,12 @@ def blackhole():
     sock.close()
 
 
-def test_blackholed_s3_gives_504_in_time(s3_settings, blackhole, media_root, serve):
+def test_blackholed_s3_gives_504_in_time(
+    s3_settings: Callable[..., Settings],
+    blackhole: str,
+    media_root: Path,
+    serve: Callable[..., str],
+) -> None:
     """Item 36: a silent endpoint gives 504 within the timeout, and local files served
     by the same gateway are unaffected meanwhile."""
     (media_root / "local.bin").write_bytes(b"local")
@@ -350,7 +391,9 @@ def test_blackholed_s3_gives_504_in_time(s3_settings, blackhole, media_root, ser
     assert results["seconds"] < 3
 
 
-def test_refused_connection_gives_502(s3_settings, media_root):
+def test_refused_connection_gives_502(
+    s3_settings: Callable[..., Settings], media_root: Path
+) -> None:
     """A closed port gives 502 after one retry, with a short reason."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -364,7 +407,7 @@ def test_refused_connection_gives_502(s3_settings, media_root):
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, 503), (503, 503), (403, 502), (400, 502)])
-def test_s3_errors_are_mapped(s3_settings, status, expected):
+def test_s3_errors_are_mapped(s3_settings: Callable[..., Settings], status, expected):
     """Item 37: 500/503 are retried once, then 503 with Retry-After; 4xx auth errors 502."""
     attempts = []
 
@@ -382,7 +425,7 @@ def test_s3_errors_are_mapped(s3_settings, status, expected):
         assert reply.headers["retry-after"] == "1"
 
 
-def test_presign_needs_no_network(s3_settings, blackhole):
+def test_presign_needs_no_network(s3_settings: Callable[..., Settings], blackhole: str) -> None:
     """Presigning is offline: an unreachable endpoint does not slow redirects."""
     gateway = MediaGateway(settings=s3_settings(aws_s3_endpoint_url=blackhole))
     started = time.monotonic()
@@ -391,7 +434,9 @@ def test_presign_needs_no_network(s3_settings, blackhole):
     assert time.monotonic() - started < 5
 
 
-def test_credentials_from_boto3_chain(s3_settings, monkeypatch, put):
+def test_credentials_from_boto3_chain(
+    s3_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, put: Callable[..., None]
+) -> None:
     """Without explicit keys, credentials (session token included) come from boto3's
     chain, here the environment."""
     put("media/a.bin")
@@ -407,7 +452,9 @@ def test_credentials_from_boto3_chain(s3_settings, monkeypatch, put):
     )
 
 
-def test_no_credentials_fails_at_start(s3_settings, monkeypatch, tmp_path: Path):
+def test_no_credentials_fails_at_start(
+    s3_settings: Callable[..., Settings], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """No credentials anywhere stops start-up with a message naming the variables."""
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
@@ -416,7 +463,7 @@ def test_no_credentials_fails_at_start(s3_settings, monkeypatch, tmp_path: Path)
         MediaGateway(settings=s3_settings(aws_access_key_id=None, aws_secret_access_key=None))
 
 
-def test_datetime_is_utc_window_start(s3_settings):
+def test_datetime_is_utc_window_start(s3_settings: Callable[..., Settings]) -> None:
     """X-Amz-Date is the window start, in UTC."""
     gateway = MediaGateway(settings=s3_settings(presign_window=300), clock=lambda: 1_800_000_123.0)
     location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
@@ -427,7 +474,9 @@ def test_datetime_is_utc_window_start(s3_settings):
     assert amz_date == expected
 
 
-def test_content_type_override_redirect_and_proxy(s3_settings, put):
+def test_content_type_override_redirect_and_proxy(
+    s3_settings: Callable[..., Settings], put: Callable[..., None]
+) -> None:
     """A signed content-type override reaches S3 as response-content-type (redirect)
     and replaces S3's type (proxy)."""
     put("media/docs/x.bin")
@@ -479,7 +528,7 @@ def offline_settings(media_root: Path, **overrides) -> Settings:
     return Settings(**values)
 
 
-def test_remembered_redirects_equal_fresh_ones(media_root):
+def test_remembered_redirects_equal_fresh_ones(media_root: Path) -> None:
     """Every answer of a gateway that remembers redirects equals that of a fresh gateway
     at the same moment: across seconds, presign windows, the URL's expiry, HEAD, public
     files and a signed download."""
@@ -513,7 +562,7 @@ def test_remembered_redirects_equal_fresh_ones(media_root):
     assert gateway._recent is not None and len(gateway._recent) > 0
 
 
-def test_redirect_is_not_remembered_past_the_urls_expiry(media_root):
+def test_redirect_is_not_remembered_past_the_urls_expiry(media_root: Path) -> None:
     """A URL expiring at T is redirected at T itself and refused half a second later,
     within the same second: its redirect is not remembered for the rest of it."""
     clock = Clock(1_800_000_000.0)
@@ -528,7 +577,7 @@ def test_redirect_is_not_remembered_past_the_urls_expiry(media_root):
     assert call(gateway, url).status == 403
 
 
-def test_delegated_redirects_are_not_remembered(media_root):
+def test_delegated_redirects_are_not_remembered(media_root: Path) -> None:
     """The app's decision depends on the cookies: a redirect it allowed for one user is
     not handed to the next request for the same path, even in the same second."""
     from tests.serving.test_delegate import AuthApp
@@ -543,7 +592,7 @@ def test_delegated_redirects_are_not_remembered(media_root):
     assert call(gateway, target).status == 403
 
 
-def test_remembered_redirects_survive_middleware_that_edits_headers(media_root):
+def test_remembered_redirects_survive_middleware_that_edits_headers(media_root: Path) -> None:
     """Middleware around the gateway may add headers to a message in place (Starlette's
     CORSMiddleware does): each answer still carries its headers once."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
@@ -564,7 +613,7 @@ def test_remembered_redirects_survive_middleware_that_edits_headers(media_root):
     assert len({reply.headers["location"] for reply in replies}) == 1
 
 
-def test_remembered_redirects_are_bounded(media_root):
+def test_remembered_redirects_are_bounded(media_root: Path) -> None:
     """However many distinct URLs arrive in one second, at most SIZE are remembered."""
     from gateway.serving.redirect import RecentRedirects
 
@@ -575,7 +624,7 @@ def test_remembered_redirects_are_bounded(media_root):
     assert len(gateway._recent) == RecentRedirects.SIZE
 
 
-def test_redirects_without_a_raw_path_are_not_remembered(media_root):
+def test_redirects_without_a_raw_path_are_not_remembered(media_root: Path) -> None:
     """A server (or middleware) that leaves raw_path empty makes the gateway read the
     decoded path; such requests never share a remembered answer."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
@@ -588,7 +637,7 @@ def test_redirects_without_a_raw_path_are_not_remembered(media_root):
     assert gateway._recent is not None and len(gateway._recent) == 0
 
 
-def test_padded_urls_are_answered_but_not_remembered(media_root):
+def test_padded_urls_are_answered_but_not_remembered(media_root: Path) -> None:
     """Extra query parameters still verify, but a long padded request is neither a
     remembered signature nor a remembered redirect: it cannot fill the memory."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
@@ -599,7 +648,7 @@ def test_padded_urls_are_answered_but_not_remembered(media_root):
     assert gateway._recent is not None and len(gateway._recent) == 0
 
 
-def test_reused_redirects_are_counted(media_root):
+def test_reused_redirects_are_counted(media_root: Path) -> None:
     """The metrics count redirects reused within their second."""
     from tests.serving.test_observe import metric
 

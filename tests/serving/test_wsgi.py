@@ -24,7 +24,7 @@ application = MediaGatewayWSGI(django_application)
 
 
 @pytest.fixture
-def gunicorn(tmp_path, media_root) -> str:
+def gunicorn(tmp_path: Path, media_root: Path) -> str:
     (media_root / "docs").mkdir()
     (media_root / "docs" / "a b%20.txt").write_bytes(b"wsgi media")
     (media_root / "docs" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))
@@ -67,7 +67,7 @@ def signer() -> URLSigner:
     return URLSigner(secret_keys=[SECRET])
 
 
-def test_media_through_gunicorn(gunicorn):
+def test_media_through_gunicorn(gunicorn: str) -> None:
     """Signed media is served under gunicorn, with an odd name decoded exactly once."""
     url = signer().sign_url("docs/a b%20.txt")
     assert "/docs/a%20b%2520.txt?" in url
@@ -77,7 +77,7 @@ def test_media_through_gunicorn(gunicorn):
     assert httpx.get(gunicorn + "/media/docs/a%20b%2520.txt").status_code == 403
 
 
-def test_ranges_and_large_files(gunicorn, media_root):
+def test_ranges_and_large_files(gunicorn: str, media_root: Path) -> None:
     """Range and multi-megabyte bodies stream through the WSGI bridge."""
     url = gunicorn + signer().sign_url("docs/big.bin")
     data = (media_root / "docs" / "big.bin").read_bytes()
@@ -86,7 +86,7 @@ def test_ranges_and_large_files(gunicorn, media_root):
     assert (r.status_code, r.content) == (206, data[100:200])
 
 
-def test_django_passes_through(gunicorn):
+def test_django_passes_through(gunicorn: str) -> None:
     """Django's own pages, redirects and cookies reach the client unchanged."""
     page = httpx.get(gunicorn + "/")
     assert page.status_code == 200
@@ -96,7 +96,7 @@ def test_django_passes_through(gunicorn):
     assert httpx.get(gunicorn + "/media_private/x").headers["x-served-by"] == "django"
 
 
-def test_traversal_under_gunicorn(gunicorn):
+def test_traversal_under_gunicorn(gunicorn: str) -> None:
     """Encoded traversal is refused by the WSGI gateway too."""
     for target in ("/media/%2e%2e/secret", "/media/..%2fsecret"):
         assert httpx.get(gunicorn + target).status_code == 404
