@@ -87,8 +87,11 @@ def raw_request(
     head, _, body = data.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     status = int(lines[0].split(" ")[1])
-    header_list = [tuple(line.split(": ", 1)) for line in lines[1:]]
-    return Reply(status, {k.lower(): v for k, v in header_list}, body, header_list)  # type: ignore[misc]
+    header_list: list[tuple[str, str]] = []
+    for line in lines[1:]:
+        name, value = line.split(": ", 1)
+        header_list.append((name, value))
+    return Reply(status, {k.lower(): v for k, v in header_list}, body, header_list)
 
 
 def wait_until_serving(url: str, proc: Any, *, seconds: float = 20) -> None:

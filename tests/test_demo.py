@@ -37,10 +37,18 @@ def start_demo(tmp_path: Path) -> tuple[subprocess.Popen[str], int, str]:
         text=True,
     )
     output = ""
+    assert proc.stdout is not None
     deadline = time.monotonic() + 30
     while "Uvicorn running" not in output and time.monotonic() < deadline and proc.poll() is None:
         output += proc.stdout.readline()
     return proc, port, output
+
+
+def found(pattern: str, output: str) -> str:
+    """The first group of ``pattern`` in the demo's output."""
+    match = re.search(pattern, output)
+    assert match is not None, output
+    return match[1]
 
 
 def children(pid: int) -> list[int]:
@@ -64,12 +72,12 @@ def test_demo_serves_signed_sample_from_embedded_s3(tmp_path: Path) -> None:
     proc, port, output = start_demo(tmp_path)
     try:
         assert "served from S3 bucket 'media-demo'" in output, output
-        signed = re.search(r"signed\s+(http://\S+report\.txt\S*)", output)[1]
+        signed = found(r"signed\s+(http://\S+report\.txt\S*)", output)
         r = httpx.get(signed, follow_redirects=True)
         assert r.status_code == 200
         assert r.content == SAMPLES["documents/report.txt"]
         assert r.history[0].status_code == 302
-        unsigned = re.search(r"unsigned \(403\)\s+(\S+)", output)[1]
+        unsigned = found(r"unsigned \(403\)\s+(\S+)", output)
         assert httpx.get(unsigned).status_code == 403
         page = httpx.get(f"http://127.0.0.1:{port}/")
         assert page.status_code == 200
@@ -90,7 +98,7 @@ def test_demo_sigterm_stops_embedded_s3(tmp_path: Path) -> None:
             if "rclone" in Path(f"/proc/{pid}/cmdline").read_text()
         ]
         assert len(rclones) == 1
-        signed = re.search(r"signed\s+http://\S+?(/media/\S+report\.txt\S*)", output)[1]
+        signed = found(r"signed\s+http://\S+?(/media/\S+report\.txt\S*)", output)
         assert httpx.get(f"http://127.0.0.1:{port}{signed}").status_code == 302
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=20)

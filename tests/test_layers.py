@@ -118,15 +118,9 @@ def oversized() -> list[str]:
         if text.count("\n") > MAX_LINES["module"]:
             found.append(f"{name}: {text.count(chr(10))} lines")
         for node in ast.walk(ast.parse(text)):
-            kind = (
-                "class"
-                if isinstance(node, ast.ClassDef)
-                else "function"
-                if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
-                else None
-            )
-            if kind is None:
+            if not isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 continue
+            kind = "class" if isinstance(node, ast.ClassDef) else "function"
             assert node.end_lineno is not None
             length = node.end_lineno - node.lineno + 1
             if length > MAX_LINES[kind]:

@@ -29,12 +29,12 @@ from gateway.migrate.upload import (
     relative_listing,
 )
 from gateway.migrate.walk import walk
+from gateway.migrate.wire import S3Wire
 from tests.conftest import SECRET
 from tests.helpers import call
 from tests.migrate import support
 from tests.migrate.support import (
     FlakyProxy,
-    S3Wire,
     incomplete_uploads,
     make_wire,
     objects,
