@@ -18,7 +18,8 @@ def _seen(scope: dict[str, Any]) -> str:
 
 
 def _cookie(scope: dict[str, Any], name: str) -> str | None:
-    for key, value in scope["headers"]:
+    headers: list[tuple[bytes, bytes]] = scope["headers"]
+    for key, value in headers:
         if key == b"cookie":
             for part in value.decode("latin-1").split(";"):
                 key_, _, value_ = part.strip().partition("=")

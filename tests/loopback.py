@@ -23,7 +23,7 @@ class LoopbackServer:
         if not self._started.wait(5) or self._server is None:
             raise RuntimeError(f"{type(self).__name__} did not start")
         self.port: int = self._server.sockets[0].getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url: str = f"http://127.0.0.1:{self.port}"
 
     async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         raise NotImplementedError

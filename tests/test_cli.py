@@ -74,7 +74,7 @@ def test_check_missing_root(
 
 
 @pytest.mark.parametrize("command", ["serve", "sign", "check"])
-def test_help(command, capsys: pytest.CaptureFixture[str]) -> None:
+def test_help(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     """Every command has --help."""
     with pytest.raises(SystemExit) as info:
         main([command, "--help"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str)
     return s3_bucket
 
 
-def run_check(capsys) -> tuple[int, dict, str]:
+def run_check(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
     code = main(["check", "--json"])
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err
@@ -92,7 +93,7 @@ def test_check_inventory(
 
 
 @pytest.mark.parametrize(("offset", "alert"), [(16 * 60, True), (-16 * 60, True), (14 * 60, False)])
-def test_clock_skew(s3_env: str, offset, alert) -> None:
+def test_clock_skew(s3_env: str, offset: int, alert: bool) -> None:
     """Item 40: 16 minutes of skew against S3 raise an alert; 14 minutes are fine."""
     import time
 

@@ -8,8 +8,9 @@ import contextlib
 import datetime
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
@@ -28,7 +29,7 @@ TWO_HOURS = 7200
 
 
 def credential_process(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server, *, expiration: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, *, expiration: str
 ) -> Path:
     """Point boto3's chain at a profile whose ``credential_process`` prints the S3
     server's keys, a session token and ``expiration`` (a Python expression for a UTC
@@ -62,8 +63,8 @@ def credential_process(
 def settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callable[..., Settings]:
     """Gateway settings for the test bucket with no keys: boto3's chain finds them."""
 
-    def make(**overrides) -> Settings:
-        values = {
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
             "secret_keys": (SECRET,),
             "media_root": media_root,
             "use_s3": True,
@@ -87,7 +88,7 @@ def amz(location: str) -> dict[str, str]:
     return dict(parse_qsl(urlsplit(location).query))
 
 
-def max_age(reply_headers) -> int:
+def max_age(reply_headers: Mapping[str, str]) -> int:
     return int(reply_headers["cache-control"].rsplit("=", 1)[1])
 
 

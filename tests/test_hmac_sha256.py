@@ -10,7 +10,7 @@ from gateway.hmac_sha256 import HmacSha256
 
 
 @given(key=st.binary(max_size=200), message=st.binary(max_size=300))
-def test_equals_the_standard_library(key, message) -> None:
+def test_equals_the_standard_library(key: bytes, message: bytes) -> None:
     """hmac.digest's bytes for every key length (longer than a block too, which is
     hashed first), and again for the next message: the keyed states are copied, never
     consumed."""

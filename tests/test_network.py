@@ -77,7 +77,7 @@ def tls_env(
     return Path(s3_tls_server.ca_file)
 
 
-def run(capsys, *argv: str) -> tuple[int, str, str]:
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     code = main(list(argv))
     captured = capsys.readouterr()
     return code, captured.out, captured.err
@@ -98,7 +98,7 @@ def proxied(path: str = "a.txt") -> tuple[int, bytes]:
     return reply.status_code, reply.content
 
 
-def every_client_works(capsys, media_root: Path) -> None:
+def every_client_works(capsys: pytest.CaptureFixture[str], media_root: Path) -> None:
     """check, readiness, upload, verify, pull and proxy mode, each succeeding."""
     code, out, err = run(capsys, "check")
     assert code == 0, err
@@ -116,7 +116,9 @@ def every_client_works(capsys, media_root: Path) -> None:
     assert proxied() == (200, b"alpha")
 
 
-def every_client_fails(capsys, caplog, variable: str) -> None:
+def every_client_fails(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture, variable: str
+) -> None:
     """check, readiness, upload, verify, pull and proxy mode, each failing with one line
     that names ``variable`` (readiness: its short code, the line in the log)."""
     code, out, err = run(capsys, "check")

@@ -4,6 +4,7 @@ addresses buckets as botocore does (RELIABILITY item 64)."""
 from __future__ import annotations
 
 import datetime
+from typing import Any, Literal
 
 import boto3
 import botocore.auth
@@ -15,6 +16,8 @@ from gateway.s3 import make_presigner
 from gateway.sigv4 import MAX_EXPIRES, Credentials, Presigner
 
 MOMENT = datetime.datetime(2026, 11, 25, 18, 0, 0)
+# botocore's addressing styles, as its Config's s3 option types them.
+AddressingStyle = Literal["auto", "virtual", "path"]
 TIMESTAMP = MOMENT.replace(tzinfo=datetime.UTC).timestamp()
 KEYS = [
     "media/a.jpg",
@@ -52,7 +55,13 @@ def frozen_botocore(monkeypatch: pytest.MonkeyPatch) -> None:
         },
     ],
 )
-def test_identical_to_botocore(frozen_botocore: None, token, style, endpoint, options) -> None:
+def test_identical_to_botocore(
+    frozen_botocore: None,
+    token: str | None,
+    style: AddressingStyle,
+    endpoint: str,
+    options: dict[str, str],
+) -> None:
     """Same credentials, time, endpoint, key and options give the same URL, byte for byte."""
     session = boto3.Session(
         aws_access_key_id="AKIAEXAMPLE",
@@ -94,7 +103,7 @@ def test_identical_to_botocore(frozen_botocore: None, token, style, endpoint, op
 def test_limits() -> None:
     """SigV4 caps validity at seven days; the window must be shorter than the TTL."""
     creds = lambda: Credentials("a", "b")  # noqa: E731
-    common = {
+    common: dict[str, Any] = {
         "bucket": "b",
         "region": "r",
         "endpoint_url": "http://h",
@@ -125,8 +134,8 @@ def test_refreshed_credentials_are_used() -> None:
     assert "AK1%2F" in first and "AK2%2F" in second and "X-Amz-Security-Token=T" in second
 
 
-def aws_settings(bucket: str, **overrides) -> Settings:
-    values = {
+def aws_settings(bucket: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "secret_keys": ("test-secret-key-0123456789",),
         "use_s3": True,
         "aws_access_key_id": "AKIAEXAMPLE",
@@ -181,7 +190,7 @@ def aws_settings(bucket: str, **overrides) -> Settings:
         ("media", {"aws_s3_endpoint_url": "https://minio.example.com"}, "path"),
     ],
 )
-def test_addressing_style(bucket, overrides, style) -> None:
+def test_addressing_style(bucket: str, overrides: dict[str, str], style: str) -> None:
     """Item 64: virtual-hosted only for a bucket that can be a host name whose
     certificate matches; a dotted bucket over HTTPS is path-style, on AWS or not."""
     assert aws_settings(bucket, **overrides).addressing_style == style
@@ -191,7 +200,9 @@ def test_addressing_style(bucket, overrides, style) -> None:
 @pytest.mark.parametrize(
     "bucket", ["media.example.com", "media-example", "Media", "ab", "192.168.1.1", "a.-b"]
 )
-def test_dotted_bucket_on_aws_is_botocore_url(frozen_botocore: None, style, bucket) -> None:
+def test_dotted_bucket_on_aws_is_botocore_url(
+    frozen_botocore: None, style: AddressingStyle, bucket: str
+) -> None:
     """Item 64: with no endpoint URL, our presigned URL for a bucket with dots is
     botocore's, byte for byte: path-style on the regional HTTPS endpoint; a bucket that
     is a host name stays virtual-hosted, as botocore's virtual style gives; other names
@@ -208,7 +219,7 @@ def test_dotted_bucket_on_aws_is_botocore_url(frozen_botocore: None, style, buck
 @pytest.mark.parametrize("style", ["auto", "path", "virtual"])
 @pytest.mark.parametrize("endpoint", ["http://minio.internal:9000", "https://minio.example.com"])
 def test_dotted_bucket_on_a_custom_endpoint_is_botocore_url(
-    frozen_botocore: None, style, endpoint
+    frozen_botocore: None, style: AddressingStyle, endpoint: str
 ) -> None:
     """Item 64: on a custom endpoint a dotted bucket is addressed as botocore does:
     virtual-hosted only when asked for over plain HTTP, path-style otherwise."""
@@ -222,7 +233,7 @@ def test_dotted_bucket_on_a_custom_endpoint_is_botocore_url(
 KEY = "media/a b.jpg"
 
 
-def botocore_url(bucket: str, endpoint: str | None, style: str) -> str:
+def botocore_url(bucket: str, endpoint: str | None, style: AddressingStyle) -> str:
     client = boto3.Session(
         aws_access_key_id="AKIAEXAMPLE",
         aws_secret_access_key="secret/key+",

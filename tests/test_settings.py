@@ -88,7 +88,7 @@ def test_dotenv_file_and_environment_wins(tmp_path: Path) -> None:
         ({**BASE, "AWS_S3_ENDPOINT_URL": "minio:9000"}, "AWS_S3_ENDPOINT_URL", "http://"),
     ],
 )
-def test_invalid_values_name_the_variable(env, variable, hint) -> None:
+def test_invalid_values_name_the_variable(env: dict[str, str], variable: str, hint: str) -> None:
     """A missing or invalid value raises one message naming the variable and the fix."""
     with pytest.raises(ConfigError) as info:
         Settings.from_env(env)

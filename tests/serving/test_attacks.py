@@ -47,7 +47,7 @@ def forge(signer: URLSigner, relpath: str, exp: str, *, ct: str | None = None) -
     ],
 )
 def test_non_ascii_options_are_403_without_traceback(
-    served: tuple[MediaGateway, str], caplog: pytest.LogCaptureFixture, query
+    served: tuple[MediaGateway, str], caplog: pytest.LogCaptureFixture, query: str
 ) -> None:
     """A non-ASCII ct once gave a 500 and a logged traceback on every request."""
     _, base = served
@@ -99,7 +99,7 @@ def test_signed_urls_still_verify(served: tuple[MediaGateway, str]) -> None:
 
 
 @pytest.mark.parametrize("target", ["/media/%FF", "/media/%C3%28", "/media/a%FF.txt?exp=1"])
-def test_invalid_utf8_under_gunicorn_is_404(gunicorn, target) -> None:  # noqa: F811
+def test_invalid_utf8_under_gunicorn_is_404(gunicorn: str, target: str) -> None:  # noqa: F811
     """MediaGatewayWSGI under gunicorn once answered these with a 500."""
     assert httpx.get(gunicorn + target).status_code == 404
 

@@ -22,7 +22,9 @@ DATA = b"x" * 50_000
 
 @pytest.fixture
 def proxy(s3_server: S3Server) -> Iterator[FaultProxy]:
-    fault = FaultProxy(urlsplit(s3_server.endpoint_url).port)
+    port = urlsplit(s3_server.endpoint_url).port
+    assert port is not None
+    fault = FaultProxy(port)
     yield fault
     fault.close()
 

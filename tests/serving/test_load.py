@@ -74,7 +74,7 @@ async def ranged_get(port: int, target: bytes, start: int, length: int) -> bytes
         writer.close()
 
 
-def test_thousand_concurrent_ranged_gets(server: tuple[subprocess.Popen[bytes], int]):
+def test_thousand_concurrent_ranged_gets(server: tuple[subprocess.Popen[bytes], int]) -> None:
     """Item 53: 1,000 concurrent ranged GETs on a 5 GB file: all 206, RSS bounded, and
     the server's descriptors back to their baseline afterwards."""
     proc, port = server

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -24,7 +25,7 @@ application = MediaGatewayWSGI(django_application)
 
 
 @pytest.fixture
-def gunicorn(tmp_path: Path, media_root: Path) -> str:
+def gunicorn(tmp_path: Path, media_root: Path) -> Iterator[str]:
     (media_root / "docs").mkdir()
     (media_root / "docs" / "a b%20.txt").write_bytes(b"wsgi media")
     (media_root / "docs" / "big.bin").write_bytes(os.urandom(3 * 1024 * 1024))

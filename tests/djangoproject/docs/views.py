@@ -26,7 +26,7 @@ def document_url(request: HttpRequest, pk: int) -> HttpResponse:
 
 def owns_document(request: HttpRequest, path: str) -> bool:
     """The delegate's rule: a signed-in user may have the files of their own documents."""
-    return Document.objects.filter(owner=request.user, file=path).exists()
+    return bool(Document.objects.filter(owner=request.user, file=path).exists())
 
 
 media_auth = authorize_media_view(owns_document)
