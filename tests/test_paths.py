@@ -62,7 +62,7 @@ TRAVERSALS = [
 
 
 @pytest.mark.parametrize("target", TRAVERSALS)
-def test_traversal_is_404(get: Callable[[str | bytes], Reply], target) -> None:
+def test_traversal_is_404(get: Callable[[str | bytes], Reply], target: str) -> None:
     """Item 1: ../, %2e%2e/, ..%2f and double-encoded traversal give 404, no outside byte."""
     reply = get(target)
     assert reply.status == 404
@@ -92,7 +92,7 @@ def test_sibling_prefix_is_404(get: Callable[[str | bytes], Reply]) -> None:
 @pytest.mark.parametrize(
     "target", ["/media/public/logo.txt%00", "/media/%00/x", "/media/public/%00logo.txt"]
 )
-def test_nul_is_rejected(get: Callable[[str | bytes], Reply], target) -> None:
+def test_nul_is_rejected(get: Callable[[str | bytes], Reply], target: str) -> None:
     """Item 3: %00 anywhere gives 400, never a 500 or a traceback."""
     reply = get(target)
     assert reply.status == 400
@@ -108,7 +108,7 @@ def test_nul_is_rejected(get: Callable[[str | bytes], Reply], target) -> None:
         "/media/%5c%5chost%5cshare",
     ],
 )
-def test_backslashes_are_404(get: Callable[[str | bytes], Reply], target) -> None:
+def test_backslashes_are_404(get: Callable[[str | bytes], Reply], target: str) -> None:
     """Item 4: backslash forms give 404. On POSIX a backslash is an ordinary byte, so no
     UNC path can ever be opened: there is no code path that connects anywhere."""
     reply = get(target)
@@ -120,7 +120,7 @@ def test_backslashes_are_404(get: Callable[[str | bytes], Reply], target) -> Non
     "target",
     ["//etc/passwd", "/media//etc/passwd", "/media//secret.txt", "/media/public//logo.txt"],
 )
-def test_double_slashes(get: Callable[[str | bytes], Reply], target) -> None:
+def test_double_slashes(get: Callable[[str | bytes], Reply], target: str) -> None:
     """Item 5: //etc/passwd and /media//etc/passwd give 404 (or reach the app, here absent)."""
     reply = get(target)
     assert reply.status == 404
@@ -145,7 +145,7 @@ def test_symlink_within_root_is_followed(tree: Path, gateway: MediaGateway) -> N
 
 @pytest.mark.parametrize("kept", [False, True], ids=["from disk", "kept in memory"])
 def test_symlink_swap_race_never_serves_outside(
-    tree: Path, tmp_path: Path, gateway: MediaGateway, kept
+    tree: Path, tmp_path: Path, gateway: MediaGateway, kept: bool
 ) -> None:
     """Item 7: a symlink swapped between inside and outside targets during requests is
     never served from outside: the check runs on the opened descriptor, and a file
@@ -191,6 +191,7 @@ def test_symlink_swapped_after_the_file_was_kept(
     link = tree / "public" / "moved.txt"
     link.symlink_to(tree / "public" / "logo.txt")
     assert call(gateway, "/media/public/moved.txt").body == b"public inside"
+    assert gateway.files is not None
     assert len(gateway.files) == 1
     spare = tree / "public" / "moved.tmp"
     spare.symlink_to(tmp_path / "secret.txt")
@@ -225,7 +226,7 @@ def test_encoded_slash_is_one_path_for_auth_and_lookup(tree: Path, gateway: Medi
 
 
 @pytest.mark.parametrize("target", ["/media/docs/", "/media/docs", "/media/", "/media/public/"])
-def test_directory_urls_are_404(tree: Path, gateway: MediaGateway, target) -> None:
+def test_directory_urls_are_404(tree: Path, gateway: MediaGateway, target: str) -> None:
     """Item 10: a directory URL gives 404 with no listing, even with a valid signature."""
     relpath = target.removeprefix("/media/").strip("/") or "x"
     query = gateway.signer.sign_url(relpath).split("?")[1]
@@ -246,7 +247,7 @@ def test_long_paths_fail_fast(get: Callable[[str | bytes], Reply]) -> None:
     "host", [b"evil.example", b"127.0.0.1:1", b"a" * 300, b"bad host\x01", b""]
 )
 def test_hostile_host_does_not_change_the_decision(
-    tree: Path, gateway: MediaGateway, serve: Callable[..., str], host
+    tree: Path, gateway: MediaGateway, serve: Callable[..., str], host: bytes
 ) -> None:
     """Item 13: the Host header never changes the auth decision. Local mode sends no
     Location; the S3 mode builds its Location from configuration only."""
@@ -268,7 +269,7 @@ class TestRelativePath:
         assert relative_path(b"/media/%252e%252e/x", "/media/") == "%2e%2e/x"
 
     @pytest.mark.parametrize("path", ["", "/abs", "a/", "a//b", "./a", "a/../b", "a\\b", "..", "."])
-    def test_unsafe_is_not_found(self, path) -> None:
+    def test_unsafe_is_not_found(self, path: str) -> None:
         """Empty, absolute, dot and backslash paths are refused."""
         with pytest.raises(NotFound):
             validate_relpath(path)

@@ -81,7 +81,7 @@ def test_expiry_is_rounded_up(signer: URLSigner) -> None:
 
 
 @pytest.mark.parametrize("other", ["/media/b.jpg", "/media/a.jpg.bak"])
-def test_signature_is_bound_to_the_path(gateway: MediaGateway, other) -> None:
+def test_signature_is_bound_to_the_path(gateway: MediaGateway, other: str) -> None:
     """Item 14: the signature of /a.jpg fails on /b.jpg and /a.jpg.bak."""
     url = gateway.signer.sign_url("a.jpg")
     assert call(gateway, url).status == 200
@@ -136,7 +136,7 @@ def test_expired_and_future(gateway: MediaGateway, clock: Clock) -> None:
     ],
     ids=["altered", "truncated", "empty", "garbage", "padded", "non-ascii"],
 )
-def test_bad_signatures(gateway: MediaGateway, mangle) -> None:
+def test_bad_signatures(gateway: MediaGateway, mangle: Callable[[str], str]) -> None:
     """Item 17: an altered, truncated, empty or non-base64 signature gives 403, no 500."""
     url = gateway.signer.sign_url("a.jpg")
     base, sig = url.split("&sig=")
@@ -173,7 +173,9 @@ def test_key_rotation(
     ],
     ids=["dup-sig", "reordered", "dup-exp", "dl-after-sig", "blank", "no-exp"],
 )
-def test_duplicated_or_reordered_params(gateway: MediaGateway, rewrite) -> None:
+def test_duplicated_or_reordered_params(
+    gateway: MediaGateway, rewrite: Callable[[str, str], str]
+) -> None:
     """Item 20: duplicated or reordered signature parameters give a deterministic 403."""
     params = dict(parse_qsl(query(gateway.signer.sign_url("a.jpg"))))
     target = f"/media/a.jpg?{rewrite(params['exp'], params['sig'])}"
@@ -185,12 +187,12 @@ def test_unrelated_params_are_ignored(gateway: MediaGateway) -> None:
     assert call(gateway, gateway.signer.sign_url("a.jpg") + "&utm_source=mail").status == 200
 
 
-def test_comparison_uses_compare_digest(signer: URLSigner, monkeypatch: pytest.MonkeyPatch):
+def test_comparison_uses_compare_digest(signer: URLSigner, monkeypatch: pytest.MonkeyPatch) -> None:
     """Item 21: the signature check goes through hmac.compare_digest."""
-    calls = []
+    calls: list[tuple[bytes, bytes]] = []
     real = hmac.compare_digest
 
-    def spy(a, b):
+    def spy(a: bytes, b: bytes) -> bool:
         calls.append((a, b))
         return real(a, b)
 
@@ -215,7 +217,7 @@ def test_verify_errors(signer: URLSigner, clock: Clock) -> None:
 
 
 @pytest.mark.parametrize("path", ["../x", "", "a//b", "a\x00b"])
-def test_sign_refuses_unsafe_paths(signer: URLSigner, path) -> None:
+def test_sign_refuses_unsafe_paths(signer: URLSigner, path: str) -> None:
     """sign_url refuses a path the gateway would never serve."""
     with pytest.raises(ValueError, match="not a valid media path"):
         signer.sign_url(path)
@@ -233,7 +235,7 @@ def test_sign_rejects_bad_expiry(signer: URLSigner) -> None:
 
 
 @pytest.mark.parametrize("keys", [[SECRET], [OLD_KEY, NEW_KEY]])
-def test_fast_path_agrees_with_itsdangerous(keys, clock: Clock) -> None:
+def test_fast_path_agrees_with_itsdangerous(keys: list[str], clock: Clock) -> None:
     """The fast verification accepts what itsdangerous's Signer accepts, except other
     spellings of the same bytes, which it refuses."""
     import os
@@ -307,7 +309,7 @@ def test_content_type_override_is_signed(gateway: MediaGateway) -> None:
 
 
 @pytest.mark.parametrize("bad", ["text/html\r\nSet-Cookie: a=b", "nonsense", "text/plain; x=y", ""])
-def test_content_type_override_is_a_mime_type(signer: URLSigner, bad) -> None:
+def test_content_type_override_is_a_mime_type(signer: URLSigner, bad: str) -> None:
     """Only a MIME type (and a charset) may be signed: nothing a header could carry."""
     with pytest.raises(ValueError, match="content_type"):
         signer.sign_url("a.jpg", content_type=bad)
@@ -326,7 +328,9 @@ def test_content_type_override_is_a_mime_type(signer: URLSigner, bad) -> None:
         (5, 40, 4),
     ],
 )
-def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(window, lifetime, expected) -> None:
+def test_rounding_window_is_at_most_a_tenth_of_the_lifetime(
+    window: int, lifetime: int, expected: int
+) -> None:
     """Short lifetimes get a short window; the default TTL keeps the whole window."""
     assert rounding_window(window, lifetime) == expected
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,6 +23,10 @@ from gateway.migrate.wire import S3Wire
 from gateway.sigv4 import Credentials
 from tests.conftest import SECRET
 from tests.s3server import S3Server
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import MultipartUploadTypeDef
 
 # Names that must round-trip exactly (RELIABILITY item 47). NFC and NFD spellings of
 # "café" are two different files and two different keys.
@@ -64,7 +68,7 @@ def s3(s3_server: S3Server) -> Iterator[Any]:
 
 
 @contextlib.contextmanager
-def make_wire(s3_server, bucket: str, endpoint: str | None = None) -> Iterator[S3Wire]:
+def make_wire(s3_server: S3Server, bucket: str, endpoint: str | None = None) -> Iterator[S3Wire]:
     """Our own client on ``bucket``, through ``endpoint`` (a proxy) if given."""
     fixed = Credentials(s3_server.access_key, s3_server.secret_key)
     client = S3Wire(
@@ -87,7 +91,7 @@ def wire(s3_server: S3Server, s3_bucket: str) -> Iterator[S3Wire]:
         yield client
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, dict[str, Any]]:
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[str, Any]]:
     """``media-gateway ARGV --json``: the exit code and the parsed JSON."""
     code = main([*argv, "--json"])
     out = capsys.readouterr().out
@@ -107,7 +111,7 @@ def odd_tree() -> dict[str, bytes]:
     }
 
 
-def objects(s3, bucket: str, prefix: str = "media/") -> dict[str, dict[str, Any]]:
+def objects(s3: S3Client, bucket: str, prefix: str = "media/") -> dict[str, dict[str, Any]]:
     """Every object under ``prefix``: key -> {size, body, metadata, content_type, ...}."""
     found = {}
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
@@ -125,7 +129,7 @@ def objects(s3, bucket: str, prefix: str = "media/") -> dict[str, dict[str, Any]
     return found
 
 
-def incomplete_uploads(s3, bucket: str) -> list[dict[str, Any]]:
+def incomplete_uploads(s3: S3Client, bucket: str) -> list[MultipartUploadTypeDef]:
     """ListMultipartUploads; rclone answers NoSuchUpload until a bucket has had one."""
     from botocore.exceptions import ClientError
 
@@ -223,9 +227,10 @@ class FlakyProxy:
                         )
                         if name.lower() not in dropped:
                             self.send_header(name, value)
-                    length = response.getheader("content-length") or "0"
+                    upstream_length = response.getheader("content-length") or "0"
                     self.send_header(
-                        "content-length", length if self.command == "HEAD" else str(len(data))
+                        "content-length",
+                        upstream_length if self.command == "HEAD" else str(len(data)),
                     )
                     self.end_headers()
                     if self.command != "HEAD":

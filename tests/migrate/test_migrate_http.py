@@ -10,6 +10,7 @@ import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -113,6 +114,7 @@ def test_head_interim_and_close_delimited() -> None:
         assert ask(conn) == (204, b"")
         response = conn.request("GET", "/", {}, None, 4)
         assert response.will_close
+        assert conn._sock is not None
         conn._sock.shutdown(socket.SHUT_WR)  # let the scripted server close its side
         assert response.read() == b"rest of it"
         conn.close()
@@ -135,6 +137,7 @@ def test_broken_answers_are_protocol_errors() -> None:
             ask(conn)
         conn.close()
         response = conn.request("GET", "/", {}, None, 4)
+        assert conn._sock is not None
         conn._sock.shutdown(socket.SHUT_WR)
         with pytest.raises(ProtocolError, match="mid-body"):
             response.read()
@@ -167,7 +170,7 @@ def test_malformed_framing_is_a_protocol_error() -> None:
         conn.close()
 
 
-def wire_on(host: str, **options) -> S3Wire:
+def wire_on(host: str, **options: Any) -> S3Wire:
     fixed = Credentials("AKIAEXAMPLE", "secret")
     return S3Wire(
         endpoint_url=f"http://{host}",

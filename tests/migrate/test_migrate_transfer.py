@@ -13,7 +13,6 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from gateway import sigv4 as transfer_sigv4
 from gateway.migrate.params import object_headers
 from gateway.migrate.transport import EMPTY_SHA256
 from gateway.migrate.wire import S3Error, S3Wire
@@ -29,10 +28,10 @@ NOW = datetime.datetime(2026, 11, 25, 18, 0, 0, tzinfo=datetime.UTC)
 
 
 @pytest.mark.parametrize("token", [None, "session-token"])
-def test_signature_matches_botocore(monkeypatch: pytest.MonkeyPatch, token) -> None:
+def test_signature_matches_botocore(monkeypatch: pytest.MonkeyPatch, token: str | None) -> None:
     """For the same time, credentials and request, our Authorization header is
     botocore's, odd key and query string included."""
-    monkeypatch.setattr(transfer_sigv4.time, "gmtime", lambda: NOW.timetuple())
+    monkeypatch.setattr("gateway.sigv4.time.gmtime", lambda: NOW.timetuple())
     monkeypatch.setattr("botocore.auth.get_current_datetime", lambda: NOW.replace(tzinfo=None))
     creds = Credentials("AKIDEXAMPLE", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", token)
     client = S3Wire(

@@ -19,10 +19,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from gateway import MediaGateway, Settings
 from gateway.redact import REDACTED, RedactingFilter, redact_query, redact_text
@@ -146,7 +148,7 @@ def test_line_when_the_app_raises(
     """An app that raises before answering still gets its line, with the 500 the server
     sends."""
 
-    async def broken(scope, receive, send):
+    async def broken(scope: Scope, receive: Receive, send: Send) -> None:
         raise RuntimeError("boom")
 
     gateway = MediaGateway(broken, settings=make_settings())
@@ -187,7 +189,7 @@ def test_gateway_errors_are_redacted(
 @pytest.mark.parametrize(
     ("raw", "expected"), [(None, True), ("", True), ("true", True), ("off", False)]
 )
-def test_access_log_setting(raw, expected) -> None:
+def test_access_log_setting(raw: str | None, expected: bool) -> None:
     """GATEWAY_ACCESS_LOG: on unless set to false; empty means the default."""
     from gateway import Settings
 
@@ -227,7 +229,9 @@ def test_buffered_handler_writes_the_same_line(
     monkeypatch.setattr(access_logger, "handlers", [handler])
     monkeypatch.setattr(access_logger, "propagate", False)
     monkeypatch.setattr(access_logger, "level", logging.INFO)
-    access_logger.manager._clear_cache()
+    # Private in the standard library (and so absent from typeshed): loggers cache their
+    # level, and the patched level must be seen at once.
+    access_logger.manager._clear_cache()  # type: ignore[attr-defined]
     gateway.access_log = AccessLog()
     url = gateway.signer.sign_url("a.txt")
     call(gateway, url)
@@ -282,7 +286,7 @@ def test_escapes_quotes_in_the_target(
 # --- media-gateway serve, as shipped ------------------------------------------------
 
 AMZ = ("x-amz-signature", "x-amz-credential", "x-amz-security-token")
-MODES = {
+MODES: dict[str, dict[str, Any]] = {
     "local": {},
     "redirect": {"s3": True},
     "proxy": {"s3": True, "GATEWAY_S3_DELIVERY": "proxy"},
@@ -294,7 +298,7 @@ MODES = {
 
 
 @pytest.mark.parametrize("mode", list(MODES))
-def test_serve_logs_no_secret(mode, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_serve_logs_no_secret(mode: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     """Item 58: ``media-gateway serve`` with default settings, in every mode: after signed
     requests its stdout and stderr hold an access line per request (written out when
     SIGTERM stops it, by every worker) and no ``sig``, ``X-Amz-Signature``,
@@ -458,7 +462,7 @@ OWN_SERVERS = {
 
 
 @pytest.mark.parametrize("server", list(OWN_SERVERS))
-def test_own_server_command_redacts_its_access_log(server, tmp_path: Path) -> None:
+def test_own_server_command_redacts_its_access_log(server: str, tmp_path: Path) -> None:
     """Item 58: the gateway run under the user's own uvicorn (access log on by default)
     or gunicorn (``--access-logfile -``): the server's own access line names the request
     with the signature redacted."""

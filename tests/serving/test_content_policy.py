@@ -48,13 +48,13 @@ SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
         ("application/octet-stream", False),
     ],
 )
-def test_active_types(content_type, active) -> None:
+def test_active_types(content_type: str, active: bool) -> None:
     """Types that a browser may run script in, and unreadable ones (fail closed)."""
     assert is_active(content_type) is active
 
 
 def sandboxed(response: httpx.Response) -> bool:
-    return response.headers.get("content-security-policy") == SANDBOX_CSP
+    return bool(response.headers.get("content-security-policy") == SANDBOX_CSP)
 
 
 @pytest.fixture
@@ -90,10 +90,10 @@ def test_local_policy_follows_the_type_sent(
     uploads: Path,
     make_settings: Callable[..., Settings],
     serve: Callable[..., str],
-    name,
-    override,
-    expected_type,
-    expect_sandbox,
+    name: str,
+    override: str | None,
+    expected_type: str | None,
+    expect_sandbox: bool,
 ) -> None:
     """Local mode, under uvicorn: an active type is sandboxed, whatever names it."""
     gateway = MediaGateway(settings=make_settings())
@@ -124,10 +124,10 @@ def test_proxy_policy_follows_the_type_sent(
     s3_settings: Callable[..., Settings],  # noqa: F811
     put: Callable[..., None],  # noqa: F811
     serve: Callable[..., str],
-    key,
-    stored,
-    override,
-    expect_sandbox,
+    key: str,
+    stored: dict[str, str],
+    override: str | None,
+    expect_sandbox: bool,
 ) -> None:
     """Proxy mode against rclone: the site's origin adds the same sandbox as local mode,
     from S3's stored type or the signed override."""
@@ -195,9 +195,9 @@ def test_redirect_downloads_active_types(
     s3_settings: Callable[..., Settings],  # noqa: F811
     put: Callable[..., None],  # noqa: F811
     serve: Callable[..., str],
-    key,
-    override,
-    attachment,
+    key: str,
+    override: str | None,
+    attachment: bool,
 ) -> None:
     """Redirect mode: S3 adds no header of ours, so an active type is presigned with
     response-content-disposition=attachment (and the override as response-content-type);
@@ -236,7 +236,7 @@ def test_proxy_sandboxes_a_type_list(
     s3_settings: Callable[..., Settings],  # noqa: F811
     put: Callable[..., None],  # noqa: F811
     serve: Callable[..., str],
-    stored,
+    stored: str,
 ) -> None:
     """Proxy mode once served an object whose stored Content-Type is a list (an
     uploader's declared type reaches S3 through django-storages' content.content_type)
@@ -285,7 +285,7 @@ def test_proxy_survives_utf8_stored_headers(
     s3_settings: Callable[..., Settings],  # noqa: F811
     put: Callable[..., None],  # noqa: F811
     serve: Callable[..., str],
-    stored,
+    stored: dict[str, str],
 ) -> None:
     """Proxy mode once re-encoded S3's header values as latin-1: a stored
     Content-Disposition with a UTF-8 filename (set per object by django-storages users)
