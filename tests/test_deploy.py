@@ -29,7 +29,7 @@ import time
 from collections.abc import Iterator
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import httpx
 import jsonschema
@@ -105,7 +105,8 @@ def dockerfile_env() -> dict[str, str]:
 
 
 def compose() -> dict[str, Any]:
-    return yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    spec: dict[str, Any] = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    return spec
 
 
 def kubernetes() -> list[dict[str, Any]]:
@@ -251,7 +252,7 @@ def test_dockerignore_sends_only_what_is_copied() -> None:
     assert not any(name.startswith((".env", ".venv", ".git")) for name in included)
 
 
-def test_pins_satisfy_pyproject():
+def test_pins_satisfy_pyproject() -> None:
     """deploy/requirements*.txt pin (==) every dependency of pyproject.toml and of its
     [django] extra, at versions its specifiers allow."""
     import tomllib
@@ -433,7 +434,7 @@ def systemd_analyze() -> str:
     return str(path)
 
 
-def _missing(tool: str, package: str) -> None:
+def _missing(tool: str, package: str) -> NoReturn:
     reason = (
         f"{tool} is not installed: `make test` installs Debian's {package} with apt-get when"
         f" it runs as root (as CI does); otherwise: sudo apt-get install {package}"
@@ -503,7 +504,8 @@ def test_systemd_unit() -> None:
     assert {"Unit", "Service", "Install"} <= set(unit().sections())
     assert "media-gateway serve" in service["ExecStart"]
     assert "--forwarded-allow-ips 127.0.0.1" in service["ExecStart"]
-    assert service["User"] == "media-gateway" != "root"
+    assert service["User"] == "media-gateway"
+    assert service["User"] != "root"
     assert service["NoNewPrivileges"] == "true"
     assert service["RestartPreventExitStatus"] == "2"
 
@@ -584,6 +586,10 @@ def _nginx_dir() -> Iterator[Path]:
 
 class Stack:
     """nginx (the shipped site file) in front of media-gateway serve, on loopback."""
+
+    # Set by the fixture once nginx has checked its configuration and the media exist.
+    check: subprocess.CompletedProcess[str]
+    media: Path
 
     def __init__(self, home: Path, ca: trustme.CA) -> None:
         self.home = home

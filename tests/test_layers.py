@@ -86,7 +86,7 @@ def test_core_imports_no_layer_and_no_web_stack() -> None:
         ("dev", {"core", "dev", "serving"}),
     ],
 )
-def test_layers_import_one_way(layer, allowed) -> None:
+def test_layers_import_one_way(layer: str, allowed: set[str]) -> None:
     """serving and migrate never import each other; django imports the core only."""
     assert modules(layer)
     assert offending(layer, allowed) == []

@@ -7,11 +7,12 @@ import dataclasses
 import os
 import tracemalloc
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.migrate import walk as walk_module
 from gateway.migrate.walk import (
     LocalFile,
     Problem,
@@ -30,7 +31,7 @@ class Remote:
     key: str
 
 
-def files(root: Path, **options) -> list[LocalFile]:
+def files(root: Path, **options: Any) -> list[LocalFile]:
     return [e for e in walk(str(root), Selector(**options)) if isinstance(e, LocalFile)]
 
 
@@ -101,18 +102,18 @@ def test_names_s3_or_the_gateway_cannot_take(tmp_path: Path) -> None:
     assert [f.relpath for f in files(root)] == ["good.txt"]
 
 
-def test_unreadable_directory_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+def test_unreadable_directory_is_a_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A directory that cannot be listed is reported and skipped. Tests run as root,
     for whom chmod 000 denies nothing, so scandir is made to fail as it would (item 46)."""
     write_tree(tmp_path, {"a.txt": b"x", "locked/b.txt": b"y", "z.txt": b"z"})
     real = os.scandir
 
-    def scandir(path):
+    def scandir(path: str) -> Iterator[os.DirEntry[str]]:
         if os.fsdecode(path).endswith("/locked"):
             raise PermissionError(13, "Permission denied")
         return real(path)
 
-    monkeypatch.setattr(walk_module.os, "scandir", scandir)
+    monkeypatch.setattr("gateway.migrate.walk.os.scandir", scandir)
     assert problems(tmp_path) == {"locked": "cannot list directory: Permission denied"}
     assert [f.relpath for f in files(tmp_path)] == ["a.txt", "z.txt"]
 
@@ -166,15 +167,15 @@ def test_join_pairs_two_sorted_streams() -> None:
         list(join([], [Remote("b"), Remote("a")]))
 
 
-def test_join_memory_is_flat():
+def test_join_memory_is_flat() -> None:
     """Merging two generated streams of 50,000 entries holds a few entries, not the
     streams (item 57; bench/upload.py measures a million through the whole uploader)."""
 
-    def local():
+    def local() -> Iterator[Problem]:
         for i in range(50_000):
             yield Problem(f"dir{i // 1000:04}/file{i % 1000:04}", "")
 
-    def remote():
+    def remote() -> Iterator[Remote]:
         for i in range(0, 50_000, 2):
             yield Remote(f"dir{i // 1000:04}/file{i % 1000:04}")
 

@@ -12,10 +12,11 @@ from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
+from starlette.types import Receive, Scope, Send
 
 from gateway import MediaGateway, Settings
 from tests.conftest import SECRET
-from tests.helpers import call
+from tests.helpers import Reply, call
 
 settings.register_profile("quick", max_examples=300, deadline=None)
 settings.register_profile("fuzz", max_examples=100_000, deadline=None)
@@ -64,7 +65,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> tuple[MediaGateway, str]:
     return gateway, os.path.realpath(root)
 
 
-def check(reply, root: str, relpath: str | None) -> None:
+def check(reply: Reply, root: str, relpath: str | None) -> None:
     assert reply.status < 500, reply
     assert SECRET_BYTES not in reply.body
     if reply.status == 200:
@@ -81,7 +82,7 @@ path_text = st.lists(st.one_of(st.sampled_from(FRAGMENTS), st.text(max_size=6)),
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(raw=st.binary(max_size=64))
-def test_arbitrary_bytes(world: tuple[MediaGateway, str], raw) -> None:
+def test_arbitrary_bytes(world: tuple[MediaGateway, str], raw: bytes) -> None:
     """Any bytes after /media/ give a 4xx or a file under the real root, never a 5xx."""
     gateway, root = world
     for target in (
@@ -94,7 +95,7 @@ def test_arbitrary_bytes(world: tuple[MediaGateway, str], raw) -> None:
 
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(path=path_text, signed=st.booleans())
-def test_signed_or_not(world: tuple[MediaGateway, str], path, signed) -> None:
+def test_signed_or_not(world: tuple[MediaGateway, str], path: str, signed: bool) -> None:
     """Signed arbitrary paths are served only when they resolve inside the root."""
     gateway, root = world
     try:
@@ -142,20 +143,20 @@ forged_headers = st.lists(
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(forged=forged_headers, query=st.sampled_from([b"", b"share=1", b"a=b&c=d"]))
 def test_delegate_sees_only_the_gateways_headers(
-    world: tuple[MediaGateway, str], forged, query
+    world: tuple[MediaGateway, str], forged: list[tuple[bytes, bytes]], query: bytes
 ) -> None:
     """Whatever spellings and repeats a client sends, the app's delegate sees exactly one
     X-Media-Path and one X-Original-URI, both the gateway's."""
     _, root = world
     seen: list[list[tuple[bytes, bytes]]] = []
 
-    async def app(scope, receive, send):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         seen.append(list(scope["headers"]))
         await send({"type": "http.response.start", "status": 204, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
     gateway = MediaGateway(
-        app, settings=Settings(secret_keys=(SECRET,), media_root=root, auth_delegate="/auth")
+        app, settings=Settings(secret_keys=(SECRET,), media_root=Path(root), auth_delegate="/auth")
     )
     target = b"/media/a.txt" + (b"?" + query if query else b"")
     assert call(gateway, target, headers=[(b"cookie", b"s=1"), *forged]).status == 200
@@ -173,12 +174,14 @@ def test_delegate_sees_only_the_gateways_headers(
         max_size=8,
     )
 )
-def test_remembered_decisions_follow_the_query(world: tuple[MediaGateway, str], queries) -> None:
+def test_remembered_decisions_follow_the_query(
+    world: tuple[MediaGateway, str], queries: list[bytes]
+) -> None:
     """With a decision cache, every answer equals what the delegate would say for that
     exact query (a share link allows only itself)."""
     _, root = world
 
-    async def app(scope, receive, send):
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
         uri = dict(scope["headers"])[b"x-original-uri"]
         status = 200 if uri.endswith(b"share=T") else 403
         remember = [(b"cache-control", b"private, max-age=60")]
@@ -188,7 +191,7 @@ def test_remembered_decisions_follow_the_query(world: tuple[MediaGateway, str], 
     gateway = MediaGateway(
         app,
         settings=Settings(
-            secret_keys=(SECRET,), media_root=root, auth_delegate="/auth", auth_cache_ttl=60
+            secret_keys=(SECRET,), media_root=Path(root), auth_delegate="/auth", auth_cache_ttl=60
         ),
     )
     for query in queries:
@@ -209,7 +212,7 @@ mime_types = st.one_of(
 @settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(content_type=mime_types, name=st.sampled_from(["a.txt", "dir/b.txt", "caf\u00e9.txt"]))
 def test_sandbox_follows_the_signed_type(
-    world: tuple[MediaGateway, str], content_type, name
+    world: tuple[MediaGateway, str], content_type: str, name: str
 ) -> None:
     """A signed content-type override is sandboxed exactly when that type is active,
     whatever the file's name."""
