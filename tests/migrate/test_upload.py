@@ -11,15 +11,16 @@ import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
 
 from gateway import MediaGateway, Settings
 from gateway.cli import main
-from gateway.migrate import cli as migrate_cli_module
+from gateway.migrate.runner import Summary
 from gateway.migrate.state import State
 from gateway.migrate.upload import (
     MAX_PARTS,
@@ -28,7 +29,7 @@ from gateway.migrate.upload import (
     part_size_for,
     relative_listing,
 )
-from gateway.migrate.walk import walk
+from gateway.migrate.walk import LocalFile, Problem, walk
 from gateway.migrate.wire import S3Wire
 from tests.conftest import SECRET
 from tests.helpers import call
@@ -52,7 +53,15 @@ wire = support.wire
 MiB = 1 << 20
 
 
-def upload_api(wire, root: Path, state_path: Path, *, hook=None, entries=None, **options):
+def upload_api(
+    wire: S3Wire,
+    root: Path,
+    state_path: Path,
+    *,
+    hook: Callable[[str, str], None] | None = None,
+    entries: Iterable[LocalFile | Problem] | None = None,
+    **options: Any,
+) -> Summary:
     """Run the Uploader directly, for knobs the CLI does not expose."""
     state = State(state_path)
     uploader = Uploader(
@@ -274,28 +283,29 @@ def test_faults_are_reported_per_file(
     s3: Any,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     """FIFO, broken symlink, a file that cannot be opened (EACCES) and one that vanishes
     after the walk: each listed in the JSON, exit 1, the rest uploaded (item 46). Tests
     run as root, whom chmod 000 does not stop, so EACCES comes from a patched os.open."""
     write_tree(media_root, {"a.txt": b"a", "denied.txt": b"d", "vanish.txt": b"v", "z.txt": b"z"})
     os.mkfifo(media_root / "fifo")
     (media_root / "broken").symlink_to(media_root / "missing")
-    real_open, real_walk = os.open, migrate_cli_module.walk
+    real_open, real_walk = os.open, walk
 
-    def open_(path, flags, *args, **kwargs):
+    def open_(path: str | os.PathLike[str], flags: int, *args: Any, **kwargs: Any) -> int:
         if str(path).endswith("denied.txt"):
             raise PermissionError(13, "Permission denied", str(path))
         return real_open(path, flags, *args, **kwargs)
 
-    def walk_(*args, **kwargs):
+    def walk_(*args: Any, **kwargs: Any) -> Iterator[LocalFile | Problem]:
         for entry in real_walk(*args, **kwargs):
             if entry.relpath == "vanish.txt":
+                assert isinstance(entry, LocalFile)
                 os.unlink(entry.path)
             yield entry
 
     monkeypatch.setattr(os, "open", open_)
-    monkeypatch.setattr(migrate_cli_module, "walk", walk_)
+    monkeypatch.setattr("gateway.migrate.cli.walk", walk_)
     code, report = run_cli(capsys, "upload")
     assert code == 1
     assert (report["uploaded"], report["failed"]) == (2, 4)
@@ -418,7 +428,7 @@ def test_shards_count_from_one(
 
 def test_error_aborts_the_multipart_upload(
     s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
-):
+) -> None:
     """A part refused for good fails the file and aborts its multipart upload: nothing
     incomplete is left behind (item 43)."""
     (media_root / "big.bin").write_bytes(os.urandom(11 * MiB))
@@ -443,12 +453,12 @@ def test_error_aborts_the_multipart_upload(
 
 def test_lost_complete_reply_is_recovered(
     s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
-):
+) -> None:
     """CompleteMultipartUpload succeeds but its answer is lost: the retry finds the
     upload gone, and a HEAD showing our size and hash proves the object complete."""
     data = os.urandom(6 * MiB)
     (media_root / "big.bin").write_bytes(data)
-    lost = []
+    lost: list[str] = []
 
     def lose_reply(method: str, path: str) -> bool:
         if method == "POST" and "uploadId=" in path and not lost:
@@ -474,7 +484,7 @@ def test_503_storm_at_concurrency_64(
     s3: Any,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
-):
+) -> None:
     """A third of all requests answered 503 SlowDown, 64 files in flight: backoff and
     retries finish the job, nothing is lost, verify finds zero missing and zero extra
     (items 51, 52)."""
@@ -520,7 +530,7 @@ def _start_upload(tmp_path: Path, endpoint: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def _wait_for_multipart(s3, bucket: str, process: subprocess.Popen[bytes]) -> None:
+def _wait_for_multipart(s3: Any, bucket: str, process: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 30
     while not incomplete_uploads(s3, bucket):
         assert process.poll() is None, process.communicate()
@@ -609,10 +619,12 @@ def test_folder_markers_are_not_files() -> None:
     from gateway.migrate.wire import ObjectInfo
 
     class Listing:
-        def list_objects(self, prefix, strip=False):
+        def list_objects(self, prefix: str, strip: bool = False) -> Iterator[ObjectInfo]:
             yield from (ObjectInfo(k, 0, "e") for k in ("a.txt", "dir/", "dir/b.txt"))
 
-    assert [o.key for o in relative_listing(Listing(), "media/")] == ["a.txt", "dir/b.txt"]
+    # A stand-in with the one method relative_listing calls.
+    listing = cast(S3Wire, Listing())
+    assert [o.key for o in relative_listing(listing, "media/")] == ["a.txt", "dir/b.txt"]
 
 
 def test_progress_bar_on_a_terminal() -> None:
@@ -620,7 +632,7 @@ def test_progress_bar_on_a_terminal() -> None:
     counting walk has the total; a newline at the end."""
     import io
 
-    from gateway.migrate.runner import Progress
+    from gateway.migrate.progress import Progress
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

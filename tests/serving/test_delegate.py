@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import ConfigError, MediaGateway, Settings
 from tests.helpers import call
@@ -25,9 +27,10 @@ class AuthApp:
         self.status_by_cookie = status_by_cookie or {}
         self.delay = delay
         self.cache_control = cache_control
-        self.calls: list[dict] = []
+        # What each app records differs (a dict per call, or the raw headers).
+        self.calls: list[Any] = []
 
-    async def __call__(self, scope, receive, send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
         headers = {k.decode(): v.decode("latin-1") for k, v in scope["headers"]}
@@ -62,7 +65,9 @@ def tree(media_root: Path) -> Path:
     return media_root
 
 
-def gateway_for(app, make_settings, **overrides) -> MediaGateway:
+def gateway_for(
+    app: ASGIApp, make_settings: Callable[..., Settings], **overrides: Any
+) -> MediaGateway:
     return MediaGateway(app, settings=make_settings(auth_delegate="/auth", **overrides))
 
 
@@ -83,7 +88,7 @@ TARGET = "/media/docs/caf%C3%A9%20%231.txt"
     ],
 )
 def test_status_mapping(
-    tree: Path, make_settings: Callable[..., Settings], cookie, app_status, expected
+    tree: Path, make_settings: Callable[..., Settings], cookie: str, app_status: int, expected: int
 ) -> None:
     """Item 19: 2xx allows; 401/403 pass on; 404 stays; 5xx and crashes give 502;
     anything else 503: failing closed."""
@@ -170,10 +175,10 @@ def test_cache_key_holds_the_query(tree: Path, make_settings: Callable[..., Sett
     through without the token, and a refusal without it does not lock the holder out."""
 
     class ShareApp(AuthApp):
-        def __init__(self):
+        def __init__(self) -> None:
             super().__init__()
 
-        async def __call__(self, scope, receive, send):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             headers = dict(scope["headers"])
             self.calls.append(headers)
             ok = headers[b"x-original-uri"].endswith(b"?share=TOKEN")
@@ -221,7 +226,7 @@ def test_anonymous_decisions_are_not_remembered(
     ],
 )
 def test_the_app_says_what_may_be_remembered(
-    tree: Path, make_settings: Callable[..., Settings], cache_control, calls
+    tree: Path, make_settings: Callable[..., Settings], cache_control: bytes | None, calls: int
 ) -> None:
     """Only an answer with a max-age is remembered; no-store, no-cache and max-age=0
     never are, nor one without a max-age (the app may decide by more than the key)."""
@@ -234,13 +239,13 @@ def test_the_app_says_what_may_be_remembered(
 
 @pytest.mark.parametrize(("vary", "calls"), [(b"Cookie", 1), (b"X-Api-Key", 3), (b"*", 3)])
 def test_an_answer_that_varies_by_more_is_not_remembered(
-    tree: Path, make_settings: Callable[..., Settings], vary, calls
+    tree: Path, make_settings: Callable[..., Settings], vary: bytes, calls: int
 ) -> None:
     """The key holds the target and Cookie/Authorization: an answer that says it
     varies by anything else is asked again each time."""
 
     class VaryApp(AuthApp):
-        async def __call__(self, scope, receive, send):
+        async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
             self.calls.append(scope["headers"])
             headers = [(b"cache-control", b"private, max-age=60"), (b"vary", vary)]
             await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -290,6 +295,7 @@ def test_cache_is_bounded_in_bytes(tree: Path, make_settings: Callable[..., Sett
     before = tracemalloc.get_traced_memory()[0]
     for n in range(delegate_module.CACHE_ENTRIES + 500):
         key = gateway.delegate._cache_key(scope_headers, b"/media/%d/" % n + b"p" * 4000)
+        assert key is not None
         gateway.delegate._remember(key, 200, 60)
     used = tracemalloc.get_traced_memory()[0] - before
     tracemalloc.stop()
@@ -308,7 +314,7 @@ def test_cache_is_bounded_in_bytes(tree: Path, make_settings: Callable[..., Sett
     ],
 )
 def test_client_copies_of_gateway_headers_are_dropped(
-    tree: Path, make_settings: Callable[..., Settings], forged
+    tree: Path, make_settings: Callable[..., Settings], forged: list[tuple[bytes, bytes]]
 ) -> None:
     """Item 19: whatever the spelling (dashes, underscores, case, repeats), the app sees
     exactly one X-Media-Path and one X-Original-URI, the gateway's."""
@@ -349,7 +355,9 @@ def test_http_delegate_unreachable(tree: Path, make_settings: Callable[..., Sett
     ("value", "message"),
     [("media-auth", "expected a path"), ("/media/auth", "must not lie under MEDIA_URL")],
 )
-def test_bad_delegate_settings(make_settings: Callable[..., Settings], value, message) -> None:
+def test_bad_delegate_settings(
+    make_settings: Callable[..., Settings], value: str, message: str
+) -> None:
     """A delegate that is not a path or URL, or lies under MEDIA_URL, is refused."""
     with pytest.raises(ConfigError, match=message):
         make_settings(auth_delegate=value)
@@ -361,7 +369,7 @@ def test_path_delegate_needs_an_app(make_settings: Callable[..., Settings]) -> N
         MediaGateway(settings=make_settings(auth_delegate="/auth"))
 
 
-async def api_key_delegate(scope, receive, send) -> None:
+async def api_key_delegate(scope: Scope, receive: Receive, send: Send) -> None:
     """An app whose delegate decides by an API key header (or, alike, the client's IP,
     an SSO proxy's X-Forwarded-User, a client certificate) and sends no Cache-Control,
     as most views do."""
@@ -375,7 +383,7 @@ async def api_key_delegate(scope, receive, send) -> None:
 
 @pytest.mark.parametrize("first", ["alice", "mallory"])
 def test_a_trivial_cookie_shares_delegate_decisions(
-    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str], first
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str], first: str
 ) -> None:
     """GATEWAY_AUTH_CACHE_TTL once cached every decision the app did not refuse to
     have cached: Alice (API key, plus a non-secret cookie such as lang=en) allowed
