@@ -10,10 +10,12 @@ import time
 from collections.abc import Callable, Iterator
 from email.utils import formatdate
 from pathlib import Path
+from typing import cast
 
 import httpx
 import pytest
 from starlette.responses import FileResponse
+from starlette.types import Message, Receive
 
 from gateway import MediaGateway, Settings
 from gateway.serving.local import (
@@ -76,7 +78,7 @@ def test_single_range(client: httpx.Client, url: str) -> None:
     ("spec", "start", "end"),
     [("-10", 990, 999), ("990-", 990, 999), ("990-1990", 990, 999), ("-5000", 0, 999)],
 )
-def test_ranges_clipped(client: httpx.Client, url: str, spec, start, end) -> None:
+def test_ranges_clipped(client: httpx.Client, url: str, spec: str, start: int, end: int) -> None:
     """Item 23: suffix, open and overlong ranges are clipped to the file."""
     r = client.get(url, headers={"range": f"bytes={spec}"})
     assert r.status_code == 206
@@ -88,7 +90,7 @@ def test_ranges_clipped(client: httpx.Client, url: str, spec, start, end) -> Non
     "spec",
     [f"bytes={SIZE}-", "alpha", "bytes=10", "bytes=5-1", "bytes=-0", "items=0-1", "bytes=x-y"],
 )
-def test_unsatisfiable(client: httpx.Client, url: str, spec) -> None:
+def test_unsatisfiable(client: httpx.Client, url: str, spec: str) -> None:
     """Item 24: len-, alpha, 10 and 5-1 give 416 with bytes */len."""
     r = client.get(url, headers={"range": spec})
     assert r.status_code == 416
@@ -169,14 +171,16 @@ def test_head(client: httpx.Client, url: str) -> None:
 
 
 @pytest.mark.parametrize("method", ["POST", "PUT", "DELETE", "PATCH", "OPTIONS"])
-def test_other_methods(client: httpx.Client, url: str, method) -> None:
+def test_other_methods(client: httpx.Client, url: str, method: str) -> None:
     """Item 32: POST, PUT, DELETE and others give 405 with Allow."""
     r = client.request(method, url)
     assert r.status_code == 405
     assert r.headers["allow"] == "GET, HEAD"
 
 
-def test_truncated_while_streaming(media_root: Path, make_settings: Callable[..., Settings]):
+def test_truncated_while_streaming(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
     """Item 33: a file truncated mid-stream aborts the response, never pads it; the
     ETag changes."""
     big = media_root / "big.bin"
@@ -185,11 +189,11 @@ def test_truncated_while_streaming(media_root: Path, make_settings: Callable[...
     first_etag = call(gateway, gateway.signer.sign_url("big.bin"), method="HEAD").headers["etag"]
     sent: list[bytes] = []
 
-    async def receive():
+    async def receive() -> Message:
         await asyncio.sleep(60)
         return {"type": "http.disconnect"}
 
-    async def send(message):
+    async def send(message: Message) -> None:
         if message["type"] == "http.response.body":
             sent.append(message["body"])
             if len(sent) == 1:
@@ -217,7 +221,7 @@ def test_truncated_while_streaming(media_root: Path, make_settings: Callable[...
     "name", ['a"b.txt', "a\r\nSet-Cookie: x=1.txt", "a;b=c.txt", "caf\u00e9 \u2603.txt"]
 )
 def test_content_disposition(
-    media_root: Path, gateway: MediaGateway, client: httpx.Client, name
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, name: str
 ) -> None:
     """Item 34: odd names give exactly one valid Content-Disposition header."""
     (media_root / name).write_bytes(b"x")
@@ -263,7 +267,7 @@ def test_active_content_is_sandboxed(
 
 @pytest.mark.parametrize("size", [0, 1, SMALL_FILE, SMALL_FILE + 1, CHUNK_SIZE * 3 + 7])
 def test_sizes_round_trip(
-    media_root: Path, gateway: MediaGateway, client: httpx.Client, size
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, size: int
 ) -> None:
     """Empty, small, boundary and multi-chunk files arrive byte for byte."""
     data = os.urandom(size)
@@ -278,7 +282,9 @@ def test_sizes_round_trip(
 @pytest.mark.parametrize(
     "spec", ["bytes=0-8", "bytes=-10", "bytes=990-", "bytes=990-1990", "bytes=0-"]
 )
-def test_ranges_match_starlette(media_root: Path, client: httpx.Client, url: str, spec) -> None:
+def test_ranges_match_starlette(
+    media_root: Path, client: httpx.Client, url: str, spec: str
+) -> None:
     """Our range handling agrees with Starlette's FileResponse, which it replaces."""
     starlette_app = FileResponse(media_root / "f.bin")
     reference = call(starlette_app, "/", headers={"range": spec})
@@ -311,9 +317,9 @@ def test_repeated_conditional_headers_combine(gateway: MediaGateway, url: str) -
     etag = call(gateway, url).headers["etag"]
     path, query = url.split("?")
     app_scope_headers = [(b"if-none-match", b'"other"'), (b"if-none-match", etag.encode())]
-    messages = []
+    messages: list[Message] = []
 
-    async def send(message):
+    async def send(message: Message) -> None:
         messages.append(message)
 
     scope = {
@@ -324,7 +330,8 @@ def test_repeated_conditional_headers_combine(gateway: MediaGateway, url: str) -
         "query_string": query.encode(),
         "headers": app_scope_headers,
     }
-    asyncio.run(gateway(scope, None, send))
+    # A GET never reads a body: no receive at all proves the gateway does not call it.
+    asyncio.run(gateway(scope, cast(Receive, None), send))
     assert messages[0]["status"] == 304
 
 
@@ -332,8 +339,9 @@ def test_repeated_conditional_headers_combine(gateway: MediaGateway, url: str) -
 
 
 @pytest.fixture
-def settled(gateway: MediaGateway):
+def settled(gateway: MediaGateway) -> LocalFiles:
     """Every file counts as settled, so small files are kept from their first request."""
+    assert gateway.files is not None
     settle(gateway.files)
     return gateway.files
 
@@ -353,7 +361,7 @@ def preads(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 def test_kept_file_follows_every_change(
-    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled: LocalFiles
 ) -> None:
     """A kept file is served only while its path names the same unchanged file: a
     rewrite in place, a replacement by rename and a deletion show at once."""
@@ -380,7 +388,7 @@ def test_kept_file_follows_every_change(
 
 
 def test_kept_file_answers_ranges_head_and_conditionals(
-    client: httpx.Client, url: str, settled, preads: list[int]
+    client: httpx.Client, url: str, settled: LocalFiles, preads: list[int]
 ) -> None:
     """Range, HEAD and If-None-Match give the same answers from memory as from disk,
     and read nothing more."""
@@ -404,6 +412,7 @@ def test_files_changed_just_now_are_not_kept(
     """A file changed in the last SETTLED_SECONDS may still be changing: it is read
     from disk on every request until it has settled (a torn read is never kept)."""
     changed = (media_root / "f.bin").stat().st_ctime
+    assert gateway.files is not None
     gateway.files.clock = lambda: changed + SETTLED_SECONDS - 0.01
     assert [client.get(url).content for _ in range(2)] == [DATA, DATA]
     assert (gateway.files.hits, len(gateway.files)) == (0, 0)
@@ -413,7 +422,7 @@ def test_files_changed_just_now_are_not_kept(
 
 
 def test_permission_change_is_seen(
-    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, url: str, settled: LocalFiles
 ) -> None:
     """chmod changes only the ctime; a kept file is then opened and checked again."""
     assert client.get(url).content == DATA
@@ -424,7 +433,7 @@ def test_permission_change_is_seen(
 
 
 def test_large_files_are_never_kept(
-    media_root: Path, gateway: MediaGateway, client: httpx.Client, settled
+    media_root: Path, gateway: MediaGateway, client: httpx.Client, settled: LocalFiles
 ) -> None:
     """Only files up to SMALL_FILE bytes are kept; larger ones stream from disk."""
     data = os.urandom(SMALL_FILE + 1)
@@ -482,11 +491,12 @@ def test_kept_file_whose_directory_left_the_root(
     assert call(MediaGateway(settings=make_settings(file_cache_mb=0)), url).status == 404
     settle(gateway.files, later=RECHECK_SECONDS)
     assert call(gateway, url).status == 404
+    assert gateway.files is not None
     assert len(gateway.files) == 0
 
 
 def test_kept_file_is_rechecked_without_reading(
-    client: httpx.Client, url: str, settled, preads: list[int]
+    client: httpx.Client, url: str, settled: LocalFiles, preads: list[int]
 ) -> None:
     """After RECHECK_SECONDS a kept file's path is opened and checked again; an
     unchanged file stays kept and is served from memory, not read again."""
@@ -512,4 +522,5 @@ def test_no_cache_serves_from_the_descriptor(
         b"plain",
     ]
     assert preads == [5, 5]
+    assert gateway.files is not None
     assert (gateway.files.hits, len(gateway.files)) == (0, 0)

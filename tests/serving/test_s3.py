@@ -10,10 +10,12 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import httpx
 import pytest
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import ConfigError, MediaGateway, Settings
 from tests.conftest import SECRET
@@ -25,8 +27,8 @@ DATA = bytes(range(256)) * 40  # 10 KiB
 
 @pytest.fixture
 def s3_settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callable[..., Settings]:
-    def make(**overrides) -> Settings:
-        values = {
+    def make(**overrides: Any) -> Settings:
+        values: dict[str, Any] = {
             "secret_keys": (SECRET,),
             "media_root": media_root,
             "use_s3": True,
@@ -46,14 +48,14 @@ def s3_settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callab
 def put(s3_server: S3Server, s3_bucket: str) -> Iterator[Callable[..., None]]:
     client = s3_server.client()
 
-    def put(key: str, data: bytes = DATA, **extra) -> None:
+    def put(key: str, data: bytes = DATA, **extra: Any) -> None:
         client.put_object(Bucket=s3_bucket, Key=key, Body=data, **extra)
 
     yield put
     client.close()
 
 
-def follow(location: str, **kwargs) -> httpx.Response:
+def follow(location: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(location, **kwargs)
 
 
@@ -86,7 +88,7 @@ def test_head_follows_the_redirect_to_the_object(
     s3_settings: Callable[..., Settings],
     put: Callable[..., None],
     serve: Callable[..., str],
-    hybrid,
+    hybrid: bool,
 ) -> None:
     """Item 59: a HEAD redirected to S3 and followed gets the object's headers (200), as
     a GET does, never a 403 for a URL signed for GET (SigV4 signs the method), in
@@ -214,7 +216,10 @@ def test_public_prefix_without_cdn_is_presigned(
 
 @pytest.mark.parametrize("host", [b"evil.example", b"attacker:1"])
 def test_location_host_comes_from_config(
-    s3_settings: Callable[..., Settings], serve: Callable[..., str], s3_server: S3Server, host
+    s3_settings: Callable[..., Settings],
+    serve: Callable[..., str],
+    s3_server: S3Server,
+    host: bytes,
 ) -> None:
     """Item 13: a hostile Host header never reaches the Location."""
     gateway = MediaGateway(settings=s3_settings())
@@ -289,7 +294,7 @@ class TestProxy:
             client.gateway = gateway
             yield client
 
-    def url(self, client, path="docs/p.bin", **kwargs):
+    def url(self, client: GatewayClient, path: str = "docs/p.bin", **kwargs: Any) -> str:
         return client.gateway.signer.sign_url(path, **kwargs)
 
     def test_body_and_headers(self, client: GatewayClient) -> None:
@@ -371,7 +376,7 @@ def test_blackholed_s3_gives_504_in_time(
         )
     )
     base = serve(gateway)
-    results = {}
+    results: dict[str, float] = {}
 
     def slow() -> None:
         started = time.monotonic()
@@ -407,9 +412,11 @@ def test_refused_connection_gives_502(
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, 503), (503, 503), (403, 502), (400, 502)])
-def test_s3_errors_are_mapped(s3_settings: Callable[..., Settings], status, expected):
+def test_s3_errors_are_mapped(
+    s3_settings: Callable[..., Settings], status: int, expected: int
+) -> None:
     """Item 37: 500/503 are retried once, then 503 with Retry-After; 4xx auth errors 502."""
-    attempts = []
+    attempts: list[httpx.Request] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
         attempts.append(request)
@@ -441,14 +448,16 @@ def test_credentials_from_boto3_chain(
     chain, here the environment."""
     put("media/a.bin")
     settings = s3_settings(aws_access_key_id=None, aws_secret_access_key=None)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3_settings().aws_access_key_id)
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3_settings().aws_secret_access_key)
+    keys = s3_settings()
+    assert keys.aws_access_key_id is not None and keys.aws_secret_access_key is not None
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", keys.aws_access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", keys.aws_secret_access_key)
     monkeypatch.setenv("AWS_SESSION_TOKEN", "session-token/+=")
     gateway = MediaGateway(settings=settings)
     location = call(gateway, gateway.signer.sign_url("a.bin")).headers["location"]
     assert "X-Amz-Security-Token=session-token%2F%2B%3D" in location
     assert dict(parse_qsl(urlsplit(location).query))["X-Amz-Credential"].startswith(
-        s3_settings().aws_access_key_id
+        keys.aws_access_key_id
     )
 
 
@@ -512,8 +521,8 @@ class Clock:
         return self.now
 
 
-def offline_settings(media_root: Path, **overrides) -> Settings:
-    values = {
+def offline_settings(media_root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
         "secret_keys": (SECRET,),
         "media_root": media_root,
         "use_s3": True,
@@ -597,8 +606,8 @@ def test_remembered_redirects_survive_middleware_that_edits_headers(media_root: 
     CORSMiddleware does): each answer still carries its headers once."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
 
-    async def tagging(scope, receive, send):
-        async def tagged(message):
+    async def tagging(scope: Scope, receive: Receive, send: Send) -> None:
+        async def tagged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"].append((b"x-tag", b"1"))
             await send(message)
@@ -629,7 +638,7 @@ def test_redirects_without_a_raw_path_are_not_remembered(media_root: Path) -> No
     decoded path; such requests never share a remembered answer."""
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
 
-    async def no_raw_path(scope, receive, send):
+    async def no_raw_path(scope: Scope, receive: Receive, send: Send) -> None:
         await gateway({**scope, "raw_path": b""}, receive, send)
 
     assert call(no_raw_path, "/media/public/logo.png").status == 302
