@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -119,10 +120,14 @@ class AccessLog:
         if target is None:
             target = self._target(scope)
         client = scope.get("client")
+        host = client[0] if client else "-"
+        if not _PLAIN_HOST(host):
+            # An address taken from X-Forwarded-For is the client's own text.
+            host = _printable(host).replace(" ", "\\x20")
         # No response started: the server answers 500 (an exception, or an app that
         # returned without answering).
         line = (
-            f"{client[0] if client else '-'}{self._stamp}{scope['method']} {target} "
+            f"{host}{self._stamp}{scope['method']} {target} "
             f'HTTP/{scope.get("http_version", "1.1")}" {watch[0] or 500} {watch[1]} '
             f"{(end - watch[2]) // 1000}"
         )
@@ -159,11 +164,16 @@ class AccessLog:
         if query:
             target += "?" + redact_query(query.decode("latin-1"))
         target = _printable(target)
-        if len(raw) + len(query) <= MAX_REMEMBERED_TARGET:
+        # Only an exact raw path is a key: without one, requests with other paths would
+        # share (None, query) and be logged with the first one's path.
+        if key[0] and len(raw) + len(query) <= MAX_REMEMBERED_TARGET:
             if len(self._targets) >= TARGETS:
                 self._targets.clear()
             self._targets[key] = target
         return target
+
+
+_PLAIN_HOST = re.compile(r"[0-9A-Za-z.:%_\[\]-]+").fullmatch
 
 
 def _printable(target: str) -> str:
