@@ -40,7 +40,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..redact import redact_query
 
-__all__ = ["AccessLog", "AccessLogHandler", "access_logger", "flush_access_logs"]
+__all__ = [
+    "AccessLog",
+    "AccessLogHandler",
+    "Watch",
+    "access_logger",
+    "flush_access_logs",
+    "watching",
+]
 
 access_logger = logging.getLogger("gateway.access")
 
@@ -88,27 +95,12 @@ class AccessLog:
         logged (not HTTP, or the logger is off for INFO)."""
         if scope["type"] != "http" or not self.logger.isEnabledFor(20):
             return None
-        # A closure and a list rather than an object: half the cost per request. The
-        # server's own send is returned to be awaited as it is, not wrapped in another
-        # coroutine.
         watch: Watch = [0, 0, time.perf_counter_ns()]
+        return watching(send, watch), watch
 
-        def observed(message: Message) -> Any:
-            if message["type"] == "http.response.start":
-                watch[0] = message["status"]
-            else:
-                body = message.get("body")
-                if body:
-                    watch[1] += len(body)
-            return send(message)
-
-        return observed, watch
-
-    def log(self, scope: Scope, status: int, size: int, started_ns: int) -> None:
-        """Log a request answered without a watched ``send``: its status and body size
-        are known to the caller."""
-        if self.logger.isEnabledFor(20):
-            self.done(scope, [status, size, started_ns])
+    def wants(self, scope: Scope) -> bool:
+        """Whether this request gets a line."""
+        return scope["type"] == "http" and self.logger.isEnabledFor(20)
 
     def done(self, scope: Scope, watch: Watch) -> None:
         """Log the request. Everything here costs every request: one clock read, the
@@ -171,6 +163,23 @@ class AccessLog:
                 self._targets.clear()
             self._targets[key] = target
         return target
+
+
+def watching(send: Send, watch: Watch) -> Send:
+    """``send``, noting the status and the body bytes in ``watch``. A closure and a list
+    rather than an object: half the cost per request. The server's own send is returned
+    to be awaited as it is, not wrapped in another coroutine."""
+
+    def observed(message: Message) -> Any:
+        if message["type"] == "http.response.start":
+            watch[0] = message["status"]
+        else:
+            body = message.get("body")
+            if body:
+                watch[1] += len(body)
+        return send(message)
+
+    return observed
 
 
 _PLAIN_HOST = re.compile(r"[0-9A-Za-z.:%_\[\]-]+").fullmatch

@@ -606,3 +606,31 @@ def test_absolute_form_requests_are_logged_with_their_own_path(tmp_path, media_r
     media = [line for line in lines if "/media/" in line]
     assert len(media) == 2, lines
     assert "etc" in media[1], media
+
+
+def test_status_and_size_of_every_kind_of_answer(gateway, media_root, caplog):
+    """The gateway's own answers are logged with the status and body size it sent,
+    without watching the sends: a file from memory, a 304, a range, an error (HEAD: no
+    body), a streamed file; and a 500 when no answer was sent."""
+    import os
+
+    (media_root / "big.bin").write_bytes(os.urandom(300_000))
+    small, big = gateway.signer.sign_url("a.txt"), gateway.signer.sign_url("big.bin")
+    etag = call(gateway, small).headers["etag"]
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, small)
+        call(gateway, small, headers={"if-none-match": etag})
+        call(gateway, small, headers={"range": "bytes=1-2"})
+        call(gateway, "/media/a.txt", method="HEAD")
+        call(gateway, "/media/a.txt", method="POST")
+        assert len(call(gateway, big).body) == 300_000
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    found = [(m[2], m[4], m[5]) for m in map(LINE.match, lines) if m]
+    assert found[-6:] == [
+        ("GET", "200", "5"),
+        ("GET", "304", "0"),
+        ("GET", "206", "2"),
+        ("HEAD", "403", "0"),
+        ("POST", "405", str(len("Method not allowed\n"))),
+        ("GET", "200", "300000"),
+    ], lines
