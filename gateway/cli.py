@@ -164,14 +164,16 @@ def _serve(args: argparse.Namespace) -> int:
 
     if args.access_log is not None:
         os.environ[ACCESS_LOG_VARIABLE] = "true" if args.access_log else "false"
-    # Fail here, with exit code 2, rather than in every worker.
-    settings = Settings.from_env()
+    app = _import_app(args.app) if args.app else None
+    if args.app:
+        os.environ[APP_VARIABLE] = args.app
+    inner = _gateway_of(app)
+    # Fail here, with exit code 2, rather than in every worker. An app that is already
+    # a gateway (asgi.py wraps Django, as the README says) brings its own settings.
+    settings = inner.settings if inner is not None else Settings.from_env()
     trusted = settings.forwarded_allow_ips
     if args.forwarded_allow_ips is not None:
         trusted = forwarded_hosts("--forwarded-allow-ips", args.forwarded_allow_ips)
-    if args.app:
-        _import_app(args.app)
-        os.environ[APP_VARIABLE] = args.app
     os.environ[INTERFACE_VARIABLE] = args.interface
     build_app()
     uvicorn.run(
@@ -221,11 +223,28 @@ def build_app() -> Any:
 
     spec = os.environ.get(APP_VARIABLE)
     app = _import_app(spec) if spec else None
+    inner = _gateway_of(app)
     if app is not None and os.environ.get(INTERFACE_VARIABLE) == "wsgi":
         from a2wsgi import WSGIMiddleware
 
         app = WSGIMiddleware(app)
+    if inner is not None:
+        # Already a gateway, with the settings its project gave it: a second one around
+        # it would read only the environment and refuse what the first allows.
+        return app
     return MediaGateway(app)
+
+
+def _gateway_of(app: Any) -> Any:
+    """The gateway ``app`` is (ASGI) or holds (the WSGI adapter), or None."""
+    from .serving.middleware import MediaGateway
+    from .wsgi import MediaGatewayWSGI
+
+    if isinstance(app, MediaGateway):
+        return app
+    if isinstance(app, MediaGatewayWSGI):
+        return app.gateway
+    return None
 
 
 def tune_malloc() -> None:

@@ -41,6 +41,7 @@ SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "gunicorn.access", "gunicor
 # where a nested query begins), and the parts
 # of an S3 error document that quote a signature or a credential.
 _PAIR = re.compile(r"([^\s=?&;\"'<>]+)=([^\s=?&;\"'<>]*)")
+_SEPARATORS = re.compile(r"([&;])")
 _S3_FIELDS = re.compile(
     r"<(SignatureProvided|AWSAccessKeyId|StringToSign|StringToSignBytes|CanonicalRequest|"
     r"CanonicalRequestBytes)>[^<]*(?:</\1>)?"
@@ -63,12 +64,15 @@ def _hides_a_secret(value: str) -> bool:
 
 def redact_query(query: str) -> str:
     """``query`` with the value of every sensitive parameter replaced by ``[REDACTED]``."""
-    parts = query.split("&")
-    for index, part in enumerate(parts):
-        name, equals, value = part.partition("=")
+    # ";" separates too: servers and frameworks that accept it would read
+    # "exp=1;sig=..." or an HTML-escaped "exp=1&amp;sig=..." as a signature, and the
+    # value is one for the unescaped link (redact_text agrees).
+    parts = _SEPARATORS.split(query)
+    for index in range(0, len(parts), 2):
+        name, equals, value = parts[index].partition("=")
         if equals and (_is_sensitive(name) or _hides_a_secret(value)):
             parts[index] = f"{name}={REDACTED}"
-    return "&".join(parts)
+    return "".join(parts)
 
 
 def redact_text(text: str) -> str:

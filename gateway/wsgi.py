@@ -49,6 +49,10 @@ class MediaGatewayWSGI:
         environ = scope.get("wsgi_environ", {})
         # gunicorn and uWSGI keep the undecoded target: exact bytes, decoded once.
         raw = environ.get("RAW_URI") or environ.get("REQUEST_URI") or ""
+        if raw.startswith(("http://", "https://")):
+            # An absolute-form target (a request through a forward proxy): its path.
+            slash = raw.find("/", raw.index("//") + 2)
+            raw = raw[slash:] if slash >= 0 else "/"
         if raw.startswith("/"):
             scope = {**scope, "raw_path": raw.split("?", 1)[0].encode("latin-1")}
         await self.gateway(scope, receive, send)

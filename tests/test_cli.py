@@ -116,3 +116,91 @@ def test_installed_command_serves(env: Path, tmp_path: Path) -> None:
         assert httpx.get(f"http://127.0.0.1:{port}/other").status_code == 404
     finally:
         stop(proc)
+
+
+WRAPPED_APP = """
+from pathlib import Path
+
+from gateway import MediaGateway, Settings
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": b"from the app"})
+
+
+# As the README's asgi.py does: the project's own settings, not the environment's.
+application = MediaGateway(
+    app,
+    settings=Settings(
+        secret_keys=("a-project-key-0123456789",),
+        media_root=Path(%r),
+        public_prefixes=("public",),
+    ),
+)
+"""
+
+
+@pytest.mark.parametrize("interface", ["asgi", "wsgi"])
+def test_serve_an_app_that_is_already_a_gateway(tmp_path: Path, interface: str) -> None:
+    """`serve --app mysite.asgi:application` where asgi.py already wraps the app in a
+    gateway (issue 13) serves that gateway with its own settings: once a second gateway
+    around it read only the environment (no key here: it would not even start) and
+    refused the public files the first one serves."""
+    root = tmp_path / "media"
+    (root / "public").mkdir(parents=True)
+    (root / "public" / "logo.txt").write_bytes(b"public logo")
+    module = WRAPPED_APP % str(root)
+    if interface == "wsgi":
+        module = (
+            module.replace(
+                "from gateway import MediaGateway, Settings",
+                "from gateway import Settings\nfrom gateway.wsgi import MediaGatewayWSGI",
+            )
+            .replace(
+                'async def app(scope, receive, send):\n    if scope["type"] != "http":\n'
+                '        return\n    await send({"type": "http.response.start", "status": 200,'
+                ' "headers": []})\n    await send({"type": "http.response.body", "body":'
+                ' b"from the app"})',
+                'def app(environ, start_response):\n    start_response("200 OK", [])\n'
+                '    return [b"from the app"]',
+            )
+            .replace("application = MediaGateway(", "application = MediaGatewayWSGI(")
+        )
+    (tmp_path / "wrapped.py").write_text(module)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "MEDIA_"))}
+    proc = subprocess.Popen(
+        [
+            Path(sys.executable).with_name("media-gateway"),
+            "serve",
+            "--app",
+            "wrapped:application",
+            "--interface",
+            interface,
+            "--port",
+            str(port),
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/media/public/logo.txt")
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise AssertionError(proc.stderr.read() if proc.stderr else "") from None
+                time.sleep(0.1)
+        assert r.status_code == 200
+        assert r.content == b"public logo"
+        assert httpx.get(f"http://127.0.0.1:{port}/other").content == b"from the app"
+        assert httpx.get(f"http://127.0.0.1:{port}/media/private.txt").status_code == 403
+    finally:
+        stop(proc)

@@ -91,7 +91,9 @@ def _from_django() -> dict[str, str]:
     for name in dir(django_settings):
         if not _configures_gateway(name):
             continue
-        value = getattr(django_settings, name)
+        # The value as set, not through LazySettings' MEDIA_URL property, which turns
+        # Django's default "" (not configured) into the script prefix "/".
+        value = getattr(django_settings._wrapped, name)
         if value is None or (value == "" and name in _NAMES):
             continue
         found[name] = _as_text(value)

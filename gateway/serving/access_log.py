@@ -27,6 +27,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import re
 import select
 import signal
 import sys
@@ -39,7 +40,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..redact import redact_query
 
-__all__ = ["AccessLog", "AccessLogHandler", "access_logger", "flush_access_logs"]
+__all__ = [
+    "AccessLog",
+    "AccessLogHandler",
+    "Watch",
+    "access_logger",
+    "flush_access_logs",
+    "watching",
+]
 
 access_logger = logging.getLogger("gateway.access")
 
@@ -87,27 +95,12 @@ class AccessLog:
         logged (not HTTP, or the logger is off for INFO)."""
         if scope["type"] != "http" or not self.logger.isEnabledFor(20):
             return None
-        # A closure and a list rather than an object: half the cost per request. The
-        # server's own send is returned to be awaited as it is, not wrapped in another
-        # coroutine.
         watch: Watch = [0, 0, time.perf_counter_ns()]
+        return watching(send, watch), watch
 
-        def observed(message: Message) -> Any:
-            if message["type"] == "http.response.start":
-                watch[0] = message["status"]
-            else:
-                body = message.get("body")
-                if body:
-                    watch[1] += len(body)
-            return send(message)
-
-        return observed, watch
-
-    def log(self, scope: Scope, status: int, size: int, started_ns: int) -> None:
-        """Log a request answered without a watched ``send``: its status and body size
-        are known to the caller."""
-        if self.logger.isEnabledFor(20):
-            self.done(scope, [status, size, started_ns])
+    def wants(self, scope: Scope) -> bool:
+        """Whether this request gets a line."""
+        return scope["type"] == "http" and self.logger.isEnabledFor(20)
 
     def done(self, scope: Scope, watch: Watch) -> None:
         """Log the request. Everything here costs every request: one clock read, the
@@ -119,10 +112,14 @@ class AccessLog:
         if target is None:
             target = self._target(scope)
         client = scope.get("client")
+        host = client[0] if client else "-"
+        if not _PLAIN_HOST(host):
+            # An address taken from X-Forwarded-For is the client's own text.
+            host = _printable(host).replace(" ", "\\x20")
         # No response started: the server answers 500 (an exception, or an app that
         # returned without answering).
         line = (
-            f"{client[0] if client else '-'}{self._stamp}{scope['method']} {target} "
+            f"{host}{self._stamp}{scope['method']} {target} "
             f'HTTP/{scope.get("http_version", "1.1")}" {watch[0] or 500} {watch[1]} '
             f"{(end - watch[2]) // 1000}"
         )
@@ -159,11 +156,33 @@ class AccessLog:
         if query:
             target += "?" + redact_query(query.decode("latin-1"))
         target = _printable(target)
-        if len(raw) + len(query) <= MAX_REMEMBERED_TARGET:
+        # Only an exact raw path is a key: without one, requests with other paths would
+        # share (None, query) and be logged with the first one's path.
+        if key[0] and len(raw) + len(query) <= MAX_REMEMBERED_TARGET:
             if len(self._targets) >= TARGETS:
                 self._targets.clear()
             self._targets[key] = target
         return target
+
+
+def watching(send: Send, watch: Watch) -> Send:
+    """``send``, noting the status and the body bytes in ``watch``. A closure and a list
+    rather than an object: half the cost per request. The server's own send is returned
+    to be awaited as it is, not wrapped in another coroutine."""
+
+    def observed(message: Message) -> Any:
+        if message["type"] == "http.response.start":
+            watch[0] = message["status"]
+        else:
+            body = message.get("body")
+            if body:
+                watch[1] += len(body)
+        return send(message)
+
+    return observed
+
+
+_PLAIN_HOST = re.compile(r"[0-9A-Za-z.:%_\[\]-]+").fullmatch
 
 
 def _printable(target: str) -> str:

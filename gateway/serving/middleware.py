@@ -22,7 +22,7 @@ from ..s3 import make_presigner
 from ..settings import Settings
 from ..signing import URLSigner
 from .access import Access, Authorizer, request_headers
-from .access_log import AccessLog, flush_access_logs
+from .access_log import AccessLog, Watch, flush_access_logs, watching
 from .delegate import Delegate
 from .local import LocalFiles, MediaFile, send_file, whole_body
 from .observe import MemoryUse, Metrics, Observer
@@ -101,28 +101,30 @@ class MediaGateway:
         self._recent = self.redirector.recent if self.redirector is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            self._recent is not None
-            and self.access_log is not None
-            and self.metrics is None
-            and scope["type"] == "http"
-            and scope["path"].startswith(self.prefix)
-            and (start := self._recent.get(scope))
-        ):
-            # The common case of redirect mode, a redirect given this second: its status
-            # and size are known, so it is logged without watching its sends (a sixth
-            # of what the access log cost per request, bench/results/redirect.md).
-            started = time.perf_counter_ns()
-            await send(start)
-            await send({"type": "http.response.body", "body": b""})
-            self.access_log.log(scope, 302, 0, started)
-        elif self.access_log is not None and (watched := self.access_log.begin(scope, send)):
+        log = self.access_log
+        if log is None or not log.wants(scope):
+            await self._route(scope, receive, send)
+        elif self.metrics is None and scope["path"].startswith(self.prefix):
+            # A media request: the gateway knows the status and size of what it answers
+            # itself (a redirect, a file in memory, an error), so only streamed bodies
+            # are watched send by send (bench/results/redirect.md, local.md).
+            watch: Watch = [0, 0, time.perf_counter_ns()]
+            try:
+                if self._recent is not None and (start := self._recent.get(scope)):
+                    await send(start)
+                    await send({"type": "http.response.body", "body": b""})
+                    watch[0] = 302
+                else:
+                    await self._answer(scope, receive, send, watch)
+            finally:
+                log.done(scope, watch)
+        else:
+            watched = log.begin(scope, send)
+            assert watched is not None
             try:
                 await self._route(scope, receive, watched[0])
             finally:
-                self.access_log.done(scope, watched[1])
-        else:
-            await self._route(scope, receive, send)
+                log.done(scope, watched[1])
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
@@ -189,9 +191,12 @@ class MediaGateway:
         finally:
             observer.finish(outcome)
 
-    async def _answer(self, scope: Scope, receive: Receive, send: Send) -> str | None:
+    async def _answer(
+        self, scope: Scope, receive: Receive, send: Send, watch: Watch | None = None
+    ) -> str | None:
         """Serve, redirect or proxy; return which, or None for an error response. The
-        caller has looked for a redirect to reuse."""
+        caller has looked for a redirect to reuse. ``watch`` gets the status and the
+        body size for the access log."""
         head = scope["method"] == "HEAD"
         authorizer = self.authorizer
         try:
@@ -203,14 +208,16 @@ class MediaGateway:
             if self.files is not None:
                 file = self._open_local(self.files, access.relpath)
                 if file is not None:
-                    await self._send_local(scope, receive, send, access, file)
+                    await self._send_local(scope, receive, send, access, file, watch)
                     return "local"
             if self.redirector is not None:
                 await self.redirector.send(scope, send, access)
+                if watch is not None:
+                    watch[0] = 302
                 return "redirect"
             assert self.proxy is not None
             await self.proxy.send(
-                send,
+                send if watch is None else watching(send, watch),
                 receive,
                 key=self.settings.key_for(access.relpath),
                 request_headers=request_headers(scope["headers"]),
@@ -219,7 +226,9 @@ class MediaGateway:
             )
             return "proxy"
         except RequestError as exc:  # raised only before a response started
-            await send_error(send, exc, head=head)
+            size = await send_error(send, exc, head=head)
+            if watch is not None:
+                watch[0], watch[1] = exc.status_code, size
             return None
 
     def _open_local(self, files: LocalFiles, relpath: str) -> MediaFile | None:
@@ -233,7 +242,13 @@ class MediaGateway:
             raise
 
     async def _send_local(
-        self, scope: Scope, receive: Receive, send: Send, access: Access, file: MediaFile
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        access: Access,
+        file: MediaFile,
+        watch: Watch | None,
     ) -> None:
         head = scope["method"] == "HEAD"
         try:
@@ -249,9 +264,11 @@ class MediaGateway:
             start, body = whole_body(file.body, plan, headers, head=head)
             await send(start)
             await send(body)
+            if watch is not None:
+                watch[0], watch[1] = start["status"], len(body["body"])
             return
         await send_file(
-            send,
+            send if watch is None else watching(send, watch),
             receive,
             file=file,
             plan=plan,

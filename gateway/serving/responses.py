@@ -24,8 +24,9 @@ async def send_whole(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> None:
-    """Send ``exc`` as a short plain-text response that no cache keeps."""
+async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> int:
+    """Send ``exc`` as a short plain-text response that no cache keeps; return the size
+    of the body sent."""
     body = f"{exc.reason}\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -36,6 +37,7 @@ async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> No
     ]
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
+    return 0 if head else len(body)
 
 
 async def standalone(scope: Scope, receive: Receive, send: Send) -> None:

@@ -156,6 +156,19 @@ def test_settings_fall_back_to_environment(
         verify(media_url("a.txt"), OTHER_KEY)
 
 
+def test_media_url_unset_in_django_falls_back(
+    django_apps: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Django's default MEDIA_URL ("", which its settings object reads as "/") is no
+    setting of the user's: the environment's, else /media/, applies (issue 13). It once
+    failed with "expected a path that starts and ends with '/' (got '/')"."""
+    with override_settings(MEDIA_URL=""):
+        assert gateway_settings().media_url == "/media/"
+        monkeypatch.setenv("MEDIA_URL", "/files/")
+        with override_settings(MEDIA_ROOT=""):  # any change of a setting re-reads them
+            assert gateway_settings().media_url == "/files/"
+
+
 @pytest.mark.parametrize(
     "media_url_setting",
     ["https://bucket.s3.us-east-1.amazonaws.com/", "//cdn.example.com/media/"],
@@ -244,6 +257,24 @@ def test_template_tag(django_apps: dict[str, Any]) -> None:
         "[/media/public/x.png]"
     )
     assert render("[{% signed_media_url name %}]", name="") == "[]"
+
+
+def test_template_tag_refuses_what_is_not_a_file(django_apps: dict[str, Any]) -> None:
+    """An object that holds a file (a Wagtail Image rather than image.file) was once
+    signed by its str(), a link to a file named after its title (issue 13)."""
+
+    class Image:
+        title = "Red square"
+        file = "original_images/red.png"
+
+        def __str__(self) -> str:
+            return self.title
+
+    with pytest.raises(TypeError, match=r"not Image \(use its \.file\)"):
+        render("{% signed_media_url image %}", image=Image())
+    with pytest.raises(TypeError, match="not int"):
+        render("{% signed_media_url n %}", n=42)
+    assert render("[{% signed_media_url missing %}]") == "[]"
 
 
 def test_template_tag_escapes(django_apps: dict[str, Any]) -> None:

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -516,3 +517,149 @@ def test_remembered_redirects_are_logged_too(
         assert '" 302 0 ' in line
         assert "sig=[REDACTED]" in line
     assert parse_qs(urlsplit(url).query)["sig"][0] not in caplog.text
+
+
+@pytest.fixture
+def served_a_txt(
+    media_root: Path, make_settings: Callable[..., Settings], serve: Callable[..., str]
+) -> tuple[MediaGateway, str]:
+    (media_root / "a.txt").write_bytes(b"private")
+    gateway = MediaGateway(settings=make_settings())
+    return gateway, serve(gateway)
+
+
+@pytest.mark.parametrize("separator", ["&amp;", ";"])
+def test_html_escaped_link_puts_a_live_signature_in_the_access_log(
+    served_a_txt: tuple[MediaGateway, str], caplog: pytest.LogCaptureFixture, separator: str
+) -> None:
+    """Item 58: a signed link HTML-escaped once too often (a Django text e-mail template
+    autoescapes: `?exp=...&amp;sig=...`) is refused, and its signature, valid for the
+    unescaped link, was once written to the default access log in clear (third review)."""
+    gateway, base = served_a_txt
+    url = gateway.signer.sign_url("a.txt")
+    sig = url.split("sig=")[1]
+    assert httpx.get(base + url).content == b"private"  # the signature is live
+    mangled = url.replace("&sig=", f"{separator}sig=")
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        assert httpx.get(base + mangled).status_code == 403
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert lines
+    assert sig not in "\n".join(lines)
+
+
+def test_client_address_cannot_forge_access_log_fields(
+    caplog: pytest.LogCaptureFixture,
+    serve: Callable[..., str],
+    make_settings: Callable[..., Settings],
+) -> None:
+    """Behind `--forwarded-allow-ips '*'` (README: containers), the first X-Forwarded-For
+    entry is the client's own text; the access line once printed it unescaped, so a client
+    wrote a whole fake Common Log Format prefix (quotes, status, size) (third review)."""
+    gateway = MediaGateway(settings=make_settings())
+    base = serve(gateway, proxy_headers=True, forwarded_allow_ips="*")
+    forged = '6.6.6.6 - - [01/Jan/2026:00:00:00 +0000] "GET /media/x HTTP/1.1" 200 1 1'
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        httpx.get(base + "/media/a.txt", headers={"X-Forwarded-For": forged})
+    line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
+    assert line.count('"') == 2, line  # the request line's two quotes only
+
+
+WSGI_MODULE = """
+import logging
+from gateway.wsgi import MediaGatewayWSGI
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"app"]
+
+application = MediaGatewayWSGI(app)
+handler = logging.FileHandler(%r)
+logging.getLogger("gateway.access").addHandler(handler)
+logging.getLogger("gateway.access").setLevel(logging.INFO)
+"""
+
+
+def raw_get(port: int, target: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(b"GET " + target + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    return data
+
+
+def test_absolute_form_requests_are_logged_with_their_own_path(
+    tmp_path: Path, media_root: Path
+) -> None:
+    """Under your own gunicorn, an absolute-form target (`GET http://host/media/...`)
+    once left the scope without raw_path, and the access log, which remembers targets by
+    (raw_path, query), logged every such request with the first one's path: a client
+    could probe any path while the log showed an innocent one (third review)."""
+    (media_root / "a.txt").write_bytes(b"private")
+    log = tmp_path / "access.log"
+    (tmp_path / "wsgi_probe.py").write_text(WSGI_MODULE % str(log))
+    port = free_port()
+    repo = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{tmp_path}{os.pathsep}{repo}",
+        "GATEWAY_SECRET_KEY": SECRET,
+        "MEDIA_ROOT": str(media_root),
+        "GATEWAY_READY_PATH": "/-/ready",
+    }
+    proc = subprocess.Popen(
+        [
+            Path(sys.executable).with_name("gunicorn"),
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "wsgi_probe:application",
+        ],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until_serving(f"http://127.0.0.1:{port}/-/ready", proc)
+        raw_get(port, b"http://x/media/a.txt")
+        answer = raw_get(port, b"http://x/media/..%2f..%2fetc/passwd")
+        assert answer.startswith(b"HTTP/1.1 404"), answer[:100]
+        time.sleep(0.5)
+    finally:
+        stop(proc)
+    lines = log.read_text().splitlines()
+    media = [line for line in lines if "/media/" in line]
+    assert len(media) == 2, lines
+    assert "etc" in media[1], media
+
+
+def test_status_and_size_of_every_kind_of_answer(
+    gateway: MediaGateway, media_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gateway's own answers are logged with the status and body size it sent,
+    without watching the sends: a file from memory, a 304, a range, an error (HEAD: no
+    body), a streamed file; and a 500 when no answer was sent."""
+    import os
+
+    (media_root / "big.bin").write_bytes(os.urandom(300_000))
+    small, big = gateway.signer.sign_url("a.txt"), gateway.signer.sign_url("big.bin")
+    etag = call(gateway, small).headers["etag"]
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        call(gateway, small)
+        call(gateway, small, headers={"if-none-match": etag})
+        call(gateway, small, headers={"range": "bytes=1-2"})
+        call(gateway, "/media/a.txt", method="HEAD")
+        call(gateway, "/media/a.txt", method="POST")
+        assert len(call(gateway, big).body) == 300_000
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    found = [(m[2], m[4], m[5]) for m in map(LINE.match, lines) if m]
+    assert found[-6:] == [
+        ("GET", "200", "5"),
+        ("GET", "304", "0"),
+        ("GET", "206", "2"),
+        ("HEAD", "403", "0"),
+        ("POST", "405", str(len("Method not allowed\n"))),
+        ("GET", "200", "300000"),
+    ], lines

@@ -24,7 +24,19 @@ def signed_media_url(file: object, download: bool = False, expires: int | None =
     ``MEDIA_URL``. ``download=True`` makes the file an attachment, ``expires`` sets the
     lifetime in seconds; neither applies under a public prefix.
     """
-    name = getattr(file, "name", file)
+    if file is None or file == "":
+        return ""
+    name = file if isinstance(file, str) else getattr(file, "name", None)
+    if name is not None and not isinstance(name, str):
+        name = None
+    if name is None:
+        # A model that holds a file (Wagtail's Image, say) would otherwise be signed by
+        # its str(): a link to a file named after its title.
+        hint = " (use its .file)" if hasattr(file, "file") else ""
+        raise TypeError(
+            f"signed_media_url takes a file field's value (doc.file) or a storage name,"
+            f" not {type(file).__name__}{hint}"
+        )
     if not name:
         # An empty FileField renders an empty href rather than a 500 for the page.
         return ""
