@@ -1,6 +1,7 @@
 """HTTP semantics without ASGI: validators, conditional requests, ranges, dispositions.
 
-Plain functions over plain values, shared by local delivery and (later) S3 delivery.
+Plain functions over plain values, shared by local, redirect and proxy delivery and by the
+uploader (content types).
 """
 
 from __future__ import annotations
@@ -82,7 +83,8 @@ def content_type(relpath: str) -> str:
 
 @functools.lru_cache(maxsize=1024)
 def _content_type_for_suffix(suffix: str) -> str:
-    # Cached by suffix: guess_type costs ~10 us a call, a third of a small file's budget.
+    # Cached by suffix: guess_type is slow Python, a large share of a small file's
+    # request (bench/results/local.md).
     guessed, _ = mimetypes.guess_type("x" + suffix, strict=False)
     if guessed is None:
         return "application/octet-stream"
@@ -196,7 +198,7 @@ def _validator_headers(
 
 @functools.lru_cache(maxsize=4096)
 def _http_date(timestamp: int) -> str:
-    # formatdate costs ~5 us; files are served many times with one mtime.
+    # formatdate is slow Python; files are served many times with one mtime.
     return formatdate(timestamp, usegmt=True)
 
 

@@ -100,7 +100,7 @@ class URLSigner:
         self._macs = [HmacSha256(key) for key in self._derived_keys]
         # Signed URLs are byte-identical for a whole window, so a page's images are
         # requested with the same URLs by every viewer: a valid signature is checked
-        # once per URL, then found here (0.2 us instead of 3 us). Only valid ones are
+        # once per URL, then found here (a dict lookup instead of an HMAC). Only valid ones are
         # kept (a forged URL is checked every time and never fills the cache); expiry
         # is checked on every request.
         self._signed_grant = functools.lru_cache(maxsize=GRANT_CACHE_SIZE)(self._grant)
@@ -247,8 +247,8 @@ def rounding_window(window: int, lifetime: int) -> int:
 
 
 def _signature_text(mac: HmacSha256, message: bytes) -> bytes:
-    """The URL-safe base64 of ``mac`` over ``message``, without padding: 0.2 us instead
-    of ``base64.urlsafe_b64encode``'s 0.4 us."""
+    """The URL-safe base64 of ``mac`` over ``message``, without padding: half the cost of
+    ``base64.urlsafe_b64encode`` (one C call and a translate)."""
     # 32 bytes are 43 base64 characters and one "=" of padding.
     return binascii.b2a_base64(mac.digest(message), newline=False)[:43].translate(_URLSAFE)
 

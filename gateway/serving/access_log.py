@@ -10,15 +10,16 @@ and ``X-Amz-Security-Token`` redacted::
 (one line).
 
 It replaces uvicorn's access log, which prints the signature. It must stay cheap: a
-remembered redirect costs uvicorn and the gateway ~28 us of CPU, and ``logger.info``
-alone costs 5. So the line is built from a per-second timestamp and a remembered
-redacted target (~2 us in all: ``python -m bench.instructions`` counts it), and
+remembered redirect costs uvicorn and the gateway little more than uvicorn's own answer,
+and a ``logger.info`` would cost a sixth of it. So the line is built from a per-second
+timestamp and a remembered redacted target (``python -m bench.instructions`` counts
+it; bench/results/redirect.md compares the log on and off), and
 :class:`AccessLogHandler` (what ``media-gateway serve`` configures) buffers lines and
 writes them at most ``flush_interval`` seconds late. While that handler is the logger's
 only destination (no filters, no formatter, no propagation), the gateway hands it the
-line without building a ``LogRecord``: the same output, without the ~5 us a record
-costs. Any other logging configuration gets ordinary records; which applies is checked
-once a second. A gateway wrapped in another logs its requests twice: give the inner one
+line without building a ``LogRecord``: the same output, without what a record costs.
+Any other logging configuration gets ordinary records; which applies is checked once a
+second. A gateway wrapped in another logs its requests twice: give the inner one
 ``access_log=False``.
 """
 
@@ -52,7 +53,7 @@ __all__ = [
 access_logger = logging.getLogger("gateway.access")
 
 # Redacted request targets remembered, by (raw path, query): a page's signed URLs come
-# back over and over, and redacting one costs ~3 us. Longer targets are not remembered,
+# back over and over, and redacting one is a parse. Longer targets are not remembered,
 # so a padded query cannot grow the memory (<= 2 MiB in all).
 TARGETS = 1024
 MAX_REMEMBERED_TARGET = 1024

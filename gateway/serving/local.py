@@ -12,8 +12,8 @@ ranges and headers agree with FileResponse's.
 Small files are also kept in memory (:class:`LocalFiles`), like nginx's
 open_file_cache but checked on every request: one ``stat`` of the path must still
 show the same inode, size, mtime and ctime, or the file is opened and checked again.
-Measured on 4 KiB files under load (bench/local.py): open, fstat, readlink, pread and
-close cost ~15 us per request, the stat ~5 us.
+Measured on 4 KiB files under load (bench/results/local.md, the rows with and without
+GATEWAY_FILE_CACHE_MB): the stat costs a third of open, fstat, readlink, pread and close.
 """
 
 from __future__ import annotations
@@ -36,8 +36,8 @@ __all__ = ["SMALL_FILE", "LocalFiles", "MediaFile", "relay", "send_file", "whole
 
 logger = logging.getLogger("gateway.local")
 
-# Bodies up to this size are read on the event loop in one pread: cheaper than the
-# ~50 us of a thread hop, and short enough to never stall other requests noticeably.
+# Bodies up to this size are read on the event loop in one pread: cheaper than a thread
+# hop, and short enough to never stall other requests noticeably (bench/results/local.md).
 SMALL_FILE = 64 * 1024
 # Read size for larger bodies. Measured on a 512 MiB file (bench/local.py): 256 KiB
 # gave 1,360 MB/s, 1 MiB 1,835 MB/s at 2 MiB more RSS; beyond, gains shrink while
