@@ -81,31 +81,24 @@ class AccessLog:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.app is not None
-        watched = self.begin(scope, send)
-        if watched is None:
+        if not self.wants(scope):
             await self.app(scope, receive, send)
             return
-        try:
-            await self.app(scope, receive, watched[0])
-        finally:
-            self.done(scope, watched[1])
-
-    def begin(self, scope: Scope, send: Send) -> tuple[Send, Watch] | None:
-        """Start watching an HTTP request: a ``send`` for the app, which notes the status
-        and the body bytes, and what :meth:`done` takes. None when the request is not
-        logged (not HTTP, or the logger is off for INFO)."""
-        if scope["type"] != "http" or not self.logger.isEnabledFor(20):
-            return None
         watch: Watch = [0, 0, time.perf_counter_ns()]
-        return watching(send, watch), watch
+        try:
+            await self.app(scope, receive, watching(send, watch))
+        finally:
+            self.done(scope, watch)
 
     def wants(self, scope: Scope) -> bool:
         """Whether this request gets a line."""
         return scope["type"] == "http" and self.logger.isEnabledFor(20)
 
     def done(self, scope: Scope, watch: Watch) -> None:
-        """Log the request. Everything here costs every request: one clock read, the
-        redacted target looked up, one f-string, one append."""
+        """Log the request, with the [status, body bytes, start ns] of ``watch`` (0 for
+        the status: no answer started, logged as the 500 the server sends). Everything
+        here costs every request: one clock read, the redacted target looked up, one
+        f-string, one append."""
         end = time.perf_counter_ns()
         if end >= self._refresh_at:
             self._refresh(end)

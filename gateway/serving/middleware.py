@@ -104,27 +104,23 @@ class MediaGateway:
         log = self.access_log
         if log is None or not log.wants(scope):
             await self._route(scope, receive, send)
-        elif self.metrics is None and scope["path"].startswith(self.prefix):
-            # A media request: the gateway knows the status and size of what it answers
-            # itself (a redirect, a file in memory, an error), so only streamed bodies
-            # are watched send by send (bench/results/redirect.md, local.md).
-            watch: Watch = [0, 0, time.perf_counter_ns()]
-            try:
+            return
+        watch: Watch = [0, 0, time.perf_counter_ns()]
+        try:
+            if self.metrics is None and scope["path"].startswith(self.prefix):
+                # A media request: the gateway knows the status and size of what it
+                # answers itself (a redirect, a file in memory, an error), so only
+                # streamed bodies are watched send by send (bench/results/redirect.md).
                 if self._recent is not None and (start := self._recent.get(scope)):
                     await send(start)
                     await send({"type": "http.response.body", "body": b""})
                     watch[0] = 302
                 else:
                     await self._answer(scope, receive, send, watch)
-            finally:
-                log.done(scope, watch)
-        else:
-            watched = log.begin(scope, send)
-            assert watched is not None
-            try:
-                await self._route(scope, receive, watched[0])
-            finally:
-                log.done(scope, watched[1])
+            else:
+                await self._route(scope, receive, watching(send, watch))
+        finally:
+            log.done(scope, watch)
 
     async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":

@@ -34,18 +34,20 @@ FORWARDED_REQUEST_HEADERS = (
     "if-unmodified-since",
     "if-range",
 )
-FORWARDED_RESPONSE_HEADERS = (
-    "content-type",
-    # A stored "attachment" stays one (django-storages users set it per object).
-    "content-disposition",
-    "content-length",
-    "content-range",
-    "content-encoding",
-    "etag",
-    "last-modified",
-    "accept-ranges",
+# S3's response headers that reach the client, as httpx's raw (byte) names, lower-cased.
+FORWARDED_RESPONSE_HEADERS = frozenset(
+    {
+        b"content-type",
+        # A stored "attachment" stays one (django-storages users set it per object).
+        b"content-disposition",
+        b"content-length",
+        b"content-range",
+        b"content-encoding",
+        b"etag",
+        b"last-modified",
+        b"accept-ranges",
+    }
 )
-_FORWARDED = frozenset(name.encode("ascii") for name in FORWARDED_RESPONSE_HEADERS)
 PASSED_STATUSES = frozenset({200, 206, 304, 412, 416})
 # One retry for a refused connection or a 500/503: enough to ride out one dropped
 # connection or a SlowDown without holding the client for long.
@@ -160,7 +162,7 @@ class S3Proxy:
             headers = [
                 (name, value)
                 for name, value in ((n.lower(), v) for n, v in response.headers.raw)
-                if name in _FORWARDED and name not in ours
+                if name in FORWARDED_RESPONSE_HEADERS and name not in ours
             ]
             if b"content-type" not in ours:
                 # Repeated fields are one list to a browser: judged together.
