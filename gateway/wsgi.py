@@ -22,6 +22,7 @@ from starlette.types import ASGIApp
 
 from .exceptions import NotFound
 from .serving.middleware import MediaGateway
+from .serving.responses import error_reply
 from .settings import Settings
 
 __all__ = ["MediaGatewayWSGI"]
@@ -78,15 +79,8 @@ def _is_utf8(path: str) -> bool:
 
 
 def _not_found(start_response: StartResponse, *, head: bool) -> list[bytes]:
-    error = NotFound()
-    body = f"{error.reason}\n".encode()
+    headers, body = error_reply(NotFound())
     start_response(
-        f"{error.status_code} Not Found",
-        [
-            ("Content-Type", "text/plain; charset=utf-8"),
-            ("Content-Length", str(len(body))),
-            ("Cache-Control", "no-store"),
-            ("X-Content-Type-Options", "nosniff"),
-        ],
+        "404 Not Found", [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers]
     )
     return [] if head else [body]

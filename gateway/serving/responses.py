@@ -7,7 +7,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..exceptions import NotFound, RequestError
 
-__all__ = ["NOSNIFF", "send_error", "send_redirect", "send_whole", "standalone"]
+__all__ = ["NOSNIFF", "error_reply", "send_error", "send_redirect", "send_whole", "standalone"]
 
 NOSNIFF = (b"x-content-type-options", b"nosniff")
 
@@ -24,9 +24,8 @@ async def send_whole(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> int:
-    """Send ``exc`` as a short plain-text response that no cache keeps; return the size
-    of the body sent."""
+def error_reply(exc: RequestError) -> tuple[list[tuple[bytes, bytes]], bytes]:
+    """The headers and body of ``exc`` as a short plain-text response no cache keeps."""
     body = f"{exc.reason}\n".encode()
     headers = [
         (b"content-type", b"text/plain; charset=utf-8"),
@@ -35,6 +34,12 @@ async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> in
         NOSNIFF,
         *((k.encode("latin-1"), v.encode("latin-1")) for k, v in exc.headers.items()),
     ]
+    return headers, body
+
+
+async def send_error(send: Send, exc: RequestError, *, head: bool = False) -> int:
+    """Send ``exc`` (:func:`error_reply`); return the size of the body sent."""
+    headers, body = error_reply(exc)
     await send({"type": "http.response.start", "status": exc.status_code, "headers": headers})
     await send({"type": "http.response.body", "body": b"" if head else body})
     return 0 if head else len(body)
