@@ -46,8 +46,10 @@ __all__ = [
     "PUBLIC_PREFIX",
     "GatewayFileSystemStorage",
     "GatewayS3Storage",
+    "GatewayStorage",
     "GatewayURLs",
     "MediaStorage",
+    "PublicGatewayStorage",
     "PublicMediaStorage",
     "media_storage",
     "public_media_storage",
@@ -200,17 +202,15 @@ class PublicMediaStorage(GatewayS3Storage):
     default_acl = "public-read"
 
 
-def media_storage() -> GatewayURLs:
-    """For ``FileField(storage=media_storage)``: ``MediaStorage`` when ``USE_S3``, else
-    ``GatewayFileSystemStorage``. Migrations record the function, not the choice."""
-    return MediaStorage() if gateway_settings().use_s3 else GatewayFileSystemStorage()
+def media_storage() -> GatewayStorage:
+    """For ``FileField(storage=media_storage)``: a :class:`GatewayStorage`, which follows
+    the migration's phase. Migrations record the function, not the instance."""
+    return GatewayStorage()
 
 
-def public_media_storage() -> GatewayURLs:
+def public_media_storage() -> PublicGatewayStorage:
     """Like :func:`media_storage`, for files under :data:`PUBLIC_PREFIX`."""
-    if gateway_settings().use_s3:
-        return PublicMediaStorage()
-    return GatewayFileSystemStorage(media_prefix=PUBLIC_PREFIX)
+    return PublicGatewayStorage()
 
 
 def _directory(prefix: str) -> str:
@@ -223,3 +223,7 @@ def _directory(prefix: str) -> str:
         raise ImproperlyConfigured(
             f"media_prefix must be a relative directory like 'public/' (got {prefix!r})"
         ) from None
+
+
+# Last: phases builds on the classes above. Re-exported so that settings name one module.
+from .phases import GatewayStorage, PublicGatewayStorage  # noqa: E402

@@ -1,0 +1,215 @@
+"""One Django storage for every phase of a migration, chosen by the gateway's switches.
+
+================  ===============================  ==================================
+phase             ``USE_S3`` / ``LOCAL_FALLBACK``   where files are written and read
+================  ===============================  ==================================
+local             off / (any)                      ``MEDIA_ROOT`` only
+migrating         on / on                          written to S3 *and* ``MEDIA_ROOT``;
+                                                   read from disk while a copy is there,
+                                                   from S3 otherwise
+S3                on / off                         S3 only
+================  ===============================  ==================================
+
+The migrating phase is what lets an app keep working while ``upload`` copies the old
+files: the app's own reads (thumbnails, renditions) find every file on disk, the new
+ones reach S3 as they are written (so ``upload`` has nothing left to copy for them),
+and a rollback to local mode loses nothing, since every file is also on disk. The
+gateway's hybrid serving (``GATEWAY_LOCAL_FALLBACK``) sees the same two places.
+
+The phase is read from :func:`gateway.django.gateway_settings` on each call, not
+fixed at construction, so ``STORAGES`` and ``FileField(storage=...)`` follow a change
+of the switches (and ``override_settings`` in tests). ``url()`` is the gateway URL in
+every phase and does no I/O.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.core.files.base import File
+from django.core.files.storage import Storage
+from django.utils.deconstruct import deconstructible
+
+from ..settings import Settings
+from . import gateway_settings
+from .storage import (
+    PUBLIC_PREFIX,
+    GatewayFileSystemStorage,
+    GatewayS3Storage,
+    GatewayURLs,
+    MediaStorage,
+    PublicMediaStorage,
+)
+
+__all__ = ["GatewayStorage", "PublicGatewayStorage"]
+
+# What a missing disk copy raises: FileSystemStorage lets open()/stat() errors through.
+_NOT_ON_DISK = (FileNotFoundError, NotADirectoryError)
+
+
+class _Sides:
+    """The storages of one phase: ``disk``, ``s3`` or both (migrating)."""
+
+    def __init__(self, disk: GatewayFileSystemStorage | None, s3: GatewayS3Storage | None):
+        self.disk, self.s3 = disk, s3
+
+    @property
+    def phase(self) -> str:
+        if self.disk and self.s3:
+            return "migrating"
+        return "s3" if self.s3 else "local"
+
+
+@deconstructible(path="gateway.django.storage.GatewayStorage")
+class GatewayStorage(GatewayURLs, Storage):
+    """Private media in every phase: disk, disk and S3, or S3 (see the module's table).
+
+    ``media_prefix`` is a directory under ``MEDIA_ROOT`` / ``AWS_LOCATION`` for this
+    storage's names, as for the other gateway storages; other options (``bucket_name``,
+    ``object_parameters``, credentials...) go to the S3 side. Names are never
+    overwritten: a name taken on either side gets a new suffix.
+    """
+
+    #: The S3 side's class: its ACL and object parameters are those of the S3 phase.
+    s3_class: type[GatewayS3Storage] = MediaStorage
+
+    def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
+        self._disk_options = {} if media_prefix is None else {"media_prefix": media_prefix}
+        self._options = options
+        self._built: tuple[Settings, _Sides] | None = None
+        self.media_prefix = GatewayFileSystemStorage(**self._disk_options).media_prefix
+
+    @property
+    def phase(self) -> str:
+        """``"local"``, ``"migrating"`` or ``"s3"``, as the settings say now."""
+        return self._sides().phase
+
+    def _sides(self) -> _Sides:
+        settings = gateway_settings()
+        if self._built is None or self._built[0] is not settings:
+            self._built = settings, self._build(settings)
+        return self._built[1]
+
+    def _build(self, settings: Settings) -> _Sides:
+        disk = s3 = None
+        if not settings.use_s3 or settings.local_fallback:
+            disk = GatewayFileSystemStorage(**self._disk_options)
+        if settings.use_s3:
+            s3 = self.s3_class(**self._disk_options, **self._options)
+        return _Sides(disk, s3)
+
+    # Writes
+
+    def _save(self, name: str, content: File[Any]) -> str:
+        sides = self._sides()
+        if not sides.disk:
+            assert sides.s3
+            return str(sides.s3._save(name, content))
+        name = sides.disk._save(name, content)
+        if not sides.s3:
+            return name
+        # S3 gets the bytes as written to disk (content may be a stream read once), with
+        # the type the client sent, as a write in the S3 phase would store it.
+        try:
+            with sides.disk.open(name, "rb") as copy:
+                copy.content_type = getattr(content, "content_type", None)
+                sides.s3._save(name, copy)
+        except BaseException:
+            # A write is whole or absent: no disk copy that S3 lacks.
+            sides.disk.delete(name)
+            raise
+        return name
+
+    def delete(self, name: str) -> None:
+        # S3 first: if it fails, both copies stay and the call can be repeated.
+        sides = self._sides()
+        if sides.s3:
+            sides.s3.delete(name)
+        if sides.disk:
+            sides.disk.delete(name)
+
+    # Reads: the disk copy while there is one, S3 otherwise
+
+    def _open(self, name: str, mode: str = "rb") -> File[Any]:
+        sides = self._sides()
+        if sides.phase == "migrating" and any(flag in mode for flag in "wax+"):
+            raise ValueError(
+                f"GatewayStorage cannot open {name!r} for writing while migrating: a file"
+                f" written in place would reach only one side; use save()"
+            )
+        opened: File[Any] = self._read("_open", name, mode)
+        return opened
+
+    def exists(self, name: str) -> bool:
+        sides = self._sides()
+        if sides.disk and sides.disk.exists(name):
+            return True
+        return bool(sides.s3 and sides.s3.exists(name))
+
+    def size(self, name: str) -> int:
+        return int(self._read("size", name))
+
+    def get_modified_time(self, name: str) -> datetime:
+        when: datetime = self._read("get_modified_time", name)
+        return when
+
+    def get_accessed_time(self, name: str) -> datetime:
+        when: datetime = self._read("get_accessed_time", name)
+        return when
+
+    def get_created_time(self, name: str) -> datetime:
+        when: datetime = self._read("get_created_time", name)
+        return when
+
+    def listdir(self, path: str) -> tuple[list[str], list[str]]:
+        directories: set[str] = set()
+        files: set[str] = set()
+        sides = self._sides()
+        for side in (sides.disk, sides.s3):
+            if side is None:
+                continue
+            try:
+                found = side.listdir(path)
+            except _NOT_ON_DISK:
+                continue  # a directory that only S3 has yet (or no longer)
+            directories.update(found[0])
+            files.update(found[1])
+        return sorted(directories), sorted(files)
+
+    def path(self, name: str) -> str:
+        """The disk path in local mode, and while migrating for a file still on disk."""
+        disk = self._sides().disk
+        if disk is None:
+            raise NotImplementedError("files are in S3 only (USE_S3 on, fallback off)")
+        path: str = disk.path(name)
+        if self.phase == "migrating" and not disk.exists(name):
+            raise NotImplementedError(f"{name!r} is in S3 only: use open()")
+        return path
+
+    def url(self, name: str, *, download: bool = False, expire: int | None = None) -> str:
+        """The gateway URL of ``name`` in every phase; ``expire`` as in django-storages."""
+        return self.gateway_url(name, download=download, expires_in=expire)
+
+    def _read(self, method: str, name: str, *args: str) -> Any:
+        """``method(name, *args)`` of the disk side, or of S3 when disk lacks the file."""
+        sides = self._sides()
+        if sides.disk:
+            try:
+                return getattr(sides.disk, method)(name, *args)
+            except _NOT_ON_DISK:
+                if not sides.s3:
+                    raise
+        assert sides.s3
+        return getattr(sides.s3, method)(name, *args)
+
+
+@deconstructible(path="gateway.django.storage.PublicGatewayStorage")
+class PublicGatewayStorage(GatewayStorage):
+    """Public media (under :data:`~gateway.django.storage.PUBLIC_PREFIX`) in every phase."""
+
+    s3_class = PublicMediaStorage
+
+    def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
+        prefix = PUBLIC_PREFIX if media_prefix is None else media_prefix
+        super().__init__(media_prefix=prefix, **options)

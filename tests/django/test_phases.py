@@ -1,0 +1,247 @@
+"""GatewayStorage: one storage for the local, migrating and S3 phases (RELIABILITY item 66).
+
+Every test writes and reads through the storage against the real rclone server and a
+real MEDIA_ROOT, and looks at both places directly (the disk and a boto3 listing) to see
+where each byte went.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.config import Config
+from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db.migrations.writer import MigrationWriter
+from django.test import override_settings
+
+from gateway.django.storage import (
+    GatewayStorage,
+    PublicGatewayStorage,
+    media_storage,
+    public_media_storage,
+)
+from tests.django import test_django
+from tests.s3server import S3Server
+
+django_apps = test_django.django_apps
+
+DJANGO_KEY = "django-project-gateway-key-0123456789"
+CLOSED_PORT_ENDPOINT = "http://127.0.0.1:9"  # discard: nothing listens there
+# The S3 side's client when S3 cannot be reached: fail at once, not after retries.
+NO_RETRIES = Config(retries={"total_max_attempts": 1}, connect_timeout=2)
+
+
+@pytest.fixture
+def phase(
+    django_apps: dict[str, Any], media_root: Path, s3_server: S3Server, s3_bucket: str
+) -> Iterator[Callable[..., override_settings]]:
+    """``with phase("migrating"):`` sets the two switches, pointing at the test bucket."""
+    server = {
+        "AWS_STORAGE_BUCKET_NAME": s3_bucket,
+        "AWS_S3_ENDPOINT_URL": s3_server.endpoint_url,
+        "AWS_ACCESS_KEY_ID": s3_server.access_key,
+        "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
+        "MEDIA_ROOT": str(media_root),
+    }
+    switches = {
+        "local": {"USE_S3": False},
+        "migrating": {"USE_S3": True, "GATEWAY_LOCAL_FALLBACK": True},
+        "s3": {"USE_S3": True, "GATEWAY_LOCAL_FALLBACK": False},
+    }
+
+    def enter(name: str, **more: Any) -> override_settings:
+        return override_settings(**{**server, **switches[name], **more})
+
+    yield enter
+
+
+class Bucket:
+    """The test bucket seen directly with boto3, beside the storage."""
+
+    def __init__(self, server: S3Server, name: str) -> None:
+        self.client, self.name = server.client(), name
+
+    def objects(self) -> dict[str, bytes]:
+        """Every object: key -> bytes."""
+        listing = self.client.list_objects_v2(Bucket=self.name).get("Contents", [])
+        return {item["Key"]: self.read(item["Key"]) for item in listing}
+
+    def read(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.name, Key=key)["Body"].read()
+
+    def head(self, key: str) -> Any:
+        return self.client.head_object(Bucket=self.name, Key=key)
+
+    def put(self, key: str, body: bytes) -> None:
+        self.client.put_object(Bucket=self.name, Key=key, Body=body)
+
+
+@pytest.fixture
+def bucket(s3_server: S3Server, s3_bucket: str) -> Iterator[Bucket]:
+    seen = Bucket(s3_server, s3_bucket)
+    yield seen
+    seen.client.close()
+
+
+def on_disk(root: Path) -> dict[str, bytes]:
+    return {
+        path.relative_to(root).as_posix(): path.read_bytes()
+        for path in root.rglob("*")
+        if path.is_file()
+    }
+
+
+def test_phase_follows_the_switches(phase: Any) -> None:
+    """One instance, as STORAGES or a FileField holds it, follows a change of settings."""
+    storage = GatewayStorage()
+    for name in ("local", "migrating", "s3", "local"):
+        with phase(name):
+            assert storage.phase == name
+    with phase("local", GATEWAY_LOCAL_FALLBACK=True):
+        assert storage.phase == "local"  # the fallback means nothing without S3
+
+
+def test_local_phase_writes_only_to_disk(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    with phase("local"):
+        storage = GatewayStorage()
+        name = storage.save("documents/a.txt", ContentFile(b"local"))
+        with storage.open(name) as opened:
+            assert opened.read() == b"local"
+        assert storage.path(name) == str(media_root / name)
+    assert on_disk(media_root) == {name: b"local"}
+    assert bucket.objects() == {}
+
+
+def test_migrating_phase_writes_both_sides(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    """Every write reaches the disk (hybrid serving, rollback) and S3 (nothing left for
+    upload), the same bytes, with the type the client sent, as the S3 phase stores it."""
+    storage = GatewayStorage()
+    with phase("migrating"):
+        name = storage.save("documents/scan.bin", pdf(b"%PDF-1.7 mirrored"))
+    assert on_disk(media_root) == {name: b"%PDF-1.7 mirrored"}
+    assert bucket.objects() == {f"media/{name}": b"%PDF-1.7 mirrored"}
+    with phase("s3"):
+        direct = storage.save("documents/direct.bin", pdf(b"%PDF-1.7 direct"))
+    mirrored, written = bucket.head(f"media/{name}"), bucket.head(f"media/{direct}")
+    assert mirrored["ContentType"] == written["ContentType"] == "application/pdf"
+    assert on_disk(media_root) == {name: b"%PDF-1.7 mirrored"}  # S3 phase: not on disk
+
+
+def pdf(body: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile("upload.bin", body, content_type="application/pdf")
+
+
+def test_migrating_phase_reads_disk_then_s3(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    """A file not uploaded yet is read from disk; one only in S3 (its disk copy gone)
+    from S3; listdir shows both. Wagtail's renditions need the first (item 66)."""
+    (media_root / "old").mkdir()
+    (media_root / "old" / "original.png").write_bytes(b"not uploaded yet")
+    bucket.put("media/old/only-in-s3.png", b"disk copy removed")
+    storage = GatewayStorage()
+    with phase("migrating"):
+        for name, body in (
+            ("old/original.png", b"not uploaded yet"),
+            ("old/only-in-s3.png", b"disk copy removed"),
+        ):
+            assert storage.exists(name)
+            with storage.open(name) as opened:
+                assert opened.read() == body
+            assert storage.size(name) == len(body)
+            assert storage.get_modified_time(name).tzinfo is not None
+        assert storage.path("old/original.png") == str(media_root / "old/original.png")
+        with pytest.raises(NotImplementedError, match="in S3 only"):
+            storage.path("old/only-in-s3.png")
+        assert storage.listdir("old") == ([], ["only-in-s3.png", "original.png"])
+        assert storage.listdir("") == (["old"], [])
+        assert not storage.exists("old/neither.png")
+        with pytest.raises(FileNotFoundError):
+            storage.open("old/neither.png")
+
+
+def test_a_name_taken_on_either_side_is_kept(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    """An object in S3 only, or a file on disk only, is never overwritten by a save."""
+    bucket.put("media/documents/a.txt", b"in S3 only")
+    (media_root / "documents").mkdir()
+    (media_root / "documents" / "b.txt").write_bytes(b"on disk only")
+    storage = GatewayStorage()
+    with phase("migrating"):
+        first = storage.save("documents/a.txt", ContentFile(b"new a"))
+        second = storage.save("documents/b.txt", ContentFile(b"new b"))
+    assert first != "documents/a.txt" and second != "documents/b.txt"
+    assert bucket.read("media/documents/a.txt") == b"in S3 only"
+    assert (media_root / "documents" / "b.txt").read_bytes() == b"on disk only"
+
+
+def test_a_failed_write_leaves_no_half(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    """S3 unreachable: the save fails and its disk copy is gone. The disk unwritable:
+    the save fails and S3 gets nothing."""
+    with phase("migrating", AWS_S3_ENDPOINT_URL=CLOSED_PORT_ENDPOINT):
+        storage = GatewayStorage(client_config=NO_RETRIES)
+        with pytest.raises(Exception, match="Could not connect"):
+            storage.save("documents/lost.txt", ContentFile(b"half"))
+    assert on_disk(media_root) == {}
+
+    (media_root / "documents").write_bytes(b"a file where a directory should be")
+    with phase("migrating"), pytest.raises(OSError):
+        GatewayStorage().save("documents/lost.txt", ContentFile(b"half"))
+    assert bucket.objects() == {}
+
+
+def test_delete_removes_both(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    storage = GatewayStorage()
+    with phase("migrating"):
+        name = storage.save("documents/gone.txt", ContentFile(b"x"))
+        storage.delete(name)
+        assert not storage.exists(name)
+    assert on_disk(media_root) == {} and bucket.objects() == {}
+
+
+def test_migrating_refuses_writes_in_place(phase: Any) -> None:
+    """open("wb") would write one side only; save() writes both."""
+    with phase("migrating"), pytest.raises(ValueError, match="use save"):
+        GatewayStorage().open("documents/w.txt", "wb")
+
+
+def test_s3_phase_needs_no_media_root(phase: Any, tmp_path: Path, bucket: Bucket) -> None:
+    """After the switch MEDIA_ROOT may be gone: writes and reads are S3's alone."""
+    storage = GatewayStorage()
+    with phase("s3", MEDIA_ROOT=str(tmp_path / "moved-away")):
+        name = storage.save("documents/s3.txt", ContentFile(b"s3 only"))
+        with storage.open(name) as opened:
+            assert opened.read() == b"s3 only"
+        assert storage.listdir("documents") == ([], ["s3.txt"])
+        with pytest.raises(NotImplementedError, match="S3 only"):
+            storage.path(name)
+    assert not (tmp_path / "moved-away").exists()
+    assert bucket.objects() == {"media/documents/s3.txt": b"s3 only"}
+
+
+def test_url_is_the_same_in_every_phase(phase: Any) -> None:
+    """The gateway URL, signed with the project's key, public under the public prefix."""
+    urls = set()
+    for name in ("local", "migrating", "s3"):
+        with phase(name, AWS_S3_ENDPOINT_URL=CLOSED_PORT_ENDPOINT):
+            urls.add(GatewayStorage().url("documents/a.pdf", expire=60).split("exp=")[0])
+            assert PublicGatewayStorage().url("logo.png") == "/media/public/logo.png"
+    assert urls == {"/media/documents/a.pdf?"}
+
+
+def test_public_variant(phase: Any, media_root: Path, bucket: Bucket) -> None:
+    with phase("migrating"):
+        name = PublicGatewayStorage().save("logo.png", ContentFile(b"png"))
+    assert on_disk(media_root) == {f"public/{name}": b"png"}
+    assert bucket.objects() == {f"media/public/{name}": b"png"}
+
+
+def test_model_fields_and_migrations_name_the_functions(django_apps: dict[str, Any]) -> None:
+    """media_storage() gives the phase storage; a storage instance serializes by its
+    public path, so a migration written today still imports after a refactor."""
+    assert isinstance(media_storage(), GatewayStorage)
+    assert isinstance(public_media_storage(), PublicGatewayStorage)
+    written, imports = MigrationWriter.serialize(GatewayStorage(media_prefix="avatars/"))
+    assert written == "gateway.django.storage.GatewayStorage(media_prefix='avatars/')"
+    assert imports == {"import gateway.django.storage"}
