@@ -1,7 +1,8 @@
 """Benchmark ``django_url``: what one media link costs a Django page, in the same run.
 
-Ours: ``MediaStorage().url(name)`` from :mod:`gateway.django.storage` (an HMAC for a
-gateway URL, no boto3), and :func:`gateway.django.media_url`. Baseline: the seed
+Ours: ``GatewayStorage().url(name)``, the storage the README's ``STORAGES`` names (an
+HMAC for a gateway URL, no boto3, in every phase of a migration), ``MediaStorage().url``
+(the S3-only storage) and :func:`gateway.django.media_url`. Baseline: the seed
 guide's storage, django-storages' ``S3Boto3Storage.url()`` with ``querystring_auth``,
 which asks boto3 for a presigned URL on every call. Each renders the same 1,000 names
 per round; rounds alternate between the cases and the best round counts, so a slow
@@ -36,7 +37,8 @@ ROUNDS = 7
 TARGET_SPEEDUP = 20
 
 BASELINE = "S3Boto3Storage.url() (boto3 presign)"
-OURS = "GatewayS3Storage.url()"
+OURS = "GatewayStorage.url()"
+S3_ONLY_CASE = "MediaStorage.url()"
 MEDIA_URL_CASE = "gateway.django.media_url()"
 GROUP = "one media URL"
 BUCKET = "bench-django-url"
@@ -49,14 +51,15 @@ def run(options: Options | None = None, *, rounds: int = ROUNDS) -> Report:
     from storages.backends.s3boto3 import S3Boto3Storage
 
     from gateway.django import media_url
-    from gateway.django.storage import MediaStorage
+    from gateway.django.storage import GatewayStorage, MediaStorage
 
     names = [f"documents/{index:04d}/report {index}.pdf" for index in range(NAMES)]
     # The seed guide's MediaStorage, as django-storages serves it.
     seed_storage = S3Boto3Storage(location="media", file_overwrite=False, default_acl="private")
     cases: dict[str, Callable[[str], str]] = {
         BASELINE: seed_storage.url,
-        OURS: MediaStorage().url,
+        OURS: GatewayStorage().url,
+        S3_ONLY_CASE: MediaStorage().url,
         MEDIA_URL_CASE: media_url,
     }
     _check(cases, names[0])
@@ -75,6 +78,7 @@ def run(options: Options | None = None, *, rounds: int = ROUNDS) -> Report:
     report.rows += cost_rows(GROUP, best, baseline=BASELINE, ours=OURS, speedup=TARGET_SPEEDUP)
     report.notes += [
         f"{OURS} is {base / best[OURS]:.1f}x cheaper than {BASELINE}; "
+        f"{S3_ONLY_CASE} {base / best[S3_ONLY_CASE]:.1f}x; "
         f"{MEDIA_URL_CASE} {base / best[MEDIA_URL_CASE]:.1f}x. Lower is better; the ratio "
         f"is the case's time over the baseline's.",
         f"{NAMES:,} names per round, best of {rounds} alternating rounds; private names "
@@ -109,6 +113,9 @@ def _configure_django() -> None:
     settings.configure(
         GATEWAY_SECRET_KEY=secrets.token_urlsafe(32),
         MEDIA_URL="/media/",
+        # The migrating phase: GatewayStorage's url() must not care.
+        USE_S3=True,
+        GATEWAY_LOCAL_FALLBACK=True,
         AWS_STORAGE_BUCKET_NAME=BUCKET,
         # A port that was free a moment ago: should anything try to connect, it fails.
         AWS_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}",
@@ -126,7 +133,7 @@ def _check(cases: dict[str, Callable[[str], str]], name: str) -> None:
     baseline = cases[BASELINE](name)
     if "X-Amz-Signature=" not in baseline:
         raise RuntimeError(f"{BASELINE}: not a presigned URL: {baseline}")
-    for case in (OURS, MEDIA_URL_CASE):
+    for case in (OURS, S3_ONLY_CASE, MEDIA_URL_CASE):
         url = cases[case](name)
         if not url.startswith("/media/documents/0000/report%200.pdf?exp=") or "&sig=" not in url:
             raise RuntimeError(f"{case}: not a signed gateway URL: {url}")
