@@ -56,10 +56,10 @@ def main() -> int:
                 counts[mode, case] = _count(command, settings, targets)
                 print(f"{mode}, {case}: {counts[mode, case]:,.0f} instructions/request")
         on, off = counts[mode, "access log on"], counts[mode, "access log off"]
-        bare = counts[mode, "bare ASGI 302"]
+        floor = counts[mode, "bare ASGI 302"]
         print(
             f"{mode}: the access log adds {on - off:,.0f} ({on / off - 1:.1%}); "
-            f"bare 302 / as shipped = {bare / on:.2f}x (no log: {bare / off:.2f}x)"
+            f"bare 302 / as shipped = {floor / on:.2f}x (no log: {floor / off:.2f}x)"
         )
     return 0
 
