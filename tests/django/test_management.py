@@ -70,10 +70,13 @@ def s3_settings(
 
 @pytest.fixture
 def manage(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
-    """``manage(*args, settings={...})``: run the test project's manage.py with a
-    settings module that is the project's plus ``settings``; nothing in the environment."""
+    """``manage(*args, settings={...})``: run the test project's ``manage.py media_gateway``
+    (or another ``command``) with a settings module that is the project's plus
+    ``settings``, and its own database file; nothing in the environment."""
 
-    def run(*args: str, settings: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    def run(
+        *args: str, settings: dict[str, Any], command: str = "media_gateway"
+    ) -> subprocess.CompletedProcess[str]:
         module = tmp_path / "site_settings.py"
         lines = ["from tests.djangoproject.settings import *  # noqa: F403"]
         lines += [f"{name} = {value!r}" for name, value in settings.items()]
@@ -85,7 +88,7 @@ def manage(tmp_path: Path) -> Callable[..., subprocess.CompletedProcess[str]]:
             "DJANGO_TEST_DB": str(tmp_path / "db.sqlite3"),
         }
         return subprocess.run(
-            [sys.executable, str(MANAGE), "media_gateway", *args],
+            [sys.executable, str(MANAGE), command, *args],
             env=env,
             cwd=tmp_path,
             capture_output=True,
