@@ -216,3 +216,12 @@ def test_audit_through_manage_py(
     done = manage("audit", "--json", settings=settings)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["missing"] == []
+
+
+def test_public_api() -> None:
+    """The audit module's __all__ lists exactly its public names, and each exists."""
+    import gateway.django.audit
+
+    names = ["AuditReport", "MissingFile", "Orphan", "audit"]
+    assert sorted(gateway.django.audit.__all__) == names
+    assert all(hasattr(gateway.django.audit, name) for name in names)

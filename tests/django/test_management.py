@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import json
 import os
 import subprocess
@@ -272,3 +273,14 @@ def test_storage_and_upload_write_the_same_headers(
     assert dict(zip(NAMES, written, strict=True))["backup.tar.gz"][0] == (
         "application/octet-stream"
     )
+
+
+def test_output_goes_to_the_streams_django_gives(django_apps: dict[str, Any]) -> None:
+    """call_command(stdout=..., stderr=...) receives what the command prints."""
+    out, err = io.StringIO(), io.StringIO()
+    call_command("media_gateway", "sign", "documents/a.pdf", stdout=out, stderr=err)
+    assert out.getvalue().startswith("/media/documents/a.pdf?exp=")
+    with pytest.raises(SystemExit) as raised:
+        call_command("media_gateway", "sign", "../a.pdf", stdout=out, stderr=err)
+    assert raised.value.code == 2
+    assert err.getvalue().startswith("media-gateway: ")

@@ -11,6 +11,7 @@ code 2; a failed check or copy exits 1, an interrupted one 130.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from typing import Any
@@ -57,9 +58,13 @@ class Command(BaseCommand):
         parser.set_defaults(settings_from=f"Django ({django_settings.SETTINGS_MODULE})")
 
     def handle(self, *args: Any, **options: Any) -> None:
+        # The commands print to sys.stdout and sys.stderr; these are the streams Django
+        # gave the command (call_command(stdout=...)), the process's own otherwise.
+        out, err = self.stdout._out, self.stderr._out
         try:
             settings = gateway_settings()
-            code = run(argparse.Namespace(**options), settings)
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = run(argparse.Namespace(**options), settings)
         except ImproperlyConfigured as exc:
             raise CommandError(str(exc), returncode=EXIT_USAGE) from None
         except ConfigError as exc:
