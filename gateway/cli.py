@@ -1,7 +1,12 @@
-"""The ``media-gateway`` command: serve, sign and check.
+"""The ``media-gateway`` command: serve, sign and check (and the migration's commands).
 
 Results go to stdout, errors to stderr as one line. Exit codes: 0 success, 1 a check
 failed, 2 bad usage or settings.
+
+Every command but ``serve`` takes its :class:`Settings` as an argument: ``main`` reads
+them from the environment, ``manage.py media_gateway`` from Django's settings
+(:func:`gateway.django.gateway_settings`), and both register the same commands with
+:func:`add_commands` and run them with :func:`run`.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ import importlib
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .exceptions import ConfigError
 from .settings import Settings, forwarded_hosts
 from .signing import URLSigner
 
-__all__ = ["build_app", "log_config", "main", "tune_malloc"]
+__all__ = ["Command", "add_commands", "build_app", "log_config", "main", "run", "tune_malloc"]
+
+#: A command that runs on settings given to it: ``(parsed arguments, settings) -> exit code``.
+Command = Callable[[argparse.Namespace, Settings], int]
 
 # serve passes --app/--interface to its worker processes through these variables:
 # uvicorn starts each worker from an import string, so they cannot take arguments.
@@ -40,7 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        result: int = args.handler(args)
+        if args.command is None:
+            result: int = _serve(args)
+        else:
+            result = run(args, Settings.from_env())
     except ConfigError as exc:
         print(f"media-gateway: {exc}", file=sys.stderr)
         return 2
@@ -80,27 +91,39 @@ def _parser() -> argparse.ArgumentParser:
         help="uvicorn's --log-config (JSON, YAML or INI) instead of the gateway's own; "
         "the access lines go to the gateway.access logger",
     )
-    serve.set_defaults(handler=_serve)
+    # serve reads its settings itself: an app that is already a gateway brings its own.
+    serve.set_defaults(command=None)
+    add_commands(commands)
+    return parser
 
+
+def add_commands(commands: Any) -> None:
+    """Register sign, check, upload, verify and pull on ``commands`` (the action of
+    ``add_subparsers``); each sets ``command`` to a :data:`Command`, which :func:`run`
+    calls."""
     sign = commands.add_parser("sign", help="print a signed URL for a media path")
     sign.add_argument("path", help="relative media path, such as docs/report.pdf")
     sign.add_argument("--expires", type=int, default=None, metavar="SECONDS")
     sign.add_argument("--download", action="store_true", help="ask browsers to save the file")
     sign.add_argument("--content-type", help="answer with this type instead of the guessed one")
-    sign.set_defaults(handler=_sign)
+    sign.set_defaults(command=_sign)
 
     check = commands.add_parser("check", help="validate the settings and report what they say")
     check.add_argument("--json", action="store_true", help="print one JSON object")
-    check.set_defaults(handler=_check)
+    check.set_defaults(command=_check)
 
-    from .migrate.cli import add_commands
+    from .migrate.cli import add_commands as add_migrate_commands
 
-    add_commands(commands)
-    return parser
+    add_migrate_commands(commands)
 
 
-def _sign(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+def run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command ``args`` names with ``settings``; raises ConfigError (exit code 2)."""
+    command: Command = args.command
+    return command(args, settings)
+
+
+def _sign(args: argparse.Namespace, settings: Settings) -> int:
     signer = URLSigner.from_settings(settings)
     try:
         url = signer.sign_url(
@@ -116,10 +139,12 @@ def _sign(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check(args: argparse.Namespace) -> int:
-    settings = Settings.from_env()
+def _check(args: argparse.Namespace, settings: Settings) -> int:
     root = settings.media_root
-    report: dict[str, Any] = {
+    report: dict[str, Any] = {}
+    if getattr(args, "settings_from", None):  # manage.py names the settings module
+        report["settings"] = args.settings_from
+    report |= {
         "mode": "s3" if settings.use_s3 else "local",
         "media_url": settings.media_url,
         "media_root": str(root.resolve()),

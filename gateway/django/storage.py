@@ -32,6 +32,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage
 
 from ..exceptions import RequestError
+from ..http import content_type
 from ..paths import validate_relpath
 from . import gateway_settings, media_url
 
@@ -155,8 +156,22 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
             unset = defaults[attribute] is None and not hasattr(type(self), attribute)
             if unset and attribute not in options and value is not None:
                 options[attribute] = value
+        # One set of object parameters for what the app writes and what `upload` copies:
+        # the gateway's AWS_S3_OBJECT_PARAMETERS (Django's, else the environment's).
+        unset = not defaults["object_parameters"] and not hasattr(type(self), "object_parameters")
+        if unset and "object_parameters" not in options:
+            options["object_parameters"] = dict(gateway.aws_s3_object_parameters)
         super().__init__(**options)
         self.client_config = _CLIENT_DEFAULTS.merge(self.client_config)
+
+    def get_object_parameters(self, name: str) -> dict[str, Any]:
+        """The object parameters, with the Content-Type ``upload`` gives the same name
+        (:func:`gateway.http.content_type`) unless they set one: django-storages' own
+        guess differs (``.tar.gz`` as ``application/x-tar`` plus ``gzip`` encoding, text
+        without a charset, the browser's claim for an upload)."""
+        parameters: dict[str, Any] = super().get_object_parameters(name)
+        parameters.setdefault("ContentType", content_type(name))
+        return parameters
 
     def url(
         self,

@@ -32,7 +32,8 @@ DEFAULT_WORKERS = 32
 MAX_WORKERS = 256
 EXIT_INTERRUPTED = 130
 
-Handler = Callable[[argparse.Namespace], int]
+# A command as gateway.cli runs it (gateway.cli.Command; migrate does not import the CLI).
+Handler = Callable[[argparse.Namespace, Settings], int]
 
 
 def add_commands(commands: Any) -> None:
@@ -60,7 +61,7 @@ def add_commands(commands: Any) -> None:
         help="first abort incomplete multipart uploads left under the prefix by earlier "
         "runs (within --shard and the globs)",
     )
-    upload.set_defaults(handler=_guarded(_upload))
+    upload.set_defaults(command=_guarded(_upload))
 
     verify = commands.add_parser(
         "verify",
@@ -72,7 +73,7 @@ def add_commands(commands: Any) -> None:
         action="store_true",
         help="download and hash every object instead of trusting its x-amz-meta-sha256",
     )
-    verify.set_defaults(handler=_guarded(_verify))
+    verify.set_defaults(command=_guarded(_verify))
 
     pull = commands.add_parser(
         "pull",
@@ -82,7 +83,7 @@ def add_commands(commands: Any) -> None:
         "--dest", type=Path, metavar="DIR", help="directory to pull into (default MEDIA_ROOT)"
     )
     _common_options(pull)
-    pull.set_defaults(handler=_guarded(_pull))
+    pull.set_defaults(command=_guarded(_pull))
 
 
 def _common_options(parser: argparse.ArgumentParser, *, state: bool = True) -> None:
@@ -151,10 +152,9 @@ def _shard(raw: str) -> tuple[int, int]:
 # --- the commands ------------------------------------------------------------
 
 
-def _upload(args: argparse.Namespace) -> int:
+def _upload(args: argparse.Namespace, settings: Settings) -> int:
     from .upload import Uploader, UploadOptions, cleanup, relative_listing
 
-    settings = Settings.from_env()
     source = directory(args.source, settings.media_root, "--source")
     selector = Selector(include=args.include, exclude=args.exclude, shard=args.shard)
     headers, read_headers = headers_for(settings)
@@ -193,11 +193,10 @@ def _upload(args: argparse.Namespace) -> int:
     return 1 if summary.failures else 0
 
 
-def _verify(args: argparse.Namespace) -> int:
+def _verify(args: argparse.Namespace, settings: Settings) -> int:
     from .upload import relative_listing
     from .verify import Verifier
 
-    settings = Settings.from_env()
     source = directory(args.source, settings.media_root, "--source")
     selector = Selector(include=args.include, exclude=args.exclude)
     _, read_headers = headers_for(settings)
@@ -234,11 +233,10 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def _pull(args: argparse.Namespace) -> int:
+def _pull(args: argparse.Namespace, settings: Settings) -> int:
     from .pull import Puller
     from .upload import relative_listing
 
-    settings = Settings.from_env()
     dest: Path = args.dest or settings.media_root
     try:
         dest.mkdir(parents=True, exist_ok=True)
@@ -273,17 +271,16 @@ def _guarded(handler: Handler) -> Handler:
     """Run a command with SIGTERM treated as Ctrl-C, and S3 errors that mean bad
     settings turned into ConfigError (exit code 2)."""
 
-    def run(args: argparse.Namespace) -> int:
+    def run(args: argparse.Namespace, settings: Settings) -> int:
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return handler(args)
+            return handler(args, settings)
         except KeyboardInterrupt:  # before or after the transfers, which report their own
             print("media-gateway: interrupted", file=sys.stderr)
             return EXIT_INTERRUPTED
         except S3Error as exc:
-            settings = Settings.from_env()
             raise config_error(exc, settings) from None
         finally:
             if previous is not None:
