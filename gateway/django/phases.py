@@ -109,11 +109,10 @@ class GatewayStorage(GatewayURLs, Storage):
         name = sides.disk._save(name, content)
         if not sides.s3:
             return name
-        # S3 gets the bytes as written to disk (content may be a stream read once), with
-        # the type the client sent, as a write in the S3 phase would store it.
+        # S3 gets the bytes as written to disk (content may be a stream read once); its
+        # Content-Type comes from the name, as for every write and for `upload`.
         try:
             with sides.disk.open(name, "rb") as copy:
-                copy.content_type = getattr(content, "content_type", None)
                 sides.s3._save(name, copy)
         except BaseException:
             # A write is whole or absent: no disk copy that S3 lacks.

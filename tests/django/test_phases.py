@@ -46,6 +46,7 @@ def phase(
         "AWS_ACCESS_KEY_ID": s3_server.access_key,
         "AWS_SECRET_ACCESS_KEY": s3_server.secret_key,
         "MEDIA_ROOT": str(media_root),
+        "AWS_S3_OBJECT_PARAMETERS": {"CacheControl": "max-age=60"},
     }
     switches = {
         "local": {"USE_S3": False},
@@ -118,21 +119,23 @@ def test_local_phase_writes_only_to_disk(phase: Any, media_root: Path, bucket: B
 
 def test_migrating_phase_writes_both_sides(phase: Any, media_root: Path, bucket: Bucket) -> None:
     """Every write reaches the disk (hybrid serving, rollback) and S3 (nothing left for
-    upload), the same bytes, with the type the client sent, as the S3 phase stores it."""
+    upload), the same bytes, with the headers the S3 phase gives (the type from the name,
+    not the browser's claim; the object parameters)."""
     storage = GatewayStorage()
     with phase("migrating"):
-        name = storage.save("documents/scan.bin", pdf(b"%PDF-1.7 mirrored"))
+        name = storage.save("documents/scan.pdf", claimed_html(b"%PDF-1.7 mirrored"))
     assert on_disk(media_root) == {name: b"%PDF-1.7 mirrored"}
     assert bucket.objects() == {f"media/{name}": b"%PDF-1.7 mirrored"}
     with phase("s3"):
-        direct = storage.save("documents/direct.bin", pdf(b"%PDF-1.7 direct"))
+        direct = storage.save("documents/direct.pdf", claimed_html(b"%PDF-1.7 direct"))
     mirrored, written = bucket.head(f"media/{name}"), bucket.head(f"media/{direct}")
     assert mirrored["ContentType"] == written["ContentType"] == "application/pdf"
+    assert mirrored["CacheControl"] == written["CacheControl"] == "max-age=60"
     assert on_disk(media_root) == {name: b"%PDF-1.7 mirrored"}  # S3 phase: not on disk
 
 
-def pdf(body: bytes) -> SimpleUploadedFile:
-    return SimpleUploadedFile("upload.bin", body, content_type="application/pdf")
+def claimed_html(body: bytes) -> SimpleUploadedFile:
+    return SimpleUploadedFile("upload.pdf", body, content_type="text/html")
 
 
 def test_migrating_phase_reads_disk_then_s3(phase: Any, media_root: Path, bucket: Bucket) -> None:

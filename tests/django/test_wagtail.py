@@ -78,18 +78,6 @@ class Site:
         assert done.returncode == 0, f"manage.py {' '.join(args)}:\n{done.stdout}{done.stderr}"
         return done.stdout
 
-    def cli(self, *args: str) -> str:
-        done = subprocess.run(
-            [str(BIN / "media-gateway"), *args],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"media-gateway {' '.join(args)}:\n{done.stdout}{done.stderr}"
-        return done.stdout
-
     @contextlib.contextmanager
     def gateway(self) -> Iterator[httpx.Client]:
         """``media-gateway serve`` in front of the site's WSGI app, as the README says."""
@@ -166,8 +154,8 @@ def test_wagtail_site_through_every_phase(site: Site) -> None:
     assert (site.media_root / green).is_file()
 
     # The backfill, with the site's own settings, then its proof.
-    site.cli("upload")
-    site.cli("verify")
+    site.manage("media_gateway", "upload")
+    site.manage("media_gateway", "verify")
     on_disk = {
         path.relative_to(site.media_root).as_posix() for path in site.media_root.rglob("*.png")
     }
@@ -191,7 +179,7 @@ def test_wagtail_site_through_every_phase(site: Site) -> None:
 
     # Rollback: pull everything back, then local again; nothing made in S3 is lost.
     site.media_root.mkdir()
-    site.cli("pull")
+    site.manage("media_gateway", "pull")
     site.phase = "local"
     site.manage("add_image", "white", "ffffff")
     answered = site.visit("width-13")
