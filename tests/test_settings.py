@@ -151,7 +151,7 @@ def test_repr_hides_secrets() -> None:
     ("variables", "message"),
     [
         ({"GATEWAY_UPLOAD_PATH": "/media/up/"}, "GATEWAY_UPLOAD_PATH: must not overlap"),
-        ({"GATEWAY_UPLOAD_PATH": "/"}, "GATEWAY_UPLOAD_PATH: must not overlap"),
+        ({"GATEWAY_UPLOAD_PATH": "/media/"}, "GATEWAY_UPLOAD_PATH: must not overlap"),
         ({"GATEWAY_UPLOAD_PATH": "uploads"}, "GATEWAY_UPLOAD_PATH: expected a path"),
         ({"GATEWAY_UPLOAD_MULTIPART_MB": "4"}, "GATEWAY_UPLOAD_MULTIPART_MB: expected 5"),
         ({"GATEWAY_UPLOAD_MULTIPART_MB": "9999"}, "GATEWAY_UPLOAD_MULTIPART_MB: expected 5"),
