@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from django import forms
 from django.core.exceptions import ValidationError
@@ -84,7 +84,7 @@ class DirectUploadField(forms.Field):
     """
 
     widget = DirectUploadWidget
-    default_error_messages = {
+    default_error_messages: ClassVar[dict[str, str]] = {
         "invalid": "The upload receipt is not valid; upload the file again.",
         "expired": "The upload expired; upload the file again.",
         "missing": "The uploaded file was not found; upload it again.",

@@ -92,7 +92,7 @@ def test_a_form_instance_renders_its_own_prefix(django_media: Path) -> None:
     class's field and other instances keep theirs."""
     signer = UploadSigner(secret_keys=(django_settings.GATEWAY_SECRET_KEY,))
     mine = AvatarForm()
-    mine.fields["avatar"].prefix = "users/7/"  # type: ignore[attr-defined]
+    mine.fields["avatar"].prefix = "users/7/"
     other = AvatarForm()
     assert signer.open_ticket(rendered(mine)["token"]).prefix == "users/7/"
     assert signer.open_ticket(rendered(other)["token"]).prefix == "avatars/"
