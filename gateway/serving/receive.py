@@ -51,6 +51,11 @@ class Incoming:
         except FileExistsError:
             raise Forbidden("Upload already done") from None
 
+    def unpublish(self) -> None:
+        """Take the published name away again (its upload failed elsewhere)."""
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.name, dir_fd=self.dir_fd)
+
     def discard(self) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.temp, dir_fd=self.dir_fd)

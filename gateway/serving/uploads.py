@@ -232,17 +232,23 @@ class UploadEndpoint:
             idle_timeout=self.settings.send_timeout,
         )
         with incoming:
-            if self.settings.use_s3:
-                # Migrating: the bucket first, then the disk, so that a failed S3 write
-                # leaves neither copy behind and the app's two places stay equal.
-                fd = incoming.open_for_reading()
-                try:
-                    headers_out = {"content-type": grant.content_type, **self.headers}
-                    key = self.settings.key_for(grant.relpath)
-                    await self.s3[1].put_file(key, fd, grant.size, headers_out)
-                finally:
-                    os.close(fd)
+            # The disk first: link() never replaces a file, so it claims the name once
+            # and a replayed URL is refused before it could overwrite the object.
             incoming.publish()
+            if self.settings.use_s3:
+                # Migrating: the bucket too, the other place the app's storage writes in
+                # this phase; if S3 fails, the disk copy goes, leaving neither.
+                try:
+                    fd = incoming.open_for_reading()
+                    try:
+                        headers_out = {"content-type": grant.content_type, **self.headers}
+                        key = self.settings.key_for(grant.relpath)
+                        await self.s3[1].put_file(key, fd, grant.size, headers_out)
+                    finally:
+                        os.close(fd)
+                except BaseException:
+                    incoming.unpublish()
+                    raise
 
 
 def _ceil(a: int, b: int) -> int:

@@ -43,10 +43,10 @@ def test_upload_then_download(
     migrating phase it is on disk and in the bucket."""
     settings = settings_for(mode)
     browser = browser_for(settings)
-    plan = browser.upload(DATA)
+    plan = browser.upload(DATA, name="café photo #1.png")
     assert plan["method"] == "PUT"
     key = plan["key"]
-    assert key.startswith("uploads/") and key.endswith("-photo.png")
+    assert key.startswith("uploads/") and key.endswith("-café photo _1.png")
     if mode == "s3":
         assert plan["url"].startswith(str(settings.aws_s3_endpoint_url))
         assert "content-length" in plan["url"].lower()  # signed, so S3 checks the size
@@ -298,17 +298,37 @@ def test_gateway_refuses_a_body_unlike_the_declared_one(
     assert leftovers(settings.media_root) == [plan["key"]]
 
 
+@pytest.mark.parametrize("mode_", ["local", "migrating"])
 def test_a_replayed_put_does_not_overwrite(
-    settings_for: Callable[..., Settings], browser_for: Callable[..., Browser]
+    mode_: str, settings_for: Callable[..., Settings], browser_for: Callable[..., Browser]
 ) -> None:
-    """The same upload URL used twice: the second is refused, the first file stays."""
-    settings = settings_for("local")
+    """The same upload URL used twice: the second is refused, the first file stays, on
+    disk and (migrating) in the bucket."""
+    settings = settings_for(mode_)
     browser = browser_for(settings)
     plan = browser.upload(b"AAAA", name="a.bin")
     again = browser.put(plan, b"BBBB")
     assert again.status_code == 403
     assert (settings.media_root / plan["key"]).read_bytes() == b"AAAA"
     assert leftovers(settings.media_root) == [plan["key"]]
+    if mode_ == "migrating":
+        with s3_client(settings) as client:
+            stored = client.get_object(
+                Bucket=str(settings.aws_storage_bucket_name), Key="media/" + plan["key"]
+            )
+            assert stored["Body"].read() == b"AAAA"
+
+
+def test_migrating_upload_that_s3_refuses_leaves_nothing(
+    settings_for: Callable[..., Settings], browser_for: Callable[..., Browser]
+) -> None:
+    """Migrating: when the bucket refuses the gateway's copy, the disk copy goes too
+    (502), so the two places the app reads stay equal."""
+    settings = settings_for("migrating", aws_secret_access_key="wrong-secret-0123456789")
+    browser = browser_for(settings)
+    plan = browser.ask(DATA)
+    assert browser.put(plan, DATA).status_code == 502
+    assert leftovers(settings.media_root) == []
 
 
 def test_nothing_is_written_outside_the_root(
@@ -383,3 +403,31 @@ def test_upload_memory_stays_flat(
     assert r.status_code == 201
     assert (browser.gateway.settings.media_root / plan["key"]).stat().st_size == size
     assert peak < 8 * MiB, peak
+
+
+def test_upload_urls_stay_out_of_the_access_log(
+    mode: str,
+    settings_for: Callable[..., Settings],
+    browser_for: Callable[..., Browser],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Item 58: a PUT to the gateway logs its path with ``sig`` redacted; the ticket,
+    the grant and the receipt (request and response bodies) never reach a log line."""
+    import logging
+
+    browser = browser_for(settings_for(mode))
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        plan = browser.upload(DATA)
+        # The access line is written after the response: wait for it, boundedly.
+        deadline = time.monotonic() + 5
+        wanted = 1 if mode == "s3" else 2
+        while time.monotonic() < deadline:
+            lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+            if len(lines) >= wanted:
+                break
+            time.sleep(0.01)
+    assert any(f"POST {UPLOAD}" in line for line in lines), lines
+    if mode != "s3":
+        assert any(f"PUT {UPLOAD}?sig=[REDACTED]" in line for line in lines), lines
+        assert plan["url"].partition("sig=")[2] not in caplog.text
+    assert plan["receipt"] not in caplog.text
