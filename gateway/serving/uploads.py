@@ -81,6 +81,7 @@ class UploadEndpoint:
         self.root = os.path.realpath(settings.media_root) if self.to_disk else ""
         self.part_size = settings.upload_multipart_mb * MiB
         self.headers: dict[str, str] = {}
+        self.own_headers: dict[str, str] = {}
         self.sse_c = False
         self._clock = clock
         self._transport = transport
@@ -91,25 +92,30 @@ class UploadEndpoint:
             except ValueError as exc:
                 raise ConfigError("AWS_S3_OBJECT_PARAMETERS", str(exc)) from None
             write.pop("content-type", None)  # the upload's own type wins
-            self.headers = write
+            self.headers = {k: v for k, v in write.items() if k not in read}
+            # What the gateway sends when it writes itself (migrating), SSE-C key included.
+            self.own_headers = write
             # An SSE-C key would have to go to the browser to be sent with the PUT.
             self.sse_c = bool(read)
 
-    @property
-    def s3(self) -> tuple[Presigner, S3Writer]:
+    async def storage(self) -> tuple[Presigner, S3Writer]:
         """The presigner for browsers' URLs and the writer of the gateway's own
-        requests; made on the first upload, not at start-up (each reads boto3's chain)."""
+        requests; made on the first upload rather than at start-up, in a thread (each
+        reads boto3's credential chain, a blocking tenth of a second)."""
         if self._s3 is None:
-            settings = self.settings
-            writer = S3Writer(
-                make_presigner(settings, public=False, clock=self._clock),
-                timeout=settings.s3_timeout,
-                tls=tls_context(settings),
-                proxy=proxy_for(settings.s3_endpoint_url),
-                transport=self._transport,
-            )
-            self._s3 = (make_presigner(settings, clock=self._clock), writer)
+            self._s3 = await anyio.to_thread.run_sync(self._make_storage)
         return self._s3
+
+    def _make_storage(self) -> tuple[Presigner, S3Writer]:
+        settings = self.settings
+        writer = S3Writer(
+            make_presigner(settings, public=False, clock=self._clock),
+            timeout=settings.s3_timeout,
+            tls=tls_context(settings),
+            proxy=proxy_for(settings.s3_endpoint_url),
+            transport=self._transport,
+        )
+        return make_presigner(settings, clock=self._clock), writer
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         method = scope["method"]
@@ -149,7 +155,7 @@ class UploadEndpoint:
             logger.error("direct uploads cannot send an SSE-C key through the browser")
             raise BadGateway("Direct uploads are not available with SSE-C")
         headers.update(self.headers)
-        public, _ = self.s3
+        public, _ = await self.storage()
         key = self.settings.key_for(grant.relpath)
         if grant.size <= self.part_size:
             signed = {**headers, "Content-Length": str(grant.size)}
@@ -163,7 +169,7 @@ class UploadEndpoint:
     async def _start_multipart(
         self, grant: Grant, key: str, headers: dict[str, str]
     ) -> dict[str, Any]:
-        public, writer = self.s3
+        public, writer = await self.storage()
         part_size = self._part_size(grant.size)
         upload_id = await writer.create_multipart(key, headers)
         grant = grant._replace(
@@ -211,7 +217,8 @@ class UploadEndpoint:
         if not isinstance(listed, list) or len(etags) != len(listed) or len(etags) != count:
             raise BadRequest("parts: expected every part, as {number, etag}, in order")
         key = self.settings.key_for(grant.relpath)
-        await self.s3[1].complete_multipart(key, grant.upload_id, etags)
+        _, writer = await self.storage()
+        await writer.complete_multipart(key, grant.upload_id, etags)
         return {"key": grant.relpath, "receipt": self.signer.sign_receipt(grant)}
 
     async def _receive(self, scope: Scope, receive: Receive) -> None:
@@ -239,11 +246,12 @@ class UploadEndpoint:
                 # Migrating: the bucket too, the other place the app's storage writes in
                 # this phase; if S3 fails, the disk copy goes, leaving neither.
                 try:
+                    _, writer = await self.storage()
                     fd = incoming.open_for_reading()
                     try:
-                        headers_out = {"content-type": grant.content_type, **self.headers}
+                        headers_out = {"content-type": grant.content_type, **self.own_headers}
                         key = self.settings.key_for(grant.relpath)
-                        await self.s3[1].put_file(key, fd, grant.size, headers_out)
+                        await writer.put_file(key, fd, grant.size, headers_out)
                     finally:
                         os.close(fd)
                 except BaseException:

@@ -431,3 +431,19 @@ def test_upload_urls_stay_out_of_the_access_log(
         assert any(f"PUT {UPLOAD}?sig=[REDACTED]" in line for line in lines), lines
         assert plan["url"].partition("sig=")[2] not in caplog.text
     assert plan["receipt"] not in caplog.text
+
+
+def test_sse_c_keys_never_go_to_the_browser(
+    settings_for: Callable[..., Settings], browser_for: Callable[..., Browser]
+) -> None:
+    """With SSE-C in AWS_S3_OBJECT_PARAMETERS a direct PUT would need the customer key
+    in the browser: the endpoint refuses instead (502, said in the error), and the key
+    is in no answer."""
+    key = "k" * 32
+    params = {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": key}
+    browser = browser_for(settings_for("s3", aws_s3_object_parameters=params))
+    body = {"token": browser.ticket(), "filename": "a", "size": 1, "content_type": "a/b"}
+    r = browser.plan(body)
+    assert r.status_code == 502
+    assert "SSE-C" in r.json()["error"]
+    assert key not in r.text
