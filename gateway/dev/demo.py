@@ -17,13 +17,18 @@ import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import parse_qs
 
+import anyio
 from dotenv import dotenv_values
 from starlette.types import Receive, Scope, Send
 
+from ..exceptions import MediaGatewayError
 from ..http import content_type
+from ..receipts import ReceiptChecker
 from ..settings import Settings
 from ..signing import URLSigner
+from ..uploads import UploadSigner
 from .embedded_s3 import serve_s3
 
 __all__ = ["DemoApp", "main", "write_samples"]
@@ -53,33 +58,97 @@ def write_samples(root: Path) -> None:
             path.write_bytes(data)
 
 
-class DemoApp:
-    """A tiny ASGI app standing in for the user's Django project."""
+# The script gateway.django's DirectUploadWidget ships, served here as it is: the demo
+# uses the same markup and code as a Django form (read as a file, so that the demo
+# imports no Django).
+UPLOAD_SCRIPT = Path(__file__).parent.parent / "django/static/media_gateway/direct-upload.js"
+UPLOAD_PREFIX = "uploads/"
 
-    def __init__(self, signer: URLSigner) -> None:
+
+class DemoApp:
+    """A tiny ASGI app standing in for the user's Django project: signed links, and a
+    direct upload form (the file goes to S3, or to the gateway in local mode, never
+    through this app, which only checks the receipt)."""
+
+    def __init__(self, signer: URLSigner, settings: Settings | None = None) -> None:
         self.signer = signer
+        self.settings = settings
+        self.receipts = ReceiptChecker(settings) if settings is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             return
+        path, method = scope["path"], scope["method"]
+        if path == "/static/media_gateway/direct-upload.js":
+            await _reply(send, 200, "text/javascript", UPLOAD_SCRIPT.read_bytes())
+        elif path == "/uploaded" and method == "POST" and self.receipts is not None:
+            form = parse_qs((await _body(receive)).decode("latin-1"))
+            receipt = form.get("file", [""])[0]
+            try:
+                # A HEAD in S3 (boto3) or a stat: off the event loop.
+                found = await anyio.to_thread.run_sync(self.receipts.verify, receipt)
+            except MediaGatewayError as exc:
+                await _reply(
+                    send, 400, "text/html", _page(f"<p>Refused: {html.escape(str(exc))}</p>")
+                )
+                return
+            link = html.escape(self.signer.sign_url(found.name))
+            text = (
+                f"{html.escape(found.name)} ({found.size} bytes, {html.escape(found.content_type)})"
+            )
+            await _reply(
+                send, 200, "text/html", _page(f'<p>Uploaded: <a href="{link}">{text}</a></p>')
+            )
+        else:
+            await _reply(send, 200 if path == "/" else 404, "text/html", self._index())
+
+    def _index(self) -> bytes:
         links = "".join(
             f'<li><a href="{html.escape(self.signer.sign_url(name))}">{html.escape(name)}</a></li>'
             for name in SAMPLES
             if not name.startswith("public/")
         )
         body = (
-            "<!doctype html><title>media-gateway demo</title>"
             "<h1>Demo app</h1><p>This page comes from the app; media links are signed by it.</p>"
             f'<p><img src="/media/public/logo.svg" alt="public logo"></p><ul>{links}</ul>'
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200 if scope["path"] == "/" else 404,
-                "headers": [(b"content-type", b"text/html; charset=utf-8")],
-            }
         )
-        await send({"type": "http.response.body", "body": body})
+        if self.settings is not None:
+            ticket = UploadSigner(secret_keys=self.settings.secret_keys).sign_ticket(
+                UPLOAD_PREFIX, max_bytes=1 << 30
+            )
+            body += (
+                "<h2>Direct upload</h2>"
+                '<form method="post" action="/uploaded">'
+                f'<div data-direct-upload data-endpoint="{html.escape(self.settings.upload_path)}"'
+                f' data-token="{html.escape(ticket)}"><input type="file" id="file">'
+                '<progress value="0" max="1" hidden></progress> <span data-status></span>'
+                '<input type="hidden" name="file" value=""></div>'
+                '<button type="submit">Save</button></form>'
+                '<script src="/static/media_gateway/direct-upload.js" defer></script>'
+            )
+        return _page(body)
+
+
+def _page(body: str) -> bytes:
+    return f"<!doctype html><title>media-gateway demo</title>{body}".encode()
+
+
+async def _reply(send: Send, status: int, content_type: str, body: bytes) -> None:
+    kind = f"{content_type}; charset=utf-8".encode()
+    await send(
+        {"type": "http.response.start", "status": status, "headers": [(b"content-type", kind)]}
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _body(receive: Receive) -> bytes:
+    data = b""
+    more = True
+    while more and len(data) < 65536:  # a receipt is a few hundred bytes
+        message = await receive()
+        data += message.get("body", b"")
+        more = message.get("more_body", False)
+    return data
 
 
 def _demo_environment() -> None:
@@ -163,7 +232,7 @@ def main() -> int:
             if endpoint is not None:
                 _upload_samples(settings)
             signer = URLSigner.from_settings(settings)
-            app = MediaGateway(DemoApp(signer), settings=settings)
+            app = MediaGateway(DemoApp(signer, settings), settings=settings)
         except ConfigError as exc:
             print(f"media-gateway: {exc}", file=sys.stderr)
             return 2
@@ -182,6 +251,7 @@ def main() -> int:
         report = signer.sign_url("documents/report.txt", download=True)
         print(f"  download            {base}{report}")
         print(f"  unsigned (403)      {base}{settings.media_url}documents/report.txt")
+        print(f"  direct upload form  {base}/ (the file goes to {where}, not through the app)")
         video = signer.sign_url("videos/sample.bin")
         print(f"\n  try: curl -iL -H 'Range: bytes=0-99' '{base}{video}'")
         print("  local mode instead: USE_S3=false make run\n")
