@@ -68,6 +68,8 @@ class S3Server:
     ca_file: str | None = None
     #: Which implementation answers (a key of :data:`S3_KINDS`), for where they differ.
     kind: str = "rclone"
+    #: The server's processes, where the fixture knows them (SeaweedFS).
+    pids: tuple[int, ...] = ()
 
     def client(self) -> S3Client:
         """A new boto3 S3 client for this server; the caller closes it."""

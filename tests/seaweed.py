@@ -10,6 +10,7 @@ file with one key pair, so unsigned and wrongly signed requests are refused.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import json
 import os
 import secrets
@@ -27,7 +28,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from tests.conftest import free_port
 from tests.s3server import S3Server
 
-__all__ = ["seaweed_server", "start_cluster", "weed_binary"]
+__all__ = ["listening", "seaweed_server", "start_cluster", "weed_binary"]
 
 START_TIMEOUT = 60.0  # seconds; the cluster is usually writable in 4-7 s on 2 busy cores
 STOP_TIMEOUT = 3.0  # seconds per process after SIGTERM; the filer's graceful gRPC stop hangs
@@ -48,9 +49,40 @@ def weed_binary() -> str:
 
 
 @contextlib.contextmanager
-def start_cluster(base: Path, *, access_key: str, secret_key: str) -> Iterator[str]:
-    """Run the cluster with its data and logs under ``base``; yield the S3 endpoint URL
-    once a write succeeds. Every process binds 127.0.0.1 on a port picked free."""
+def start_cluster(base: Path, *, access_key: str, secret_key: str) -> Iterator[S3Server]:
+    """Run the cluster with its data and logs under ``base``; yield it as an S3Server
+    once a write succeeds. Every process binds 127.0.0.1 on a port picked free; if one
+    was taken meanwhile (by another process on the machine), it starts once more."""
+    for attempt in (1, 2):
+        root = base / f"try{attempt}"
+        root.mkdir()
+        processes, endpoint = _launch(root, access_key=access_key, secret_key=secret_key)
+        try:
+            _wait_until_writable(endpoint, access_key, secret_key, processes, root)
+        except RuntimeError:
+            _stop(processes)
+            if attempt == 2:
+                raise
+            continue
+        except BaseException:  # Ctrl+C while waiting: no cluster left behind
+            _stop(processes)
+            raise
+        try:
+            yield S3Server(
+                endpoint_url=endpoint,
+                access_key=access_key,
+                secret_key=secret_key,
+                kind="seaweedfs",
+                pids=tuple(p.pid for p in processes),
+            )
+        finally:
+            _stop(processes)
+        return
+
+
+def _launch(
+    base: Path, *, access_key: str, secret_key: str
+) -> tuple[list[subprocess.Popen[bytes]], str]:
     ports = _distinct_free_ports(10)
     master = f"127.0.0.1:{ports[0]}.{ports[1]}"  # weed's "host:port.grpcPort" form
     filer = f"127.0.0.1:{ports[6]}.{ports[7]}"
@@ -118,33 +150,57 @@ def start_cluster(base: Path, *, access_key: str, secret_key: str) -> Iterator[s
     }
     env["HOME"] = str(base)
     processes: list[subprocess.Popen[bytes]] = []
-    try:
-        for name, args in commands.items():
-            bind = "-ip.bind=127.0.0.1" if name == "s3" else "-ip=127.0.0.1"
-            command = [weed_binary(), f"-logdir={base}", args[0], bind, *args[1:]]
-            with (base / f"{name}.log").open("wb") as log:
-                processes.append(
-                    subprocess.Popen(
-                        command,
-                        cwd=base,
-                        env=env,
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                    )
+    for name, args in commands.items():
+        bind = "-ip.bind=127.0.0.1" if name == "s3" else "-ip=127.0.0.1"
+        command = [weed_binary(), f"-logdir={base}", args[0], bind, *args[1:]]
+        with (base / f"{name}.log").open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    command,
+                    cwd=base,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
                 )
-        endpoint = f"http://127.0.0.1:{ports[8]}"
-        _wait_until_writable(endpoint, access_key, secret_key, processes, base)
-        yield endpoint
-    finally:
-        # The S3 gateway first, the master last: each stops while what it needs is up.
-        for process in reversed(processes):
-            process.terminate()
-            try:
-                process.wait(STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+            )
+    return processes, f"http://127.0.0.1:{ports[8]}"
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    # The S3 gateway first, the master last: each stops while what it needs is up.
+    for process in reversed(processes):
+        process.terminate()
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def listening(pids: tuple[int, ...]) -> set[tuple[str, int]]:
+    """The TCP addresses (IPv4 or IPv6, as text) the processes ``pids`` listen on, read
+    from /proc: their sockets' inodes, looked up in the kernel's tables."""
+    inodes = set()
+    for pid in pids:
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[8:-1])
+    found = set()
+    for table, width in (("tcp", 8), ("tcp6", 32)):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] != "0A" or fields[9] not in inodes:  # 0A: LISTEN
+                continue
+            address, port = fields[1].split(":")
+            raw = bytes.fromhex(address)
+            # The kernel prints each 32-bit word in host (little-endian) order.
+            words = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            host = ipaddress.ip_address(words[:4] if width == 8 else words)
+            found.add((str(host), int(port, 16)))
+    return found
 
 
 def _wait_until_writable(
@@ -204,7 +260,5 @@ def seaweed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Serve
     base = tmp_path_factory.mktemp("seaweedfs")
     access_key = "AKIA" + secrets.token_hex(8).upper()
     secret_key = secrets.token_hex(20)
-    with start_cluster(base, access_key=access_key, secret_key=secret_key) as url:
-        yield S3Server(
-            endpoint_url=url, access_key=access_key, secret_key=secret_key, kind="seaweedfs"
-        )
+    with start_cluster(base, access_key=access_key, secret_key=secret_key) as server:
+        yield server

@@ -12,7 +12,7 @@ import hashlib
 import io
 import os
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import botocore.auth
@@ -92,7 +92,7 @@ def test_env_points_at_the_bucket(s3_server: S3Server, s3_bucket: str) -> None:
     ],
 )
 def test_bad_credentials_are_refused(
-    s3_server: S3Server, s3_bucket: str, change: dict[str, str], code: str
+    s3_server: S3Server, s3_bucket: str, change: dict[str, Any], code: str
 ) -> None:
     """A request signed with a wrong secret or an unknown access key gets 403."""
     impostor = dataclasses.replace(s3_server, **change)
