@@ -17,7 +17,7 @@ import uvicorn
 
 from gateway import Settings
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.seaweed"]
 
 SECRET = "test-secret-key-0123456789"
 

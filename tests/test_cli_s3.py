@@ -1,4 +1,4 @@
-"""`media-gateway check` against a real S3 server (item 38)."""
+"""`media-gateway check` against real S3 servers, rclone and SeaweedFS (items 38, 67)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 
 from gateway.cli import main
 from tests.conftest import SECRET
-from tests.s3server import S3Server
+from tests.s3server import S3Server, on_every_s3
+
+pytestmark = on_every_s3
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -68,10 +69,23 @@ def alive(pid: int) -> bool:
 
 
 def test_demo_serves_signed_sample_from_embedded_s3(tmp_path: Path) -> None:
-    """The demo runs on an embedded S3 server; its printed URLs work end to end."""
+    """The demo runs on an embedded S3 server; its printed URLs work end to end, and its
+    Range example, run as printed (``curl -iL``, following any redirect), answers 206
+    with the first 100 bytes: the video is on disk in hybrid mode, where the gateway
+    answers ranges itself (rclone would answer a ranged presigned GET with 200)."""
     proc, port, output = start_demo(tmp_path)
     try:
         assert "served from S3 bucket 'media-demo'" in output, output
+        assert "(hybrid mode)" in output, output
+        curl = found(r"try: (curl .+)", output)
+        assert shlex.split(curl)[:4] == ["curl", "-iL", "-H", "Range: bytes=0-99"], curl
+        video = httpx.get(
+            shlex.split(curl)[4], headers={"range": "bytes=0-99"}, follow_redirects=True
+        )
+        assert video.status_code == 206
+        assert video.headers["content-range"] == "bytes 0-99/1048576"
+        assert video.content == SAMPLES["videos/sample.bin"][:100]
+        assert "(206:" in output
         signed = found(r"signed\s+(http://\S+report\.txt\S*)", output)
         r = httpx.get(signed, follow_redirects=True)
         assert r.status_code == 200

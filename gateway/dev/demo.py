@@ -1,10 +1,12 @@
 """``make run``: the gateway in front of a small demo app, on an embedded S3 server.
 
-Writes sample files under ``var/demo/media``, starts ``rclone serve s3`` on loopback
-with its data in ``var/demo/s3``, uploads the samples, prints URLs to try and serves
-on http://127.0.0.1:8000. A signing key is kept in ``var/demo/secret-key`` so URLs
-survive a restart. Real settings in the environment or ``.env`` win: with your own
-``AWS_STORAGE_BUCKET_NAME`` no embedded server starts; ``USE_S3=false`` serves from disk.
+Starts ``rclone serve s3`` on loopback with its data in ``var/demo/s3``, uploads the
+samples, prints URLs to try and serves on http://127.0.0.1:8000, in hybrid mode, as
+during a migration: the video is also kept on disk (``var/demo/hybrid``), so the gateway
+serves it itself, ranges answered with 206, and redirects the rest to S3. A signing key
+is kept in ``var/demo/secret-key`` so URLs survive a restart. Real settings in the
+environment or ``.env`` win: with your own ``AWS_STORAGE_BUCKET_NAME`` no embedded server
+starts; ``USE_S3=false`` serves every sample from disk (``var/demo/media``).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import os
 import secrets
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -48,10 +50,15 @@ SAMPLES = {
     "documents/caf\u00e9 menu #1.txt": "Odd names work too: caf\u00e9, spaces and #.\n".encode(),
     "videos/sample.bin": bytes(range(256)) * 4096,  # 1 MiB, to try Range requests
 }
+# Kept on disk next to the embedded S3, "not migrated yet": the Range example's file.
+# A presigned GET with a Range gets 200 plus a Content-Range from rclone, not the
+# 206 that AWS sends (tests/serving/test_s3.py); the gateway's own answer is a 206.
+ON_DISK_IN_HYBRID = ("videos/sample.bin",)
 
 
-def write_samples(root: Path) -> None:
-    for name, data in SAMPLES.items():
+def write_samples(root: Path, names: Iterable[str] = SAMPLES) -> None:
+    for name in names:
+        data = SAMPLES[name]
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
@@ -151,15 +158,18 @@ async def _body(receive: Receive) -> bytes:
     return data
 
 
-def _demo_environment() -> None:
+def _demo_environment(*, hybrid: bool) -> None:
     DEMO_DIR.mkdir(parents=True, exist_ok=True)
     key_file = DEMO_DIR / "secret-key"
     if not key_file.exists():
         key_file.write_text(secrets.token_urlsafe(32))
         key_file.chmod(0o600)
     os.environ.setdefault("GATEWAY_SECRET_KEY", key_file.read_text().strip())
-    os.environ.setdefault("MEDIA_ROOT", str(DEMO_DIR / "media"))
+    # A folder of its own in hybrid mode: the local demo's copies would shadow S3.
+    os.environ.setdefault("MEDIA_ROOT", str(DEMO_DIR / ("hybrid" if hybrid else "media")))
     os.environ.setdefault("GATEWAY_PUBLIC_PREFIXES", "public/")
+    if hybrid:
+        os.environ.setdefault("GATEWAY_LOCAL_FALLBACK", "true")
 
 
 def _wants_embedded_s3() -> bool:
@@ -223,14 +233,17 @@ def main() -> int:
     # it found; the default one would end Python on the spot and leave the embedded
     # rclone running. As an exception it unwinds the ExitStack, as Ctrl+C does.
     signal.signal(signal.SIGTERM, _terminate)
-    _demo_environment()
+    embedded = _wants_embedded_s3()
+    _demo_environment(hybrid=embedded)
     with contextlib.ExitStack() as stack:
-        endpoint = stack.enter_context(_embedded_s3()) if _wants_embedded_s3() else None
+        endpoint = stack.enter_context(_embedded_s3()) if embedded else None
         try:
             settings = Settings.from_env()
-            write_samples(settings.media_root)
             if endpoint is not None:
                 _upload_samples(settings)
+                write_samples(settings.media_root, ON_DISK_IN_HYBRID)
+            else:
+                write_samples(settings.media_root)
             signer = URLSigner.from_settings(settings)
             app = MediaGateway(DemoApp(signer, settings), settings=settings)
         except ConfigError as exc:
@@ -242,6 +255,8 @@ def main() -> int:
             if settings.use_s3
             else f"local disk {settings.media_root}"
         )
+        if settings.use_s3 and settings.local_fallback:
+            where += f",\n  and from local disk {settings.media_root} first (hybrid mode)"
         print(f"\nmedia-gateway demo: media served from {where}\n")
         print(f"  demo app page       {base}/")
         print(f"  public file         {base}{settings.media_url}public/logo.svg")
@@ -253,7 +268,10 @@ def main() -> int:
         print(f"  unsigned (403)      {base}{settings.media_url}documents/report.txt")
         print(f"  direct upload form  {base}/ (the file goes to {where}, not through the app)")
         video = signer.sign_url("videos/sample.bin")
+        # -L follows a redirect to S3 where the video is not on disk (your own bucket).
         print(f"\n  try: curl -iL -H 'Range: bytes=0-99' '{base}{video}'")
+        if settings.use_s3 and settings.local_fallback:
+            print("       (206: the video is still on disk, so the gateway answers it)")
         print("  local mode instead: USE_S3=false make run\n")
         # The gateway's access line (signatures redacted) instead of uvicorn's.
         uvicorn.run(app, host=HOST, port=PORT, access_log=False, log_config=log_config())
