@@ -42,6 +42,7 @@ from typing import Any
 from urllib.parse import quote
 
 from botocore.config import Config
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage
 
@@ -157,6 +158,7 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
     location: str  # set by S3Storage.__init__
     custom_domain: str | None
     querystring_auth: bool
+    querystring_expire: int
     file_overwrite: bool
 
     def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
@@ -179,6 +181,13 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
             unset = defaults[attribute] is None and not hasattr(type(self), attribute)
             if unset and attribute not in options and value is not None:
                 options[attribute] = value
+        # A lifetime the project chose for its links (AWS_QUERYSTRING_EXPIRE, the option or
+        # a subclass's) applies to gateway links too; otherwise GATEWAY_URL_TTL does.
+        self._chosen_expire = (
+            "querystring_expire" in options
+            or hasattr(type(self), "querystring_expire")
+            or hasattr(django_settings, "AWS_QUERYSTRING_EXPIRE")
+        )
         super().__init__(**options)  # refuses a leading slash, as django-storages does
         self.client_config = _CLIENT_DEFAULTS.merge(self.client_config)
         under = _below(gateway.aws_location, self.location, type(self).__name__)
@@ -218,6 +227,8 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
             # signature would open anything: the plain path.
             return gateway_settings().media_url + quote(relpath)
         download, content_type = options
+        if expire is None and self._chosen_expire:
+            expire = int(self.querystring_expire)
         return media_url(relpath, download=download, expires_in=expire, content_type=content_type)
 
     def _relpath(self, key: str) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -155,6 +156,22 @@ def test_url_is_the_gateways_where_django_storages_presigns_a_read(
     assert query(typed)["ct"] == ["text/plain"]
     attachment = storage.url("a.pdf", parameters={"ResponseContentDisposition": "attachment"})
     assert verify(attachment) == ("a.pdf", True)
+
+
+def test_link_lifetime_follows_the_project(django_apps: dict[str, Any]) -> None:
+    """AWS_QUERYSTRING_EXPIRE (or querystring_expire) set: gateway links last that long,
+    as django-storages' did; unset: GATEWAY_URL_TTL. expire= wins over both."""
+
+    def lifetime(storage: Any, **kwargs: Any) -> int:
+        return int(query(storage.url("a.txt", **kwargs))["exp"][0]) - int(time.time())
+
+    assert 3000 < lifetime(s3_storage()) <= 3600 + 300  # GATEWAY_URL_TTL's default
+    with override_settings(GATEWAY_URL_TTL=7200):
+        assert 6900 < lifetime(s3_storage()) <= 7200 + 300
+        assert 500 < lifetime(s3_storage(querystring_expire=600)) <= 600 + 60
+        with override_settings(AWS_QUERYSTRING_EXPIRE=900):
+            assert 800 < lifetime(s3_storage()) <= 900 + 90
+            assert 50 < lifetime(s3_storage(), expire=60) <= 60 + 6
 
 
 def test_url_stays_django_storages_elsewhere(django_apps: dict[str, Any]) -> None:
