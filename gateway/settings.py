@@ -86,9 +86,8 @@ class Settings:
     aws_s3_endpoint_url: str | None = dataclasses.field(
         default=None, metadata=_env("AWS_S3_ENDPOINT_URL")
     )
-    #: Key prefix in the bucket: with ``media``, ``/media/avatars/a.jpg`` is the key
-    #: ``media/avatars/a.jpg``. Unset, the bucket's root, as in django-storages: a project
-    #: that switches its storage class keeps its keys where they are.
+    #: Key prefix in the bucket (``media``: ``/media/a.jpg`` is ``media/a.jpg``). Unset, the
+    #: root, as in django-storages: a project switching its storage class keeps its keys.
     aws_location: str = dataclasses.field(default="", metadata=_env("AWS_LOCATION", "raw"))
     aws_session_token: str | None = dataclasses.field(
         default=None, repr=False, metadata=_env("AWS_SESSION_TOKEN")

@@ -106,7 +106,8 @@ def test_locations_under_aws_location_are_served(django_apps: dict[str, Any]) ->
 def test_locations_the_gateway_cannot_serve_are_refused(
     django_apps: dict[str, Any], location: str, reason: str
 ) -> None:
-    """Only a location the gateway could never serve is refused, and the message says why."""
+    """Only a location the gateway could never serve is refused, and the message says why;
+    a sibling of AWS_LOCATION (media-private beside media) is outside it (item 2)."""
     with pytest.raises(ImproperlyConfigured, match=reason.replace(".", r"\.")):
         s3_storage(location=location)
 
