@@ -232,8 +232,9 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
         return media_url(relpath, download=download, expires_in=expire, content_type=content_type)
 
     def _relpath(self, key: str) -> str:
-        base = gateway_settings().aws_location
-        return key[len(base) + 1 :] if base else key
+        """The gateway's path of a key under ``location``: ``media_prefix`` + the rest."""
+        location = self.location.rstrip("/")
+        return self.media_prefix + (key[len(location) + 1 :] if location else key)
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         """Django's free-name search (``file_overwrite = False``), bounded: it asks
