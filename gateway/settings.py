@@ -83,8 +83,9 @@ class Settings:
     aws_s3_endpoint_url: str | None = dataclasses.field(
         default=None, metadata=_env("AWS_S3_ENDPOINT_URL")
     )
-    #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
-    aws_location: str = dataclasses.field(default="media", metadata=_env("AWS_LOCATION", "raw"))
+    #: Key prefix in the bucket (``media``: ``/media/a.jpg`` is ``media/a.jpg``). Unset, the
+    #: root, as in django-storages: a project switching its storage class keeps its keys.
+    aws_location: str = dataclasses.field(default="", metadata=_env("AWS_LOCATION", "raw"))
     aws_session_token: str | None = dataclasses.field(
         default=None, repr=False, metadata=_env("AWS_SESSION_TOKEN")
     )

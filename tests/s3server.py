@@ -100,6 +100,7 @@ class S3Server:
             "AWS_STORAGE_BUCKET_NAME": bucket,
             "AWS_S3_REGION_NAME": self.region,
             "AWS_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_LOCATION": "media",  # as .env.example sets it
         }
 
 

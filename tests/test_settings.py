@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert s.public_prefixes == ()
     assert (s.url_ttl, s.url_window) == (3600, 300)
     assert s.aws_s3_region_name == "us-east-1"
-    assert s.aws_location == "media"
+    assert s.aws_location == ""  # the bucket root, as django-storages
 
 
 def test_full_environment() -> None:

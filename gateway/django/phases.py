@@ -40,6 +40,7 @@ from .storage import (
     GatewayURLs,
     MediaStorage,
     PublicMediaStorage,
+    _probes,
 )
 
 __all__ = ["GatewayStorage", "PublicGatewayStorage"]
@@ -185,6 +186,15 @@ class GatewayStorage(GatewayURLs, Storage):
         if self.phase == "migrating" and not disk.exists(name):
             raise NotImplementedError(f"{name!r} is in S3 only: use open()")
         return path
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        # Django's search asks self.exists() until a name is free on both sides; the S3
+        # side's HEADs are counted and bounded as in GatewayS3Storage's own search.
+        token = _probes.set([0])
+        try:
+            return str(super().get_available_name(name, max_length))
+        finally:
+            _probes.reset(token)
 
     def url(self, name: str, *, download: bool = False, expire: int | None = None) -> str:
         """The gateway URL of ``name`` in every phase; ``expire`` as in django-storages."""

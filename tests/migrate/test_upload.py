@@ -128,6 +128,7 @@ def test_odd_names_round_trip_through_the_gateway(
             secret_keys=(SECRET,),
             media_root=media_root,
             use_s3=True,
+            aws_location="media",  # as .env.example sets it
             aws_access_key_id=s3_server.access_key,
             aws_secret_access_key=s3_server.secret_key,
             aws_storage_bucket_name=migrate_env,

@@ -33,6 +33,7 @@ def s3_settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callab
             "secret_keys": (SECRET,),
             "media_root": media_root,
             "use_s3": True,
+            "aws_location": "media",  # as .env.example sets it
             "aws_access_key_id": s3_server.access_key,
             "aws_secret_access_key": s3_server.secret_key,
             "aws_storage_bucket_name": s3_bucket,
@@ -592,6 +593,7 @@ def offline_settings(media_root: Path, **overrides: Any) -> Settings:
         "secret_keys": (SECRET,),
         "media_root": media_root,
         "use_s3": True,
+        "aws_location": "media",  # as .env.example sets it
         "aws_access_key_id": "AKIDEXAMPLE",
         "aws_secret_access_key": "offline-secret",
         "aws_storage_bucket_name": "bucket",
