@@ -19,7 +19,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check gateway tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy gateway tests bench
+	$(BIN)/mypy gateway tests
 
 # Debian's nginx and systemd (systemd-analyze, systemd-sysusers) for tests/test_deploy.py,
 # installed when missing and running as root, as CI does; without root those tests say
