@@ -24,6 +24,7 @@ every phase and does no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -106,7 +107,13 @@ class GatewayStorage(GatewayURLs, Storage):
         if not sides.disk:
             assert sides.s3
             return str(sides.s3._save(name, content))
-        name = sides.disk._save(name, content)
+        source = content if hasattr(content, "temporary_file_path") else _Source(content)
+        name = sides.disk._save(name, source)
+        if isinstance(source, _Source) and source.error is not None:
+            # The source broke off (a client gone mid-upload): no truncated file stays
+            # on disk for the gateway to serve and `upload` to copy.
+            sides.disk.delete(name)
+            raise source.error
         if not sides.s3:
             return name
         # S3 gets the bytes as written to disk (content may be a stream read once); its
@@ -201,6 +208,24 @@ class GatewayStorage(GatewayURLs, Storage):
                     raise
         assert sides.s3
         return getattr(sides.s3, method)(name, *args)
+
+
+class _Source(File):
+    """What the disk side reads of ``content``: an error of the source ends the chunks
+    early and is kept in ``error``, so the disk side closes the file under the name it
+    chose (which may differ from the one asked for) and the caller can remove it."""
+
+    def __init__(self, content: File[Any]) -> None:
+        super().__init__(content, getattr(content, "name", None))
+        self.error: BaseException | None = None
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[Any]:
+        try:
+            yield from self.file.chunks(chunk_size)
+        except GeneratorExit:
+            raise  # the disk side gave up (its own error), not the source
+        except BaseException as exc:
+            self.error = exc
 
 
 @deconstructible(path="gateway.django.storage.PublicGatewayStorage")

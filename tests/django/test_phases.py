@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
-from django.core.files.base import ContentFile
+from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.migrations.writer import MigrationWriter
 from django.test import override_settings
@@ -248,3 +248,26 @@ def test_model_fields_and_migrations_name_the_functions(django_apps: dict[str, A
     written, imports = MigrationWriter.serialize(GatewayStorage(media_prefix="avatars/"))
     assert written == "gateway.django.storage.GatewayStorage(media_prefix='avatars/')"
     assert imports == {"import gateway.django.storage"}
+
+
+class BrokenSource(File):  # type: ignore[misc]
+    """An upload whose client goes away after the first part."""
+
+    def __init__(self) -> None:
+        super().__init__(None, name="half.txt")
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        yield b"the first half"
+        raise ConnectionResetError("client went away")
+
+
+@pytest.mark.parametrize("name", ["local", "migrating"])
+def test_a_broken_source_leaves_no_half(
+    phase: Any, media_root: Path, bucket: Bucket, name: str
+) -> None:
+    """The stream breaks off mid-write: the save fails and no truncated file stays on
+    disk, where the gateway would serve it and `upload` copy it (item 66)."""
+    with phase(name), pytest.raises(ConnectionResetError):
+        GatewayStorage().save("documents/half.txt", BrokenSource())
+    assert on_disk(media_root) == {}
+    assert bucket.objects() == {}
