@@ -24,14 +24,18 @@ every phase and does no I/O.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import File
 from django.core.files.storage import Storage
 from django.utils.deconstruct import deconstructible
 
+from ..exceptions import RequestError
+from ..paths import validate_relpath
 from ..settings import Settings
 from . import gateway_settings
 from .storage import (
@@ -103,6 +107,7 @@ class GatewayStorage(GatewayURLs, Storage):
     # Writes
 
     def _save(self, name: str, content: File[Any]) -> str:
+        self._check_name(name)
         sides = self._sides()
         if not sides.disk:
             assert sides.s3
@@ -126,6 +131,16 @@ class GatewayStorage(GatewayURLs, Storage):
             sides.disk.delete(name)
             raise
         return name
+
+    def _check_name(self, name: str) -> None:
+        """Refuse a name the gateway would never serve (NUL, a segment over 255 bytes):
+        S3 alone takes it, and its URL, `pull` and a rollback would all fail later."""
+        try:
+            validate_relpath(self.media_prefix + posixpath.normpath(name))
+        except RequestError:
+            raise SuspiciousFileOperation(
+                f"{type(self).__name__} cannot save {name!r}: not a path the gateway serves"
+            ) from None
 
     def delete(self, name: str) -> None:
         # S3 first: if it fails, both copies stay and the call can be repeated.

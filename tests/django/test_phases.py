@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db.migrations.writer import MigrationWriter
@@ -271,3 +272,17 @@ def test_a_broken_source_leaves_no_half(
         GatewayStorage().save("documents/half.txt", BrokenSource())
     assert on_disk(media_root) == {}
     assert bucket.objects() == {}
+
+
+@pytest.mark.parametrize("name", ["local", "migrating", "s3"])
+@pytest.mark.parametrize("odd", ["nul\x00.txt", "long/" + "n" * 252 + ".txt"])
+def test_names_the_gateway_cannot_serve_are_refused(
+    phase: Any, media_root: Path, bucket: Bucket, name: str, odd: str
+) -> None:
+    """NUL, or a segment over 255 bytes: refused in every phase, before either side
+    is written; S3 alone would take it, and its URL, `pull` and a rollback would
+    fail later (item 47)."""
+    with phase(name), pytest.raises(SuspiciousFileOperation, match="not a path the gateway"):
+        GatewayStorage().save(odd, ContentFile(b"x"))
+    assert on_disk(media_root) == {}
+    assert bucket.client.list_objects_v2(Bucket=bucket.name).get("Contents", []) == []
