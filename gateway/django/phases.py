@@ -24,6 +24,7 @@ every phase and does no I/O.
 
 from __future__ import annotations
 
+import hashlib
 import posixpath
 from collections.abc import Iterator
 from datetime import datetime
@@ -51,6 +52,8 @@ __all__ = ["GatewayStorage", "PublicGatewayStorage"]
 
 # What a missing disk copy raises: FileSystemStorage lets open()/stat() errors through.
 _NOT_ON_DISK = (FileNotFoundError, NotADirectoryError)
+# Bytes read at a time to hash a mirrored copy: few system calls, a bounded buffer.
+_HASH_CHUNK = 1024 * 1024
 
 
 class _Sides:
@@ -101,7 +104,7 @@ class GatewayStorage(GatewayURLs, Storage):
         if not settings.use_s3 or settings.local_fallback:
             disk = GatewayFileSystemStorage(**self._disk_options)
         if settings.use_s3:
-            s3 = self.s3_class(**self._disk_options, **self._options)
+            s3 = _checksummed(self.s3_class)(**self._disk_options, **self._options)
         return _Sides(disk, s3)
 
     # Writes
@@ -125,7 +128,7 @@ class GatewayStorage(GatewayURLs, Storage):
         # Content-Type comes from the name, as for every write and for `upload`.
         try:
             with sides.disk.open(name, "rb") as copy:
-                sides.s3._save(name, copy)
+                sides.s3._save(name, _Hashed(copy))
         except BaseException:
             # A write is whole or absent: no disk copy that S3 lacks.
             sides.disk.delete(name)
@@ -241,6 +244,53 @@ class _Source(File):
             raise  # the disk side gave up (its own error), not the source
         except BaseException as exc:
             self.error = exc
+
+
+class _Hashed(File):
+    """A disk copy on its way to S3, with the SHA-256 `upload` and `verify` trust."""
+
+    def __init__(self, copy: File[Any]) -> None:
+        super().__init__(copy.file, copy.name)
+        digest = hashlib.sha256()
+        while chunk := copy.read(_HASH_CHUNK):
+            digest.update(chunk)
+        copy.seek(0)
+        self.sha256 = digest.hexdigest()
+
+
+def _checksummed(base: type[GatewayS3Storage]) -> type[GatewayS3Storage]:
+    """``base`` storing a mirrored copy's SHA-256 as ``x-amz-meta-sha256``, as `upload`
+    does: `upload` then skips the copy rather than sending it again, and `verify` and
+    `pull` compare hashes rather than download it."""
+
+    def _get_write_parameters(self: Any, name: str, content: Any = None) -> dict[str, Any]:
+        # django-storages' hook that sees the content (get_object_parameters sees the name).
+        parameters: dict[str, Any] = base._get_write_parameters(self, name, content)
+        sha256 = getattr(content, "sha256", None)
+        # As S3Storage._save decides: a gzipped object does not hold the file's bytes.
+        gzipped = (
+            self.gzip
+            and parameters.get("ContentType") in self.gzip_content_types
+            and "ContentEncoding" not in parameters
+        )
+        if sha256 is not None and not gzipped:
+            parameters["Metadata"] = {**parameters.get("Metadata", {}), "sha256": sha256}
+        return parameters
+
+    if base not in _CHECKSUMMED:
+        # The same names as ``base``, so that errors and reprs name the class configured.
+        namespace = {
+            "_get_write_parameters": _get_write_parameters,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+        }
+        _CHECKSUMMED[base] = type(base.__name__, (base,), namespace)
+    return _CHECKSUMMED[base]
+
+
+# One subclass per S3 class (a dict, not functools.cache: classes are hashable, but
+# mypy does not see it). Filled once per class; a race makes an equal second one.
+_CHECKSUMMED: dict[type[GatewayS3Storage], type[GatewayS3Storage]] = {}
 
 
 @deconstructible(path="gateway.django.storage.PublicGatewayStorage")

@@ -7,6 +7,8 @@ where each byte went.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ from botocore.config import Config
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.db.migrations.writer import MigrationWriter
 from django.test import override_settings
 
@@ -286,3 +289,25 @@ def test_names_the_gateway_cannot_serve_are_refused(
         GatewayStorage().save(odd, ContentFile(b"x"))
     assert on_disk(media_root) == {}
     assert bucket.client.list_objects_v2(Bucket=bucket.name).get("Contents", []) == []
+
+
+def test_upload_skips_what_the_mirror_wrote(
+    phase: Any, media_root: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file the app wrote while migrating carries the SHA-256 `upload` trusts, so
+    the backfill skips it instead of sending it again, and `verify` matches it
+    (item 49)."""
+    body = b"%PDF-1.7 written while migrating"
+    with phase("migrating"):
+        name = GatewayStorage().save("documents/new.pdf", ContentFile(body))
+        call_command("media_gateway", "upload", "--json")
+        uploaded = json.loads(capsys.readouterr().out)
+        call_command("media_gateway", "verify", "--json")
+        verified = json.loads(capsys.readouterr().out)
+    assert (uploaded["uploaded"], uploaded["skipped"]) == (0, 1)
+    # Metadata names are case-insensitive; rclone answers "Sha256".
+    metadata = {
+        key.lower(): value for key, value in bucket.head(f"media/{name}")["Metadata"].items()
+    }
+    assert metadata["sha256"] == hashlib.sha256(body).hexdigest()
+    assert verified["ok"] is True
