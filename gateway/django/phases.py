@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import threading
 from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
@@ -54,6 +55,12 @@ __all__ = ["GatewayStorage", "PublicGatewayStorage"]
 _NOT_ON_DISK = (FileNotFoundError, NotADirectoryError)
 # Bytes read at a time to hash a mirrored copy: few system calls, a bounded buffer.
 _HASH_CHUNK = 1024 * 1024
+# The names (media_prefix + name) this process is writing to S3 alone. The disk's
+# O_EXCL settles two saves of one name; S3 has no create-if-absent that every server
+# honours (rclone ignores If-None-Match), so without this two threads that both found
+# a name free would both write it, and two rows would name one upload.
+_WRITING: set[str] = set()
+_WRITING_LOCK = threading.Lock()
 
 
 class _Sides:
@@ -76,7 +83,9 @@ class GatewayStorage(GatewayURLs, Storage):
     ``media_prefix`` is a directory under ``MEDIA_ROOT`` / ``AWS_LOCATION`` for this
     storage's names, as for the other gateway storages; other options (``bucket_name``,
     ``object_parameters``, credentials...) go to the S3 side. Names are never
-    overwritten: a name taken on either side gets a new suffix.
+    overwritten: a name taken on either side gets a new suffix. Two saves of one name
+    at once get two names, but in the S3 phase only within one process: two processes
+    that find a name free at the same moment both write it (as django-storages does).
     """
 
     #: The S3 side's class: its ACL and object parameters are those of the S3 phase.
@@ -109,7 +118,25 @@ class GatewayStorage(GatewayURLs, Storage):
 
     # Writes
 
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        while True:
+            available: str = super().get_available_name(name, max_length=max_length)
+            if self._sides().disk:
+                return available
+            with _WRITING_LOCK:
+                # Free unless a save of this process took it since exists() said so.
+                if self.media_prefix + available not in _WRITING:
+                    _WRITING.add(self.media_prefix + available)
+                    return available
+
     def _save(self, name: str, content: File[Any]) -> str:
+        try:
+            return self._write(name, content)
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.discard(self.media_prefix + name)
+
+    def _write(self, name: str, content: File[Any]) -> str:
         self._check_name(name)
         sides = self._sides()
         if not sides.disk:
@@ -166,6 +193,8 @@ class GatewayStorage(GatewayURLs, Storage):
         return opened
 
     def exists(self, name: str) -> bool:
+        if self.media_prefix + name in _WRITING:
+            return True  # being written to S3 by this process: taken
         sides = self._sides()
         if sides.disk and sides.disk.exists(name):
             return True

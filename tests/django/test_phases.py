@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -311,3 +312,30 @@ def test_upload_skips_what_the_mirror_wrote(
     }
     assert metadata["sha256"] == hashlib.sha256(body).hexdigest()
     assert verified["ok"] is True
+
+
+def test_concurrent_saves_of_one_name_in_the_s3_phase(phase: Any, bucket: Bucket) -> None:
+    """Eight threads save the same name at once, each on a warm connection: eight
+    names and eight objects, each with its own bytes; never two rows naming one
+    upload, another user's file."""
+    storage = GatewayStorage()
+    saved: dict[int, str] = {}
+    start = threading.Barrier(8)
+
+    def save(number: int) -> None:
+        storage.exists("warm-up")  # this thread's connection, made before the race
+        start.wait(30)
+        saved[number] = storage.save("avatars/image.jpg", ContentFile(b"photo %d" % number))
+
+    with phase("s3"):
+        threads = [threading.Thread(target=save, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(set(saved.values())) == 8
+    objects = bucket.objects()
+    assert {objects[f"media/{name}"] for name in saved.values()} == {
+        b"photo %d" % number for number in range(8)
+    }
+    assert all(objects[f"media/{name}"] == b"photo %d" % n for n, name in saved.items())
