@@ -55,12 +55,15 @@ __all__ = ["GatewayStorage", "PublicGatewayStorage"]
 _NOT_ON_DISK = (FileNotFoundError, NotADirectoryError)
 # Bytes read at a time to hash a mirrored copy: few system calls, a bounded buffer.
 _HASH_CHUNK = 1024 * 1024
-# The names (media_prefix + name) this process is writing to S3 alone. The disk's
-# O_EXCL settles two saves of one name; S3 has no create-if-absent that every server
-# honours (rclone ignores If-None-Match), so without this two threads that both found
-# a name free would both write it, and two rows would name one upload.
+# The names (media_prefix + name) this process is writing to S3 alone, each from the
+# get_available_name() of a save() to its end. The disk's O_EXCL settles two saves of
+# one name; S3 has no create-if-absent that every server honours (rclone ignores
+# If-None-Match), so without this two threads that both found a name free would both
+# write it, and two rows would name one upload.
 _WRITING: set[str] = set()
 _WRITING_LOCK = threading.Lock()
+# The keys the current thread's save() reserved, released when it returns.
+_reserved = threading.local()
 
 
 class _Sides:
@@ -118,25 +121,30 @@ class GatewayStorage(GatewayURLs, Storage):
 
     # Writes
 
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        keys: list[str] = []
+        outer, _reserved.keys = getattr(_reserved, "keys", None), keys
+        try:
+            return str(super().save(name, content, max_length=max_length))
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.difference_update(keys)
+            _reserved.keys = outer
+
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
         while True:
             available: str = super().get_available_name(name, max_length=max_length)
-            if self._sides().disk:
-                return available
+            keys: list[str] | None = getattr(_reserved, "keys", None)
+            if keys is None or self._sides().disk:
+                return available  # not for a save(), or the disk settles it
             with _WRITING_LOCK:
                 # Free unless a save of this process took it since exists() said so.
                 if self.media_prefix + available not in _WRITING:
                     _WRITING.add(self.media_prefix + available)
+                    keys.append(self.media_prefix + available)
                     return available
 
     def _save(self, name: str, content: File[Any]) -> str:
-        try:
-            return self._write(name, content)
-        finally:
-            with _WRITING_LOCK:
-                _WRITING.discard(self.media_prefix + name)
-
-    def _write(self, name: str, content: File[Any]) -> str:
         self._check_name(name)
         sides = self._sides()
         if not sides.disk:

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from botocore.config import Config
+from botocore.exceptions import ClientError
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -339,3 +340,16 @@ def test_concurrent_saves_of_one_name_in_the_s3_phase(phase: Any, bucket: Bucket
         b"photo %d" % number for number in range(8)
     }
     assert all(objects[f"media/{name}"] == b"photo %d" % n for n, name in saved.items())
+
+
+def test_a_name_is_free_again_after_a_failed_save(phase: Any, bucket: Bucket) -> None:
+    """The name a save took for itself is released when the save fails (here S3 refuses
+    a key over 1,024 bytes), and asking for a name outside a save takes none."""
+    long_name = "/".join(["s" * 200] * 6) + ".jpg"
+    with phase("s3"):
+        storage = GatewayStorage()
+        with pytest.raises(ClientError, match="KeyTooLongError"):
+            storage.save(long_name, ContentFile(b"x"))
+        assert storage.get_available_name(long_name) == long_name
+        assert storage.get_available_name("avatars/a.jpg") == "avatars/a.jpg"
+        assert storage.save("avatars/a.jpg", ContentFile(b"x")) == "avatars/a.jpg"
