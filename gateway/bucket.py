@@ -2,7 +2,8 @@
 
 ``check_bucket`` answers the readiness probe (HeadBucket and clock skew) and, with
 ``inventory=True``, ``media-gateway check`` (versioning, default encryption, objects and
-bytes under the prefix).
+bytes under the prefix, and where the bucket's objects lie when that is not under
+``AWS_LOCATION``).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from .settings import Settings
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["MAX_CLOCK_SKEW", "check_bucket"]
+__all__ = ["MAX_CLOCK_SKEW", "check_bucket", "layout_problems"]
 
 # S3 refuses SigV4 requests more than 15 minutes off its clock.
 MAX_CLOCK_SKEW = 15 * 60
@@ -68,6 +69,9 @@ def check_bucket(
                 )
         if inventory:
             report.update(_inventory(client, bucket, settings.aws_location))
+            wrong, doubts = layout_problems(settings, report)
+            problems += wrong
+            report["warnings"] = doubts
         return report, problems
     finally:
         client.close()
@@ -131,4 +135,60 @@ def _inventory(client: S3Client, bucket: str, location: str) -> dict[str, Any]:
         found.update(objects=objects, bytes=size)
     except (ClientError, BotoCoreError) as exc:
         found.update(objects="unknown", bytes="unknown", inventory_error=str(exc))
+        return found
+    try:
+        found["layout"] = _layout(client, bucket)
+    except (ClientError, BotoCoreError) as exc:
+        found["layout"] = f"unknown: {exc}"
     return found
+
+
+def _layout(client: S3Client, bucket: str) -> dict[str, Any]:
+    """Where the bucket's objects are: how many lie at its root and its top-level
+    prefixes, from one listing page (at most 1,000 of each, a single request)."""
+    page = client.list_objects_v2(Bucket=bucket, Delimiter="/", MaxKeys=1000)
+    return {
+        "root_objects": len(page.get("Contents", [])),
+        "prefixes": [entry["Prefix"] for entry in page.get("CommonPrefixes", [])],
+        "complete": not page.get("IsTruncated", False),
+    }
+
+
+def layout_problems(settings: Settings, found: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(problems, warnings)`` when ``AWS_LOCATION`` does not seem to be where the
+    bucket's objects are: the likeliest mistake of a switch, each with its fix.
+
+    No object under the prefix but objects elsewhere: every file the gateway looks for
+    would be missing, and the storages would write beside the existing ones. A problem
+    when the gateway serves from S3 alone; a warning during a migration
+    (``GATEWAY_LOCAL_FALLBACK``), where an empty prefix is where the upload starts.
+    ``AWS_LOCATION`` at the root and every object under one prefix is a warning only:
+    it is also a layout of its own (every name under ``uploads/``).
+    """
+    layout = found.get("layout")
+    if not isinstance(layout, dict) or found.get("objects") == "unknown":
+        return [], []
+    location = settings.aws_location
+    prefix = f"{location}/" if location else ""
+    elsewhere = [p for p in layout["prefixes"] if p != prefix]
+    if location and found["objects"] == 0 and (layout["root_objects"] or elsewhere):
+        where = ", ".join(
+            ([f"{layout['root_objects']} at the bucket root"] if layout["root_objects"] else [])
+            + [f"under {p}" for p in elsewhere[:5]]
+        )
+        message = (
+            f"AWS_LOCATION: no object under {prefix!r}, but the bucket holds objects"
+            f" elsewhere ({where}). If your files are there, set AWS_LOCATION to their"
+            f" prefix ('' for the root, django-storages' default), for Django and the"
+            f" gateway alike"
+        )
+        return ([], [message]) if settings.local_fallback else ([message], [])
+    if not location and not layout["root_objects"] and len(layout["prefixes"]) == 1:
+        only = layout["prefixes"][0].rstrip("/")
+        return [], [
+            f"AWS_LOCATION: the bucket root (unset or empty), and every object lies under"
+            f" {only + '/'!r}. If they were written with AWS_LOCATION={only} (the gateway's"
+            f" default before it took django-storages' root), set AWS_LOCATION={only};"
+            f" if your names begin with {only + '/'!r}, all is well"
+        ]
+    return [], []

@@ -177,8 +177,10 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         print(json.dumps(report, indent=2))
     else:
         for key, value in report.items():
-            if key != "problems":
+            if key not in ("problems", "warnings"):
                 print(f"{key:18} {value}")
+        for warning in report.get("warnings", []):
+            print(f"media-gateway: warning: {warning}", file=sys.stderr)
         for problem in problems:
             print(f"media-gateway: {problem}", file=sys.stderr)
     return 0 if not problems else 1

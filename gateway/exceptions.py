@@ -12,8 +12,11 @@
     │   │   └── SignatureExpired    403: a valid signature past its expiry
     │   ├── NotFound                404: also every path that is unsafe to resolve
     │   ├── MethodNotAllowed        405
+    │   ├── RequestTimeout          408: an upload's body stalled
     │   ├── PreconditionFailed      412
+    │   ├── PayloadTooLarge         413: a direct upload over its ticket's size cap
     │   ├── URITooLong              414
+    │   ├── UnsupportedMediaType    415: a direct upload of a type its ticket refuses
     │   ├── RangeNotSatisfiable     416
     │   ├── BadGateway              502: S3 failed or refused our credentials
     │   ├── ServiceUnavailable      503: retry later (Retry-After)
@@ -47,17 +50,20 @@ __all__ = [
     "MethodNotAllowed",
     "MigrationError",
     "NotFound",
+    "PayloadTooLarge",
     "PreconditionFailed",
     "ProtocolError",
     "ProxyError",
     "RangeNotSatisfiable",
     "RequestError",
+    "RequestTimeout",
     "S3Error",
     "ServiceUnavailable",
     "SignatureExpired",
     "SourceChanged",
     "URITooLong",
     "Unauthorized",
+    "UnsupportedMediaType",
 ]
 
 
@@ -118,9 +124,24 @@ class MethodNotAllowed(RequestError):
     default_reason = "Method not allowed"
 
 
+class RequestTimeout(RequestError):
+    status_code = 408
+    default_reason = "Upload body stalled"
+
+
 class PreconditionFailed(RequestError):
     status_code = 412
     default_reason = "Precondition failed"
+
+
+class PayloadTooLarge(RequestError):
+    status_code = 413
+    default_reason = "Upload too large"
+
+
+class UnsupportedMediaType(RequestError):
+    status_code = 415
+    default_reason = "Upload type not allowed"
 
 
 class URITooLong(RequestError):

@@ -25,6 +25,7 @@ __all__ = [
     "etag_for",
     "is_active",
     "plan_response",
+    "precondition_status",
     "validator_headers",
 ]
 
@@ -145,24 +146,8 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
         return Plan(200, 0, size)
     etag = etag_for(st)
     mtime = int(st.st_mtime)
-
-    if_match = request_headers.get("if-match")
-    if if_match is not None:
-        if not _etag_matches(if_match, etag, weak=False):
-            raise PreconditionFailed()
-    else:
-        unmodified_since = _parse_date(request_headers.get("if-unmodified-since"))
-        if unmodified_since is not None and mtime > unmodified_since:
-            raise PreconditionFailed()
-
-    if_none_match = request_headers.get("if-none-match")
-    if if_none_match is not None:
-        if _etag_matches(if_none_match, etag, weak=True):
-            return Plan(304)
-    else:
-        modified_since = _parse_date(request_headers.get("if-modified-since"))
-        if modified_since is not None and mtime <= modified_since:
-            return Plan(304)
+    if precondition_status(request_headers, etag, mtime) == 304:
+        return Plan(304)
 
     range_header = request_headers.get("range")
     if range_header is not None and _if_range_holds(request_headers.get("if-range"), etag, mtime):
@@ -171,6 +156,32 @@ def plan_response(st: os.stat_result, request_headers: dict[str, str]) -> Plan:
             start, end = span
             return Plan(206, start, end - start + 1, f"bytes {start}-{end}/{size}")
     return Plan(200, 0, size)
+
+
+def precondition_status(
+    request_headers: dict[str, str], etag: str | None, mtime: int | None
+) -> int | None:
+    """Evaluate the preconditions of a GET/HEAD (RFC 9110 section 13.2.2) against a
+    representation's ETag and Last-Modified (Unix seconds), either of which may be
+    unknown. Returns 304, or None to answer normally; raises :class:`PreconditionFailed`."""
+    if_match = request_headers.get("if-match")
+    if if_match is not None:
+        if not (if_match.strip() == "*" or (etag and _etag_matches(if_match, etag, weak=False))):
+            raise PreconditionFailed()
+    elif mtime is not None:
+        unmodified_since = _parse_date(request_headers.get("if-unmodified-since"))
+        if unmodified_since is not None and mtime > unmodified_since:
+            raise PreconditionFailed()
+
+    if_none_match = request_headers.get("if-none-match")
+    if if_none_match is not None:
+        if if_none_match.strip() == "*" or (etag and _etag_matches(if_none_match, etag, weak=True)):
+            return 304
+    elif mtime is not None:
+        modified_since = _parse_date(request_headers.get("if-modified-since"))
+        if modified_since is not None and mtime <= modified_since:
+            return 304
+    return None
 
 
 def validator_headers(relpath: str, st: os.stat_result) -> tuple[tuple[bytes, bytes], ...]:

@@ -12,9 +12,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .checks import check_settings, public_prefix
 from .environ import PARSERS, forwarded_hosts, read_environ
 from .exceptions import ConfigError
-from .sigv4 import MAX_EXPIRES as MAX_PRESIGN_TTL, virtual_hostable
+from .sigv4 import virtual_hostable
 
 __all__ = ["Settings", "forwarded_hosts"]
 
@@ -22,10 +23,6 @@ __all__ = ["Settings", "forwarded_hosts"]
 # ``secrets.token_urlsafe`` carry 96 bits.
 MIN_SECRET_KEY_LENGTH = 16
 KEY_HINT = "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
-
-# Five minutes of byte-identical URLs lets a browser reuse what it cached for a page
-# rendered again soon after; a longer window would stretch URL lifetimes further.
-DEFAULT_WINDOW = 300
 
 
 def _env(variable: str, kind: str = "text", unit: str = "") -> dict[str, tuple[str, str, str]]:
@@ -86,8 +83,9 @@ class Settings:
     aws_s3_endpoint_url: str | None = dataclasses.field(
         default=None, metadata=_env("AWS_S3_ENDPOINT_URL")
     )
-    #: Key prefix in the bucket: ``media/avatars/a.jpg`` for ``/media/avatars/a.jpg``.
-    aws_location: str = dataclasses.field(default="media", metadata=_env("AWS_LOCATION", "raw"))
+    #: Key prefix in the bucket (``media``: ``/media/a.jpg`` is ``media/a.jpg``). Unset, the
+    #: root, as in django-storages: a project switching its storage class keeps its keys.
+    aws_location: str = dataclasses.field(default="", metadata=_env("AWS_LOCATION", "raw"))
     aws_session_token: str | None = dataclasses.field(
         default=None, repr=False, metadata=_env("AWS_SESSION_TOKEN")
     )
@@ -126,8 +124,8 @@ class Settings:
     )
     #: Seconds before an S3 call (proxy, check) gives up with 504.
     s3_timeout: float = dataclasses.field(default=5.0, metadata=_env("GATEWAY_S3_TIMEOUT", "float"))
-    #: Seconds a client may accept no bytes of a streamed body before it is dropped,
-    #: so slow readers cannot hold descriptors and buffers forever.
+    #: Seconds a client may accept no bytes of a streamed body (or send none of an
+    #: upload's) before it is dropped: slow peers cannot hold descriptors forever.
     send_timeout: float = dataclasses.field(
         default=60.0, metadata=_env("GATEWAY_SEND_TIMEOUT", "float")
     )
@@ -173,6 +171,15 @@ class Settings:
         default_factory=dict, metadata=_env("AWS_S3_OBJECT_PARAMETERS", "json")
     )
 
+    #: Where browsers ask for direct upload URLs (README "Direct uploads").
+    upload_path: str = dataclasses.field(
+        default="/media-uploads/", metadata=_env("GATEWAY_UPLOAD_PATH")
+    )
+    #: Direct uploads to S3 larger than this go in parts of this size.
+    upload_multipart_mb: int = dataclasses.field(
+        default=100, metadata=_env("GATEWAY_UPLOAD_MULTIPART_MB", "int", "number of mebibytes")
+    )
+
     def __post_init__(self) -> None:
         keys = self.secret_keys
         if isinstance(keys, str):
@@ -196,12 +203,9 @@ class Settings:
                 f"expected a path that starts and ends with '/', like /media/ (got {url!r})",
             )
         object.__setattr__(
-            self, "public_prefixes", tuple(_public_prefix(p) for p in self.public_prefixes)
+            self, "public_prefixes", tuple(public_prefix(p) for p in self.public_prefixes)
         )
-        _check_urls(self)
-        _check_s3(self)
-        _check_delegate(self)
-        _check_operations(self)
+        check_settings(self)
         object.__setattr__(self, "aws_location", self.aws_location.strip("/"))
         if self.use_s3 and not self.aws_storage_bucket_name:
             raise ConfigError("AWS_STORAGE_BUCKET_NAME", "is required when USE_S3 is true")
@@ -271,129 +275,3 @@ class Settings:
     def is_public(self, relpath: str) -> bool:
         """True when ``relpath`` lies under one of the public prefixes."""
         return relpath.startswith(self.public_prefixes)
-
-
-# The checks of __post_init__, by area; each raises ConfigError naming the variable.
-
-
-def _check_urls(self: Settings) -> None:
-    for name, minimum in (
-        ("url_ttl", 1),
-        ("url_window", 0),
-        ("public_max_age", 0),
-        ("file_cache_mb", 0),
-    ):
-        value = getattr(self, name)
-        if not isinstance(value, int) or value < minimum:
-            raise ConfigError(
-                f"GATEWAY_{name.upper()}", f"expected an integer >= {minimum} (got {value!r})"
-            )
-    if self.url_window == 0:
-        object.__setattr__(self, "url_window", min(DEFAULT_WINDOW, self.url_ttl))
-    if self.url_window > self.url_ttl:
-        raise ConfigError(
-            "GATEWAY_URL_WINDOW", f"must not exceed GATEWAY_URL_TTL ({self.url_ttl} seconds)"
-        )
-
-
-def _check_s3(self: Settings) -> None:
-    for variable, url in (
-        ("AWS_S3_ENDPOINT_URL", self.aws_s3_endpoint_url),
-        ("GATEWAY_S3_PUBLIC_ENDPOINT_URL", self.s3_public_endpoint_url),
-    ):
-        if url and not url.startswith(("http://", "https://")):
-            raise ConfigError(variable, f"expected an http:// or https:// URL (got {url!r})")
-    if self.aws_s3_addressing_style not in ("auto", "path", "virtual"):
-        raise ConfigError(
-            "AWS_S3_ADDRESSING_STYLE",
-            f"expected auto, path or virtual (got {self.aws_s3_addressing_style!r})",
-        )
-    if self.s3_delivery not in ("redirect", "proxy"):
-        raise ConfigError(
-            "GATEWAY_S3_DELIVERY", f"expected redirect or proxy (got {self.s3_delivery!r})"
-        )
-    if not 60 <= self.presign_ttl <= MAX_PRESIGN_TTL:
-        raise ConfigError(
-            "GATEWAY_PRESIGN_TTL",
-            f"expected 60 to {MAX_PRESIGN_TTL} seconds: SigV4 presigned URLs live at most"
-            f" 7 days (got {self.presign_ttl})",
-        )
-    if self.presign_window == 0:
-        window = min(DEFAULT_WINDOW, self.presign_ttl // 2)
-        object.__setattr__(self, "presign_window", window)
-    if not 0 < self.presign_window < self.presign_ttl:
-        raise ConfigError(
-            "GATEWAY_PRESIGN_WINDOW",
-            f"expected 1 to {self.presign_ttl - 1} seconds, less than GATEWAY_PRESIGN_TTL"
-            f" (got {self.presign_window})",
-        )
-    if not 0 < self.s3_timeout <= 300:
-        raise ConfigError(
-            "GATEWAY_S3_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.s3_timeout})"
-        )
-    domain = self.aws_s3_custom_domain
-    if domain is not None:
-        # django-storages takes a bare domain and prepends https://; a full URL works too.
-        base = domain if domain.startswith(("http://", "https://")) else f"https://{domain}"
-        if any(c in base for c in " ?#"):
-            raise ConfigError(
-                "AWS_S3_CUSTOM_DOMAIN",
-                f"expected a domain like cdn.example.com (got {domain!r})",
-            )
-        object.__setattr__(self, "aws_s3_custom_domain", base.rstrip("/"))
-
-
-def _check_delegate(self: Settings) -> None:
-    target = self.auth_delegate
-    if target is not None:
-        if not target.startswith(("/", "http://", "https://")):
-            raise ConfigError(
-                "GATEWAY_AUTH_DELEGATE",
-                f"expected a path like /media-auth/ or an http(s) URL (got {target!r})",
-            )
-        if target.startswith(self.media_url):
-            raise ConfigError(
-                "GATEWAY_AUTH_DELEGATE", f"must not lie under MEDIA_URL {self.media_url}"
-            )
-    if not 0 < self.send_timeout <= 3600:
-        raise ConfigError(
-            "GATEWAY_SEND_TIMEOUT", f"expected 0 < seconds <= 3600 (got {self.send_timeout})"
-        )
-    if not 0 < self.auth_timeout <= 300:
-        raise ConfigError(
-            "GATEWAY_AUTH_TIMEOUT", f"expected 0 < seconds <= 300 (got {self.auth_timeout})"
-        )
-    if self.auth_cache_ttl < 0:
-        raise ConfigError(
-            "GATEWAY_AUTH_CACHE_TTL", f"expected seconds >= 0 (got {self.auth_cache_ttl})"
-        )
-
-
-def _check_operations(self: Settings) -> None:
-    for variable, path in (
-        ("GATEWAY_METRICS_PATH", self.metrics_path),
-        ("GATEWAY_READY_PATH", self.ready_path),
-        ("GATEWAY_LIVE_PATH", self.live_path),
-    ):
-        if path is None:
-            continue
-        if not path.startswith("/"):
-            raise ConfigError(variable, f"expected a path like /metrics (got {path!r})")
-        if path.startswith(self.media_url):
-            # Media paths are answered as media; an operations path there would
-            # be unreachable, or worse, shadow a file.
-            raise ConfigError(variable, f"must not lie under MEDIA_URL {self.media_url}")
-    if self.metrics_port is not None and not 0 < self.metrics_port < 65536:
-        raise ConfigError("GATEWAY_METRICS_PORT", f"expected a port (got {self.metrics_port})")
-
-
-def _public_prefix(prefix: str) -> str:
-    # A prefix names a directory: "avatars" must not make "avatars-private/" public.
-    cleaned = prefix.strip().strip("/")
-    parts = cleaned.split("/")
-    if not cleaned or any(p in ("", ".", "..") for p in parts) or "\\" in cleaned:
-        raise ConfigError(
-            "GATEWAY_PUBLIC_PREFIXES",
-            f"expected relative directory names like avatars/ (got {prefix!r})",
-        )
-    return cleaned + "/"

@@ -195,6 +195,65 @@ class Presigner:
             f"{self._origin}{path}?{query}&X-Amz-Signature={signature}", state.expires_at
         )
 
+    def presign_request(
+        self,
+        method: str,
+        key: str,
+        *,
+        expires_in: int,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> Presigned:
+        """A URL for one request that changes the bucket (a direct upload's PUT, a part,
+        the gateway's own multipart calls), signed now for ``expires_in`` seconds.
+
+        ``headers`` are signed and must be sent exactly so (S3 refuses the request
+        otherwise): a ``Content-Type`` and ``Content-Length`` here make S3 itself refuse
+        another type or size. ``query`` holds request parameters (``uploadId``). Not
+        windowed like :meth:`presign`: nobody caches these URLs, and each names one upload.
+        """
+        now = int(self.clock())
+        creds = self.credentials()
+        if creds.expires_at is not None and now >= creds.expires_at:
+            raise ServiceUnavailable("Storage credentials expired; retry")
+        lifetime = min(expires_in, MAX_EXPIRES)
+        if creds.expires_at is not None:
+            lifetime = min(lifetime, creds.expires_at - now)
+        amz_date = datetime.fromtimestamp(now, UTC).strftime("%Y%m%dT%H%M%SZ")
+        scope = amz_date[:8] + self._scope_suffix
+        signed = {"host": self._host} | {k.lower(): v.strip() for k, v in (headers or {}).items()}
+        names = sorted(signed)
+        params = [
+            ("X-Amz-Algorithm", "AWS4-HMAC-SHA256"),
+            ("X-Amz-Credential", f"{creds.access_key}/{scope}"),
+            ("X-Amz-Date", amz_date),
+            ("X-Amz-Expires", str(lifetime)),
+            ("X-Amz-SignedHeaders", ";".join(names)),
+        ]
+        if creds.token:
+            params.append(("X-Amz-Security-Token", creds.token))
+        params += list((query or {}).items())
+        encoded = sorted((_uri_encode(k, ""), _uri_encode(v, "")) for k, v in params)
+        canonical_query = "&".join(f"{k}={v}" for k, v in encoded)
+        path = f"{self._path_prefix}/{_uri_encode(key)}"
+        canonical_request = "\n".join(
+            [
+                method,
+                path,
+                canonical_query,
+                "".join(f"{name}:{signed[name]}\n" for name in names),
+                ";".join(names),
+                "UNSIGNED-PAYLOAD",
+            ]
+        )
+        digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
+        to_sign = f"AWS4-HMAC-SHA256\n{amz_date}\n{scope}\n{digest}".encode()
+        signature = hmac.new(
+            signing_key(creds.secret_key, amz_date[:8], self.region), to_sign, hashlib.sha256
+        ).hexdigest()
+        url = f"{self._origin}{path}?{canonical_query}&X-Amz-Signature={signature}"
+        return Presigned(url, now + lifetime)
+
     def _window_state(self, start: int, creds: Credentials) -> _WindowState:
         # Everything but the key and the options is fixed for a window and a set of
         # credentials: computed once, which halves the cost of a presign.

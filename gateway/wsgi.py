@@ -44,7 +44,8 @@ class MediaGatewayWSGI:
         self.settings = self.gateway.settings
         self._asgi = ASGIMiddleware(self._media_only)
         self._prefix = self.settings.media_url
-        self._operations = set(self.gateway._operations)
+        # Operations paths and the direct upload endpoint are the gateway's too.
+        self._operations = {*self.gateway._operations, self.settings.upload_path}
 
     async def _media_only(self, scope: Any, receive: Any, send: Any) -> None:
         environ = scope.get("wsgi_environ", {})

@@ -17,7 +17,7 @@ import uvicorn
 
 from gateway import Settings
 
-pytest_plugins = ["tests.s3server"]
+pytest_plugins = ["tests.s3server", "tests.seaweed"]
 
 SECRET = "test-secret-key-0123456789"
 
@@ -43,7 +43,12 @@ def media_root(tmp_path: Path) -> Path:
 @pytest.fixture
 def make_settings(media_root: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
-        values: dict[str, Any] = {"secret_keys": (SECRET,), "media_root": media_root}
+        # AWS_LOCATION=media, as .env.example sets it (unset is the bucket's root).
+        values: dict[str, Any] = {
+            "secret_keys": (SECRET,),
+            "media_root": media_root,
+            "aws_location": "media",
+        }
         values.update(overrides)
         return Settings(**values)
 

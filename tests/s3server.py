@@ -1,7 +1,10 @@
-"""A real S3 server for tests: ``rclone serve s3`` over a temporary folder.
+"""A real S3 server for tests: ``rclone serve s3`` over a temporary folder, or a SeaweedFS
+cluster (``tests/seaweed.py``).
 
-Loaded as a pytest plugin from ``tests/conftest.py``. ``s3_server`` starts one server per
-session on a free loopback port; ``s3_bucket`` gives each test a fresh, empty bucket on it.
+Loaded as a pytest plugin from ``tests/conftest.py``. ``s3_server`` is rclone, started once
+per session on a free loopback port; a test marked :data:`on_every_s3` runs once against
+each server in :data:`S3_KINDS` instead (RELIABILITY item 67), and reads ``s3_server.kind``
+where the two differ. ``s3_bucket`` gives each test a fresh, empty bucket on its server.
 ``s3_tls_server`` and ``s3_tls_bucket`` do the same over https, with a certificate signed
 by a private CA that the session generates (``trustme``): its PEM file is ``ca_file``,
 trusted by nothing on the machine.
@@ -29,12 +32,28 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_s3.type_defs import ObjectIdentifierTypeDef
 
-__all__ = ["TLS_NAMES", "S3Server", "s3_bucket", "s3_server", "s3_tls_bucket", "s3_tls_server"]
+__all__ = [
+    "S3_KINDS",
+    "TLS_NAMES",
+    "S3Server",
+    "on_every_s3",
+    "rclone_server",
+    "s3_bucket",
+    "s3_server",
+    "s3_tls_bucket",
+    "s3_tls_server",
+]
 
 # The names the TLS server's certificate is valid for. ``s3.test`` resolves nowhere
 # (RFC 2606): only a proxy that maps it to loopback can reach it, so a client that
 # connects directly fails instead of passing by the proxy unseen.
 TLS_NAMES = ("127.0.0.1", "localhost", "s3.test")
+
+#: The S3 implementations the suite runs, each a session fixture of its own.
+S3_KINDS = {"rclone": "rclone_server", "seaweedfs": "seaweed_server"}
+
+#: Runs a test once per server: ``test_x[rclone]`` and ``test_x[seaweedfs]``.
+on_every_s3 = pytest.mark.parametrize("s3_server", list(S3_KINDS), indirect=True)
 
 
 @dataclass(frozen=True)
@@ -47,6 +66,10 @@ class S3Server:
     region: str = "us-east-1"
     #: The PEM file of the CA that signed the server's certificate (https servers).
     ca_file: str | None = None
+    #: Which implementation answers (a key of :data:`S3_KINDS`), for where they differ.
+    kind: str = "rclone"
+    #: The server's processes, where the fixture knows them (SeaweedFS).
+    pids: tuple[int, ...] = ()
 
     def client(self) -> S3Client:
         """A new boto3 S3 client for this server; the caller closes it."""
@@ -77,6 +100,7 @@ class S3Server:
             "AWS_STORAGE_BUCKET_NAME": bucket,
             "AWS_S3_REGION_NAME": self.region,
             "AWS_S3_ENDPOINT_URL": self.endpoint_url,
+            "AWS_LOCATION": "media",  # as .env.example sets it
         }
 
 
@@ -88,7 +112,15 @@ def _session() -> boto3.session.Session:
 
 
 @pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+def s3_server(request: pytest.FixtureRequest) -> S3Server:
+    """rclone, or the server :data:`on_every_s3` names; each starts once per session."""
+    kind = getattr(request, "param", "rclone")
+    server: S3Server = request.getfixturevalue(S3_KINDS[kind])
+    return server
+
+
+@pytest.fixture(scope="session")
+def rclone_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """One ``rclone serve s3`` for the whole session, on 127.0.0.1, serving an empty folder."""
     base = tmp_path_factory.mktemp("s3")
     root = base / "data"

@@ -25,8 +25,11 @@ def test_all() -> None:
             "Settings",
             "SignatureExpired",
             "URLSigner",
+            "UploadedFile",
             "__version__",
+            "sign_upload",
             "sign_url",
+            "verify_receipt",
         ]
     )
     for name in gateway.__all__:

@@ -1,16 +1,19 @@
-"""`media-gateway check` against a real S3 server (item 38)."""
+"""`media-gateway check` against real S3 servers, rclone and SeaweedFS (items 38, 67)."""
 
 from __future__ import annotations
 
 import json
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from gateway.cli import main
 from tests.conftest import SECRET
-from tests.s3server import S3Server
+from tests.s3server import S3Server, on_every_s3
+
+pytestmark = on_every_s3
 
 
 @pytest.fixture
@@ -105,3 +108,72 @@ def test_clock_skew(s3_env: str, offset: int, alert: bool) -> None:
     assert bool(problems) is alert
     if alert:
         assert problems[0].startswith("clock: this machine is")
+
+
+def put_objects(s3_server: S3Server, bucket: str, *keys: str) -> None:
+    client = s3_server.client()
+    try:
+        for key in keys:
+            client.put_object(Bucket=bucket, Key=key, Body=b"1")
+    finally:
+        client.close()
+
+
+def test_check_finds_objects_outside_aws_location(
+    s3_env: str,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """A django-storages bucket (keys at the root) checked with AWS_LOCATION=media: the
+    gateway would find none of its files. check lists where they are and fails naming
+    AWS_LOCATION; during a migration (local fallback), where an empty prefix is where the
+    upload starts, it only warns."""
+    put_objects(s3_server, s3_env, "logo.png", "documents/a.pdf", "avatars/u1.jpg")
+    code, report, err = run_check(capsys)
+    assert code == 1
+    assert report["objects"] == 0
+    assert report["layout"] == {
+        "root_objects": 1,
+        "prefixes": ["avatars/", "documents/"],
+        "complete": True,
+    }
+    assert report["problems"] == [
+        "AWS_LOCATION: no object under 'media/', but the bucket holds objects elsewhere"
+        " (1 at the bucket root, under avatars/, under documents/). If your files are"
+        " there, set AWS_LOCATION to their prefix ('' for the root, django-storages'"
+        " default), for Django and the gateway alike"
+    ]
+    monkeypatch.setenv("GATEWAY_LOCAL_FALLBACK", "true")
+    monkeypatch.setenv("MEDIA_ROOT", str(tmp_path))  # the fallback's disk
+    code, report, err = run_check(capsys)
+    assert code == 0
+    assert report["warnings"][0].startswith("AWS_LOCATION: no object under 'media/'")
+
+    monkeypatch.setenv("AWS_LOCATION", "")  # the right choice: silent
+    code, report, err = run_check(capsys)
+    assert (code, report["objects"], report["warnings"], err) == (0, 3, [], "")
+
+
+def test_check_warns_when_everything_lies_under_one_prefix(
+    s3_env: str,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """AWS_LOCATION unset (the root) over keys the gateway wrote under media/ while that
+    was its default: a warning that names the fix, on stderr, without failing (one
+    prefix for everything is also a layout of its own)."""
+    monkeypatch.delenv("AWS_LOCATION")
+    put_objects(s3_server, s3_env, "media/a.pdf", "media/public/logo.png")
+    code = main(["check"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert "location           \n" in captured.out  # the root, shown as ''
+    assert captured.err == (
+        "media-gateway: warning: AWS_LOCATION: the bucket root (unset or empty), and every"
+        " object lies under 'media/'. If they were written with AWS_LOCATION=media (the"
+        " gateway's default before it took django-storages' root), set AWS_LOCATION=media;"
+        " if your names begin with 'media/', all is well\n"
+    )

@@ -68,6 +68,7 @@ def settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callable[
             "secret_keys": (SECRET,),
             "media_root": media_root,
             "use_s3": True,
+            "aws_location": "media",  # as .env.example sets it
             "aws_storage_bucket_name": s3_bucket,
             "aws_s3_endpoint_url": s3_server.endpoint_url,
             "presign_ttl": TWO_HOURS,

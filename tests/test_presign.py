@@ -138,6 +138,7 @@ def aws_settings(bucket: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "secret_keys": ("test-secret-key-0123456789",),
         "use_s3": True,
+        "aws_location": "media",  # as .env.example sets it
         "aws_access_key_id": "AKIAEXAMPLE",
         "aws_secret_access_key": "secret/key+",
         "aws_storage_bucket_name": bucket,

@@ -21,7 +21,7 @@ def test_defaults() -> None:
     assert s.public_prefixes == ()
     assert (s.url_ttl, s.url_window) == (3600, 300)
     assert s.aws_s3_region_name == "us-east-1"
-    assert s.aws_location == "media"
+    assert s.aws_location == ""  # the bucket root, as django-storages
 
 
 def test_full_environment() -> None:
@@ -145,3 +145,21 @@ def test_repr_hides_secrets() -> None:
     )
     text = repr(s)
     assert SECRET not in text and "s3-secret-value" not in text and "tok-value" not in text
+
+
+@pytest.mark.parametrize(
+    ("variables", "message"),
+    [
+        ({"GATEWAY_UPLOAD_PATH": "/media/up/"}, "GATEWAY_UPLOAD_PATH: must not overlap"),
+        ({"GATEWAY_UPLOAD_PATH": "/media/"}, "GATEWAY_UPLOAD_PATH: must not overlap"),
+        ({"GATEWAY_UPLOAD_PATH": "uploads"}, "GATEWAY_UPLOAD_PATH: expected a path"),
+        ({"GATEWAY_UPLOAD_MULTIPART_MB": "4"}, "GATEWAY_UPLOAD_MULTIPART_MB: expected 5"),
+        ({"GATEWAY_UPLOAD_MULTIPART_MB": "9999"}, "GATEWAY_UPLOAD_MULTIPART_MB: expected 5"),
+    ],
+)
+def test_upload_settings_are_checked(variables: dict[str, str], message: str) -> None:
+    """The upload endpoint never lies under MEDIA_URL (it would shadow files), and parts
+    stay within S3's limits; refused when the settings load, naming the variable."""
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({**BASE, **variables})
+    assert Settings.from_env(BASE).upload_path == "/media-uploads/"

@@ -45,13 +45,20 @@ def gateway_settings() -> Settings:
     return _state()[0]
 
 
-def media_url(name: str, *, download: bool = False, expires_in: int | None = None) -> str:
+def media_url(
+    name: str,
+    *,
+    download: bool = False,
+    expires_in: int | None = None,
+    content_type: str | None = None,
+) -> str:
     """The gateway URL of the storage name ``name`` (``documents/a.pdf``).
 
     Under a public prefix: ``MEDIA_URL`` + the quoted name, the same URL for everyone.
     The gateway serves those without reading the query, so ``download`` and
     ``expires_in`` do not apply (use ``<a download>``). Otherwise a signed URL valid for
-    ``expires_in`` seconds (default ``GATEWAY_URL_TTL``), an attachment when ``download``.
+    ``expires_in`` seconds (default ``GATEWAY_URL_TTL``), an attachment when ``download``,
+    served as ``content_type`` when given.
     No I/O: an HMAC and some string formatting. Raises ``ValueError`` for a name the
     gateway would never serve (``..`` segments, NUL, a trailing ``/``).
     """
@@ -62,7 +69,9 @@ def media_url(name: str, *, download: bool = False, expires_in: int | None = Non
         except RequestError:
             raise ValueError(f"not a valid media path: {name!r}") from None
         return settings.media_url + quote(relpath)
-    return signer.sign_url(name, expires_in=expires_in, download=download)
+    return signer.sign_url(
+        name, expires_in=expires_in, download=download, content_type=content_type
+    )
 
 
 @functools.cache

@@ -47,6 +47,7 @@ from .storage import (
     GatewayURLs,
     MediaStorage,
     PublicMediaStorage,
+    _probes,
 )
 
 __all__ = ["GatewayStorage", "PublicGatewayStorage"]
@@ -132,17 +133,23 @@ class GatewayStorage(GatewayURLs, Storage):
             _reserved.keys = outer
 
     def get_available_name(self, name: str, max_length: int | None = None) -> str:
-        while True:
-            available: str = super().get_available_name(name, max_length=max_length)
-            keys: list[str] | None = getattr(_reserved, "keys", None)
-            if keys is None or self._sides().disk:
-                return available  # not for a save(), or the disk settles it
-            with _WRITING_LOCK:
-                # Free unless a save of this process took it since exists() said so.
-                if self.media_prefix + available not in _WRITING:
-                    _WRITING.add(self.media_prefix + available)
-                    keys.append(self.media_prefix + available)
-                    return available
+        # Django's search asks self.exists() until a name is free on both sides; the S3
+        # side's HEADs are counted and bounded as in GatewayS3Storage's own search.
+        token = _probes.set([0])
+        try:
+            while True:
+                available = str(super().get_available_name(name, max_length))
+                keys: list[str] | None = getattr(_reserved, "keys", None)
+                if keys is None or self._sides().disk:
+                    return available  # not for a save(), or the disk settles it
+                with _WRITING_LOCK:
+                    # Free unless a save of this process took it since exists() said so.
+                    if self.media_prefix + available not in _WRITING:
+                        _WRITING.add(self.media_prefix + available)
+                        keys.append(self.media_prefix + available)
+                        return available
+        finally:
+            _probes.reset(token)
 
     def _save(self, name: str, content: File[Any]) -> str:
         self._check_name(name)

@@ -12,22 +12,37 @@ How a storage name maps to a file, an S3 key and a URL (``AWS_LOCATION=media``,
                                                   URL /media/documents/a.pdf?exp=..&sig=..
     PublicMediaStorage         logo.png        -> key media/public/logo.png
                                                   URL /media/public/logo.png
+    GatewayS3Storage(location="media/avatars")
+                               u1.jpg          -> key media/avatars/u1.jpg
+                                                  URL /media/avatars/u1.jpg?exp=..&sig=..
     GatewayFileSystemStorage   documents/a.pdf -> file MEDIA_ROOT/documents/a.pdf
                                                   URL /media/documents/a.pdf?exp=..&sig=..
 
-The rule: the gateway's relative path is ``media_prefix + name``; the file lies at
-``MEDIA_ROOT/relpath`` (disk) or ``AWS_LOCATION/relpath`` (S3), and the URL is
-``MEDIA_URL + relpath``, signed unless the path lies under a public prefix. So the
-same database rows work before, during and after a migration to S3.
+The rule: the gateway serves ``MEDIA_URL + relpath`` from ``MEDIA_ROOT/relpath`` (disk)
+or the key ``AWS_LOCATION/relpath`` (S3), and a storage's ``media_prefix`` is where its
+names start within that tree: ``relpath = media_prefix + name``. For an S3 storage,
+``media_prefix`` and django-storages' ``location`` are one setting seen from two sides:
+``location = AWS_LOCATION/media_prefix``. Give either (``location`` as in
+django-storages, the full key prefix; ``media_prefix`` relative to ``AWS_LOCATION``) and
+the other follows; a ``location`` outside ``AWS_LOCATION`` is refused, since the gateway
+could never serve it. So one gateway serves every storage, and the same database rows
+work before, during and after a migration to S3.
+
+``url()`` gives a gateway URL exactly where django-storages would give a presigned S3
+URL for reading (``querystring_auth`` on, no ``custom_domain``, GET or HEAD); everywhere
+else it gives django-storages' own URL (see :class:`GatewayS3Storage`).
 """
 
 from __future__ import annotations
 
 import functools
 import posixpath
+from contextvars import ContextVar
 from typing import Any
+from urllib.parse import quote
 
 from botocore.config import Config
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.files.storage import FileSystemStorage
 
@@ -38,6 +53,7 @@ from . import gateway_settings, media_url
 
 try:
     from storages.backends.s3 import S3Storage
+    from storages.utils import clean_name
 except ImportError as exc:  # pragma: no cover - django-storages is a dev dependency
     raise ImportError(
         "gateway.django.storage needs django-storages: pip install django-storages"
@@ -67,6 +83,15 @@ _CLIENT_DEFAULTS = Config(
     request_checksum_calculation="when_required",
     response_checksum_validation="when_required",
 )
+
+
+#: How many taken names Django may try for one upload when ``file_overwrite`` is off. Its
+#: alternatives carry 7 random characters (3.5e12 of them): 32 taken in a row means that
+#: ``exists()`` answers yes to everything, never a full bucket. Each try is a HEAD.
+MAX_NAME_PROBES = 32
+
+# The count of exists() calls of the free-name search running in this thread or task.
+_probes: ContextVar[list[int] | None] = ContextVar("media_gateway_name_probes", default=None)
 
 
 class GatewayURLs:
@@ -113,34 +138,42 @@ class GatewayFileSystemStorage(GatewayURLs, FileSystemStorage):
 
 
 class GatewayS3Storage(GatewayURLs, S3Storage):
-    """S3 mode: objects at ``AWS_LOCATION/media_prefix/name``, URLs through the gateway.
+    """S3 mode: django-storages' ``S3Storage``, linked through the gateway.
 
-    ``location`` is derived (the gateway reads ``AWS_LOCATION/relpath``); a different
-    one, passed or set on a subclass, is refused at construction. The bucket, endpoint,
-    region and addressing style default to the gateway's settings when Django has no
-    ``AWS_*`` setting for them. Credentials follow django-storages (settings, then the
-    environment and boto3's chain).
+    Objects lie at ``location/name`` as in django-storages. ``location`` defaults to
+    ``AWS_LOCATION`` plus ``media_prefix`` (read by the gateway too, so both agree); any
+    location under ``AWS_LOCATION`` is accepted, and its URLs carry the path below
+    ``AWS_LOCATION``. The bucket, endpoint, region and addressing style default to the
+    gateway's settings when Django has no ``AWS_*`` setting for them. Credentials follow
+    django-storages (settings, then the environment and boto3's chain).
 
-    ``url(name, expire=..)`` never calls boto3. Only S3 can honour ``parameters``
-    (``ResponseContentType`` and the like) or another ``http_method`` (a PUT for a
-    browser upload), so those calls return django-storages' presigned S3 URL.
+    ``url()`` is a gateway URL, made without boto3, wherever django-storages would
+    presign a GET or HEAD: ``querystring_auth`` on (the default) and no ``custom_domain``.
+    ``parameters`` the gateway carries become its own options (``ResponseContentType``,
+    and ``ResponseContentDisposition`` of ``attachment`` or ``inline``). Everywhere else
+    the URL is django-storages' own, unchanged: a custom domain's (CDN) URL, CloudFront-
+    signed when a CloudFront key is set; the bucket's unsigned URL with
+    ``querystring_auth`` off; and S3's presigned URL for what only S3 can do (a PUT for a
+    browser upload, another parameter such as ``VersionId``).
     """
 
     client_config: Config  # set by S3Storage.__init__
 
+    #: Whether an object's Content-Type comes from its name as ``upload`` gives it (the
+    #: gateway's storages), or from django-storages' guess (this class, the drop-in:
+    #: switching to it from S3Storage changes the URLs and nothing else).
+    typed_by_name: bool = False
+    location: str  # set by S3Storage.__init__
+    custom_domain: str | None
+    querystring_auth: bool
+    querystring_expire: int
+    file_overwrite: bool
+
     def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
-        if media_prefix is not None:
-            self.media_prefix = _directory(media_prefix)
         gateway = gateway_settings()
-        location = posixpath.join(gateway.aws_location, self.media_prefix).strip("/")
-        given = options.get("location", getattr(type(self), "location", location))
-        if str(given).strip("/") != location:
-            raise ImproperlyConfigured(
-                f"{type(self).__name__}.location must be {location!r} (AWS_LOCATION plus"
-                f" media_prefix), where the gateway looks for the files; got {given!r}."
-                f" Set media_prefix, or AWS_LOCATION for every storage and the gateway."
-            )
-        options["location"] = location
+        prefix = self.media_prefix if media_prefix is None else _directory(media_prefix)
+        if "location" not in options and getattr(type(self), "location", None) is None:
+            options["location"] = posixpath.join(gateway.aws_location, prefix).rstrip("/")
         # Where Django has no AWS_* setting, the gateway's: a project configured through
         # the gateway's environment alone can upload.
         style = gateway.aws_s3_addressing_style
@@ -161,16 +194,32 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
         unset = not defaults["object_parameters"] and not hasattr(type(self), "object_parameters")
         if unset and "object_parameters" not in options:
             options["object_parameters"] = dict(gateway.aws_s3_object_parameters)
-        super().__init__(**options)
+        # A lifetime the project chose for its links (AWS_QUERYSTRING_EXPIRE, the option or
+        # a subclass's) applies to gateway links too; otherwise GATEWAY_URL_TTL does.
+        self._chosen_expire = (
+            "querystring_expire" in options
+            or hasattr(type(self), "querystring_expire")
+            or hasattr(django_settings, "AWS_QUERYSTRING_EXPIRE")
+        )
+        super().__init__(**options)  # refuses a leading slash, as django-storages does
         self.client_config = _CLIENT_DEFAULTS.merge(self.client_config)
+        under = _below(gateway.aws_location, self.location, type(self).__name__)
+        if prefix and prefix != under:
+            raise ImproperlyConfigured(
+                f"{type(self).__name__}: location {self.location!r} and media_prefix"
+                f" {prefix!r} disagree; with AWS_LOCATION {gateway.aws_location!r} give"
+                f" one of them (location = AWS_LOCATION/media_prefix)"
+            )
+        self.media_prefix = under
 
     def get_object_parameters(self, name: str) -> dict[str, Any]:
-        """The object parameters, with the Content-Type ``upload`` gives the same name
-        (:func:`gateway.http.content_type`) unless they set one: django-storages' own
-        guess differs (``.tar.gz`` as ``application/x-tar`` plus ``gzip`` encoding, text
-        without a charset, the browser's claim for an upload)."""
+        """The object parameters; with :attr:`typed_by_name`, plus the Content-Type
+        ``upload`` gives the same name (:func:`gateway.http.content_type`) unless they set
+        one. django-storages' own guess differs (``.tar.gz`` as ``application/x-tar`` plus
+        ``gzip`` encoding, text without a charset, the browser's claim for an upload)."""
         parameters: dict[str, Any] = super().get_object_parameters(name)
-        parameters.setdefault("ContentType", content_type(name))
+        if self.typed_by_name:
+            parameters.setdefault("ContentType", content_type(name))
         return parameters
 
     def url(
@@ -182,29 +231,82 @@ class GatewayS3Storage(GatewayURLs, S3Storage):
         *,
         download: bool = False,
     ) -> str:
-        """The gateway URL of ``name``, signed for ``expire`` seconds unless public."""
-        if parameters or http_method not in (None, "GET"):
+        """The gateway URL of ``name`` where django-storages would presign a GET;
+        django-storages' own URL elsewhere (see the class)."""
+        presigns_a_read = (
+            self.querystring_auth
+            and not self.custom_domain
+            and http_method in (None, "GET", "HEAD")
+        )
+        options = _gateway_options(parameters, download) if presigns_a_read else None
+        if options is None:
             return str(super().url(name, parameters, expire, http_method))
-        return self.gateway_url(name, download=download, expires_in=expire)
+        # The key as django-storages writes it (clean_name, safe_join), so the URL names
+        # exactly the object that save() created.
+        relpath = self._relpath(self._normalize_name(clean_name(name)))
+        if relpath == "" or relpath.endswith("/"):
+            # A directory, as url("") or url("avatars/"): a base to append names to, as
+            # django-storages gives. The gateway never serves a directory, so no
+            # signature would open anything: the plain path.
+            return gateway_settings().media_url + quote(relpath)
+        download, content_type = options
+        if expire is None and self._chosen_expire:
+            expire = int(self.querystring_expire)
+        return media_url(relpath, download=download, expires_in=expire, content_type=content_type)
+
+    def _relpath(self, key: str) -> str:
+        """The gateway's path of a key under ``location``: ``media_prefix`` + the rest."""
+        location = self.location.rstrip("/")
+        return self.media_prefix + (key[len(location) + 1 :] if location else key)
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        """Django's free-name search (``file_overwrite = False``), bounded: it asks
+        ``exists()`` until a name is free, and an endpoint that answers every HEAD with
+        200 (a web server or CDN in its place) would keep it asking forever."""
+        if self.file_overwrite:
+            return str(super().get_available_name(name, max_length))
+        token = _probes.set([0])
+        try:
+            return str(super().get_available_name(name, max_length))
+        finally:
+            _probes.reset(token)
+
+    def exists(self, name: str) -> bool:
+        probes = _probes.get()
+        if probes is not None:
+            probes[0] += 1
+            if probes[0] > MAX_NAME_PROBES:
+                raise FileExistsError(
+                    f"{type(self).__name__}: {MAX_NAME_PROBES} names in a row like {name!r}"
+                    f" exist in bucket {self.bucket_name!r}; Django would ask forever. Does"
+                    f" AWS_S3_ENDPOINT_URL answer every HEAD with 200?"
+                )
+        return bool(super().exists(name))
 
 
 class MediaStorage(GatewayS3Storage):
     """The seed guide's private storage, served through the gateway.
 
-    ``documents/a.pdf`` is stored at key ``media/documents/a.pdf`` (the seed's
-    ``location = 'media'`` is the gateway's default ``AWS_LOCATION``) and linked as
-    ``/media/documents/a.pdf?exp=..&sig=..``.
+    With ``AWS_LOCATION=media`` (the seed's ``location = 'media'``, as .env.example sets
+    it), ``documents/a.pdf`` is stored at key ``media/documents/a.pdf`` and linked as
+    ``/media/documents/a.pdf?exp=..&sig=..``. Its links always go through the gateway.
     """
 
+    typed_by_name = True  # as `upload` types the files it copies
     file_overwrite = False
     default_acl = "private"
+    # Always through the gateway, whatever AWS_QUERYSTRING_AUTH or AWS_S3_CUSTOM_DOMAIN
+    # say for other storages (the gateway reads the custom domain for public prefixes).
+    querystring_auth = True
+    custom_domain = None
 
 
 class PublicMediaStorage(GatewayS3Storage):
     """The seed guide's public storage, moved under the gateway's public prefix.
 
-    The seed stored public files at ``public/...``, beside ``media/``, where the
-    gateway never looks. Here ``logo.png`` is stored at ``media/public/logo.png`` and
+    The seed stored public files at ``public/...``, beside ``media/``, where a gateway
+    with ``AWS_LOCATION=media`` never looks. Here ``logo.png`` is stored at
+    ``AWS_LOCATION/public/logo.png`` (``media/public/logo.png``) and
     linked as ``/media/public/logo.png``, unsigned when ``public`` is listed in
     ``GATEWAY_PUBLIC_PREFIXES``. Objects stay ``public-read`` as in the seed; the
     gateway itself needs that only with ``AWS_S3_CUSTOM_DOMAIN`` (otherwise it
@@ -213,8 +315,11 @@ class PublicMediaStorage(GatewayS3Storage):
     """
 
     media_prefix = PUBLIC_PREFIX
+    typed_by_name = True  # as `upload` types the files it copies
     file_overwrite = False
     default_acl = "public-read"
+    querystring_auth = True  # through the gateway, as MediaStorage
+    custom_domain = None
 
 
 def media_storage() -> GatewayStorage:
@@ -226,6 +331,49 @@ def media_storage() -> GatewayStorage:
 def public_media_storage() -> PublicGatewayStorage:
     """Like :func:`media_storage`, for files under :data:`PUBLIC_PREFIX`."""
     return PublicGatewayStorage()
+
+
+def _below(base: str, location: str, owner: str) -> str:
+    """The ``media_prefix`` of ``location``: its path under ``AWS_LOCATION`` ``base``."""
+    cleaned = location.rstrip("/")
+    if not base:
+        rest = cleaned
+    elif cleaned == base:
+        rest = ""
+    elif cleaned.startswith(base + "/"):
+        rest = cleaned[len(base) + 1 :]
+    else:
+        raise ImproperlyConfigured(
+            f"{owner}.location {location!r} lies outside AWS_LOCATION {base!r}: the gateway"
+            f" serves MEDIA_URL/<path> from the key AWS_LOCATION/<path> only, so it could"
+            f" never serve these files. Use a location under {base!r} (or media_prefix), or"
+            f" set AWS_LOCATION to a prefix all storages share ('' for the bucket root),"
+            f" the same for Django and the gateway"
+        )
+    if not rest:
+        return ""
+    try:
+        return validate_relpath(rest) + "/"
+    except RequestError:
+        raise ImproperlyConfigured(
+            f"{owner}.location {location!r}: the gateway cannot serve a path with empty,"
+            f" '.' or '..' segments or a NUL; use a plain directory like 'media/avatars'"
+        ) from None
+
+
+def _gateway_options(
+    parameters: dict[str, Any] | None, download: bool
+) -> tuple[bool, str | None] | None:
+    """``(download, content_type)`` for ``parameters`` the gateway carries, else None."""
+    content_type = None
+    for name, value in (parameters or {}).items():
+        if name == "ResponseContentType":
+            content_type = str(value)
+        elif name == "ResponseContentDisposition" and value in ("attachment", "inline"):
+            download = value == "attachment"
+        else:
+            return None  # a filename of the caller's, VersionId, SSE-C: only S3 has them
+    return download, content_type
 
 
 def _directory(prefix: str) -> str:

@@ -61,6 +61,14 @@ def add_commands(commands: Any) -> None:
         help="first abort incomplete multipart uploads left under the prefix by earlier "
         "runs (within --shard and the globs)",
     )
+    upload.add_argument(
+        "--older-than",
+        type=int,
+        default=0,
+        metavar="SECONDS",
+        help="with --cleanup, spare uploads begun in the last SECONDS: a browser's direct "
+        "upload in parts may still be under way (86400 covers its signed URLs' lifetime)",
+    )
     upload.set_defaults(command=_guarded(_upload))
 
     verify = commands.add_parser(
@@ -164,7 +172,8 @@ def _upload(args: argparse.Namespace, settings: Settings) -> int:
         prefix = settings.key_for("")
         aborted = 0
         if args.cleanup:
-            aborted = cleanup(wire, prefix, selector, before=time.time(), dry_run=args.dry_run)
+            before = time.time() - max(0, args.older_than)
+            aborted = cleanup(wire, prefix, selector, before=before, dry_run=args.dry_run)
         progress = Progress("upload", quiet=args.json)
         if progress.tty:
             progress.count_in_background(walk(str(source), selector))

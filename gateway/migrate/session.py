@@ -14,9 +14,9 @@ from pathlib import Path
 
 from ..exceptions import ConfigError, S3Error
 from ..network import ca_bundle, proxy_for, proxy_variable, tls_context, untrusted_message
+from ..params import object_headers
 from ..settings import Settings
 from ..sigv4 import Credentials
-from .params import object_headers
 from .state import State, default_state_path
 from .walk import Selector
 from .wire import S3Wire

@@ -30,6 +30,7 @@ from .operations import Operations
 from .proxy import S3Proxy
 from .redirect import Redirector
 from .responses import send_error, send_redirect, standalone
+from .uploads import UploadEndpoint
 
 __all__ = ["MediaGateway"]
 
@@ -75,6 +76,7 @@ class MediaGateway:
             self.metrics = Metrics(memory=self._memory_use)
         self.operations = Operations(settings, self.metrics)
         self._operations = self.operations.routes
+        self.uploads = UploadEndpoint(settings, clock=clock, transport=transport)
         self.redirector: Redirector | None = None
         self.proxy: S3Proxy | None = None
         if settings.use_s3:
@@ -138,6 +140,9 @@ class MediaGateway:
                 return
             if path in self._operations:
                 await self._operations[path](send)
+                return
+            if path == self.uploads.path:
+                await self.uploads(scope, receive, send)
                 return
         if scope["type"] == "lifespan":
             receive = self._closing_on_shutdown(receive)

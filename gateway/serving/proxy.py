@@ -3,6 +3,8 @@
 The gateway fetches a presigned URL with httpx and copies the body chunk by chunk, so
 memory stays constant for any object size. Range and conditional headers go to S3,
 which answers 200, 206, 304, 412 or 416 itself; its validators come back unchanged.
+Where S3 ignored a precondition and sent the object anyway, the gateway judges it on
+S3's own ETag and Last-Modified.
 """
 
 from __future__ import annotations
@@ -12,13 +14,14 @@ import contextlib
 import logging
 import ssl
 from collections.abc import AsyncIterator
+from email.utils import parsedate_to_datetime
 
 import anyio
 import httpx
 from starlette.types import Receive, Send
 
 from ..exceptions import BadGateway, GatewayTimeout, NotFound, RequestError, ServiceUnavailable
-from ..http import SANDBOX_HEADER, is_active
+from ..http import SANDBOX_HEADER, is_active, precondition_status
 from ..sigv4 import Presigner
 from .local import relay
 
@@ -49,6 +52,8 @@ FORWARDED_RESPONSE_HEADERS = frozenset(
     }
 )
 PASSED_STATUSES = frozenset({200, 206, 304, 412, 416})
+# What a 304 made by the gateway keeps of S3's headers: the validators (RFC 9110 15.4.5).
+NOT_MODIFIED_HEADERS = frozenset({b"etag", b"last-modified"})
 # One retry for a refused connection or a 500/503: enough to ride out one dropped
 # connection or a SlowDown without holding the client for long.
 ATTEMPTS = 2
@@ -145,7 +150,7 @@ class S3Proxy:
         forwarded = {k: v for k, v in request_headers.items() if k in FORWARDED_REQUEST_HEADERS}
         async with self._client() as client:
             response = await self._fetch(client, method, url, forwarded)
-            await self._relay(send, receive, response, head, extra_headers)
+            await self._relay(send, receive, response, head, extra_headers, forwarded)
 
     async def _relay(
         self,
@@ -154,21 +159,28 @@ class S3Proxy:
         response: httpx.Response,
         head: bool,
         extra_headers: list[tuple[bytes, bytes]],
+        forwarded: dict[str, str],
     ) -> None:
         try:
+            status = response.status_code
+            # Some S3-compatible servers (rclone's, measured) ignore If-Modified-Since,
+            # If-Match and If-Unmodified-Since: a 304 is made here, a 412 raised.
+            if status in (200, 206) and _ignored_precondition(forwarded, response) == 304:
+                status, head = 304, True
             # Our own headers (a signed content-type override) win over S3's.
             ours = {name for name, _ in extra_headers}
             # S3's bytes as they came: a stored UTF-8 filename is no latin-1 text.
             headers = [
                 (name, value)
                 for name, value in ((n.lower(), v) for n, v in response.headers.raw)
-                if name in FORWARDED_RESPONSE_HEADERS and name not in ours
+                if name in FORWARDED_RESPONSE_HEADERS
+                and name not in ours
+                and (status != 304 or name in NOT_MODIFIED_HEADERS)
             ]
-            if b"content-type" not in ours:
+            if b"content-type" not in ours and status != 304:
                 # Repeated fields are one list to a browser: judged together.
                 types = [v.decode("latin-1") for n, v in headers if n == b"content-type"]
                 headers += _content_policy(", ".join(types) if types else None)
-            status = response.status_code
             if status == 200 and "content-range" in response.headers:
                 # Some S3-compatible servers (rclone's, measured) send a partial body
                 # with 200; the Content-Range says what it is, so call it a 206.
@@ -180,7 +192,7 @@ class S3Proxy:
                     "headers": headers + extra_headers,
                 }
             )
-            if head or response.status_code == 304:
+            if head or status == 304:
                 await send({"type": "http.response.body", "body": b""})
                 return
             await relay(send, receive, response.aiter_raw(), self.idle_timeout)
@@ -215,6 +227,19 @@ class S3Proxy:
                 continue
             raise _error_for(response)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _ignored_precondition(forwarded: dict[str, str], response: httpx.Response) -> int | None:
+    """The status the request's preconditions call for, judged on S3's validators: 304,
+    None to send what S3 sent, or :class:`PreconditionFailed` raised."""
+    if not any(name.startswith("if-") and name != "if-range" for name in forwarded):
+        return None
+    modified = response.headers.get("last-modified")
+    try:
+        mtime = int(parsedate_to_datetime(modified).timestamp()) if modified else None
+    except (TypeError, ValueError, IndexError):
+        mtime = None
+    return precondition_status(forwarded, response.headers.get("etag"), mtime)
 
 
 def _content_policy(stored_type: str | None) -> list[tuple[bytes, bytes]]:

@@ -358,16 +358,20 @@ def test_s3_storage_mapping(django_apps: dict[str, Any]) -> None:
 
 
 def test_s3_storage_refuses_a_foreign_location(django_apps: dict[str, Any]) -> None:
-    """The seed's PublicMediaStorage location 'public' lies outside AWS_LOCATION: refused."""
+    """The seed's PublicMediaStorage location 'public' lies outside AWS_LOCATION 'media',
+    where the gateway never looks: refused, saying why. A leading slash is refused as
+    django-storages refuses it."""
 
     class SeedPublic(GatewayS3Storage):
         location = "public"
 
-    with pytest.raises(ImproperlyConfigured, match="location must be 'media'"):
+    with pytest.raises(ImproperlyConfigured, match="'public' lies outside AWS_LOCATION 'media'"):
         s3_storage(SeedPublic)
-    with pytest.raises(ImproperlyConfigured, match="location must be 'media/public'"):
+    with pytest.raises(ImproperlyConfigured, match="'public' lies outside AWS_LOCATION"):
         s3_storage(PublicMediaStorage, location="public")
-    assert s3_storage(location="/media/").location == "media"
+    with pytest.raises(ImproperlyConfigured, match="leading slash"):
+        s3_storage(location="/media/")
+    assert s3_storage(location="media/").location == "media/"
 
 
 def test_s3_url_makes_no_boto3_call(
@@ -390,13 +394,16 @@ def test_s3_url_makes_no_boto3_call(
 
 
 def test_s3_url_for_other_methods_is_presigned_by_s3(django_apps: dict[str, Any]) -> None:
-    """A PUT or response overrides need S3 itself: django-storages' presigned URL, offline."""
+    """A PUT, or a parameter the gateway does not carry, needs S3 itself: django-storages'
+    presigned URL, offline. A content type is the gateway's own option (ct)."""
     storage = s3_storage()
     put = storage.url("documents/a.pdf", http_method="PUT")
     assert put.startswith(f"{CLOSED_PORT_ENDPOINT}/bucket/media/documents/a.pdf?")
     assert "Signature=" in put
+    versioned = storage.url("documents/a.pdf", parameters={"VersionId": "v1"})
+    assert "versionId=v1" in versioned and "Signature=" in versioned
     typed = storage.url("documents/a.pdf", parameters={"ResponseContentType": "text/plain"})
-    assert "response-content-type=text%2Fplain" in typed
+    assert verify(typed)[0] == "documents/a.pdf" and "&ct=text%2Fplain&" in typed
 
 
 def test_s3_storage_client_config(django_apps: dict[str, Any]) -> None:

@@ -74,3 +74,5 @@ MEDIA_URL = "/media/"
 GATEWAY_SECRET_KEY = "django-project-gateway-key-0123456789"
 # As in the gateway in front: PublicMediaStorage's files are linked without a signature.
 GATEWAY_PUBLIC_PREFIXES = ["public"]
+# The seed guide's layout, keys under media/ (unset would be the bucket's root).
+AWS_LOCATION = "media"

@@ -13,9 +13,9 @@ from botocore.auth import S3SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 
-from gateway.migrate.params import object_headers
 from gateway.migrate.transport import EMPTY_SHA256
 from gateway.migrate.wire import S3Error, S3Wire
+from gateway.params import object_headers
 from gateway.sigv4 import Credentials
 from tests.migrate import support
 from tests.migrate.support import FlakyProxy, make_wire

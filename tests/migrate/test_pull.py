@@ -15,12 +15,14 @@ from tests.conftest import SECRET
 from tests.helpers import call
 from tests.migrate import support
 from tests.migrate.support import odd_tree, run_cli, write_tree
+from tests.s3server import on_every_s3
 
 # Fixtures shared with the other migration tests.
 migrate_env = support.migrate_env
 s3 = support.s3
 
 
+@on_every_s3
 def test_rollback_loses_nothing(
     migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -61,6 +63,7 @@ def test_rollback_loses_nothing(
     assert verified["missing"] == verified["extra"] == []
 
 
+@on_every_s3
 def test_same_size_local_change_is_detected_by_hash(
     migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

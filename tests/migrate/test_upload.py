@@ -43,7 +43,7 @@ from tests.migrate.support import (
     run_cli,
     write_tree,
 )
-from tests.s3server import S3Server
+from tests.s3server import S3Server, on_every_s3
 
 # Fixtures shared with the other migration tests.
 migrate_env = support.migrate_env
@@ -82,6 +82,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@on_every_s3
 def test_upload_then_rerun_skips(
     migrate_env: str,
     media_root: Path,
@@ -113,6 +114,7 @@ def test_upload_then_rerun_skips(
     assert (report["uploaded"], report["skipped"], report["bytes"]) == (0, len(tree), 0)
 
 
+@on_every_s3
 def test_odd_names_round_trip_through_the_gateway(
     migrate_env: str, media_root: Path, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -126,6 +128,7 @@ def test_odd_names_round_trip_through_the_gateway(
             secret_keys=(SECRET,),
             media_root=media_root,
             use_s3=True,
+            aws_location="media",  # as .env.example sets it
             aws_access_key_id=s3_server.access_key,
             aws_secret_access_key=s3_server.secret_key,
             aws_storage_bucket_name=migrate_env,
@@ -138,6 +141,7 @@ def test_odd_names_round_trip_through_the_gateway(
         assert httpx.get(reply.headers["location"]).content == data, name
 
 
+@on_every_s3
 def test_sizes_around_the_thresholds(
     s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
 ) -> None:
@@ -177,6 +181,7 @@ def test_part_size_scales_past_10000_parts() -> None:
         assert part % MiB == 0 and -(-size // part) <= MAX_PARTS
 
 
+@on_every_s3
 def test_same_size_different_content_is_reuploaded(
     migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -205,6 +210,7 @@ def test_same_size_different_content_is_reuploaded(
     assert objects(s3, migrate_env)["media/c.txt"]["body"] == b"DDDD"
 
 
+@on_every_s3
 def test_lost_state_resumes_from_the_listing(
     migrate_env: str, media_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -426,6 +432,7 @@ def test_shards_count_from_one(
     assert (code, report["uploaded"]) == (0, 0)
 
 
+@on_every_s3
 def test_error_aborts_the_multipart_upload(
     s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
 ) -> None:
@@ -451,6 +458,7 @@ def test_error_aborts_the_multipart_upload(
     assert set(objects(s3, s3_bucket)) == {"media/ok.txt"}
 
 
+@on_every_s3
 def test_lost_complete_reply_is_recovered(
     s3_server: S3Server, s3_bucket: str, s3: Any, tmp_path: Path, media_root: Path
 ) -> None:

@@ -13,12 +13,14 @@ import pytest
 from gateway.cli import main
 from tests.migrate import support
 from tests.migrate.support import odd_tree, run_cli, write_tree
+from tests.s3server import on_every_s3
 
 # Fixtures shared with the other migration tests.
 migrate_env = support.migrate_env
 s3 = support.s3
 
 
+@on_every_s3
 def test_all_match_after_upload(
     migrate_env: str, media_root: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -33,6 +35,7 @@ def test_all_match_after_upload(
     assert report["missing"] == report["mismatched"] == report["extra"] == []
 
 
+@on_every_s3
 def test_missing_mismatched_and_extra_are_listed(
     migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -69,6 +72,7 @@ def test_missing_mismatched_and_extra_are_listed(
     assert report["matched"] == 2  # e.txt and f.txt
 
 
+@on_every_s3
 def test_deep_catches_an_object_whose_hash_lies(
     migrate_env: str, media_root: Path, s3: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:

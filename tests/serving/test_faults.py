@@ -45,6 +45,7 @@ def gateway_url(
         secret_keys=(SECRET,),
         media_root=media_root,
         use_s3=True,
+        aws_location="media",  # as .env.example sets it
         local_fallback=True,
         s3_delivery="proxy",
         s3_timeout=1.0,

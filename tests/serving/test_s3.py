@@ -1,5 +1,6 @@
-"""S3 delivery against a real S3 server (rclone): redirects, stable URLs, public
-endpoints, CDN domains, hybrid mode and proxy mode. RELIABILITY items 13, 36-41."""
+"""S3 delivery against real S3 servers (rclone, and SeaweedFS where marked on_every_s3):
+redirects, stable URLs, public endpoints, CDN domains, hybrid mode and proxy mode.
+RELIABILITY items 13, 36-41 and 67."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ from starlette.types import Message, Receive, Scope, Send
 from gateway import ConfigError, MediaGateway, Settings
 from tests.conftest import SECRET
 from tests.helpers import call, raw_request
-from tests.s3server import S3Server
+from tests.s3server import S3Server, on_every_s3
 
 DATA = bytes(range(256)) * 40  # 10 KiB
 
@@ -32,6 +33,7 @@ def s3_settings(s3_server: S3Server, s3_bucket: str, media_root: Path) -> Callab
             "secret_keys": (SECRET,),
             "media_root": media_root,
             "use_s3": True,
+            "aws_location": "media",  # as .env.example sets it
             "aws_access_key_id": s3_server.access_key,
             "aws_secret_access_key": s3_server.secret_key,
             "aws_storage_bucket_name": s3_bucket,
@@ -59,6 +61,7 @@ def follow(location: str, **kwargs: Any) -> httpx.Response:
     return httpx.get(location, **kwargs)
 
 
+@on_every_s3
 def test_redirect_to_presigned_url(
     s3_settings: Callable[..., Settings],
     put: Callable[..., None],
@@ -83,6 +86,7 @@ def test_redirect_to_presigned_url(
     assert head.headers["location"] != location  # signed for HEAD: see the next test
 
 
+@on_every_s3
 @pytest.mark.parametrize("hybrid", [False, True], ids=["redirect", "hybrid"])
 def test_head_follows_the_redirect_to_the_object(
     s3_settings: Callable[..., Settings],
@@ -112,6 +116,40 @@ def test_head_follows_the_redirect_to_the_object(
     assert httpx.head(signed, follow_redirects=True).status_code == 200
     get_location = httpx.get(signed).headers["location"]
     assert httpx.head(get_location).status_code == 403
+
+
+@on_every_s3
+def test_redirect_followed_with_range_and_conditionals(
+    s3_settings: Callable[..., Settings],
+    put: Callable[..., None],
+    serve: Callable[..., str],
+    s3_server: S3Server,
+) -> None:
+    """Item 67: a ranged GET through the redirect gets exactly the bytes asked for, and
+    S3 answers the conditionals a browser sends. Where the servers differ, the answer
+    belongs to the server: SeaweedFS answers as AWS does (206, 304, 412); rclone answers a
+    range with 200 plus a Content-Range, and ignores If-Modified-Since, If-Match and
+    If-Unmodified-Since."""
+    put("media/docs/r.bin")
+    gateway = MediaGateway(settings=s3_settings())
+    signed = serve(gateway) + gateway.signer.sign_url("docs/r.bin")
+    ranged = httpx.get(signed, headers={"range": "bytes=10-19"}, follow_redirects=True)
+    assert ranged.history[0].status_code == 302
+    assert ranged.content == DATA[10:20]
+    assert ranged.headers["content-range"] == f"bytes 10-19/{len(DATA)}"
+    rclone = s3_server.kind == "rclone"
+    assert ranged.status_code == (200 if rclone else 206)
+    location = httpx.get(signed).headers["location"]
+    whole = follow(location)
+    etag, modified = whole.headers["etag"], whole.headers["last-modified"]
+    assert follow(location, headers={"if-none-match": etag}).status_code == 304
+    preconditions = [
+        {"if-modified-since": modified},
+        {"if-match": '"not-the-etag"'},
+        {"if-unmodified-since": "Sat, 01 Jan 2000 00:00:00 GMT"},
+    ]
+    answers = [follow(location, headers=headers).status_code for headers in preconditions]
+    assert answers == ([200, 200, 200] if rclone else [304, 412, 412])
 
 
 def test_unsigned_is_denied_before_s3(
@@ -144,6 +182,7 @@ def test_urls_are_stable_across_workers_and_windows(s3_settings: Callable[..., S
     assert call(workers[0], signed).headers["location"] not in locations
 
 
+@on_every_s3
 def test_presigned_url_expires_at_s3(
     s3_settings: Callable[..., Settings], put: Callable[..., None]
 ) -> None:
@@ -156,10 +195,12 @@ def test_presigned_url_expires_at_s3(
     assert follow(location).status_code in (400, 403)
 
 
+@on_every_s3
 def test_download_disposition(
     s3_settings: Callable[..., Settings], put: Callable[..., None]
 ) -> None:
-    """download=True makes S3 answer with an attachment disposition, non-ASCII included."""
+    """download=True makes S3 answer with an attachment disposition, non-ASCII included:
+    both servers honour response-content-disposition (rclone v1.75 too, measured)."""
     put('media/docs/caf\u00e9 "x".txt')
     gateway = MediaGateway(settings=s3_settings())
     location = call(
@@ -172,8 +213,10 @@ def test_download_disposition(
     r = follow(location)
     assert r.status_code == 200
     assert r.content == DATA
+    assert r.headers["content-disposition"] == params["response-content-disposition"]
 
 
+@on_every_s3
 def test_public_endpoint_is_signed_for_its_host(
     s3_settings: Callable[..., Settings], put: Callable[..., None], s3_server: S3Server
 ) -> None:
@@ -202,6 +245,7 @@ def test_public_prefix_and_custom_domain(s3_settings: Callable[..., Settings]) -
     assert "cdn.example.com" not in private.headers["location"]
 
 
+@on_every_s3
 def test_public_prefix_without_cdn_is_presigned(
     s3_settings: Callable[..., Settings], put: Callable[..., None]
 ) -> None:
@@ -231,6 +275,7 @@ def test_location_host_comes_from_config(
     assert reply.headers["location"].startswith(s3_server.endpoint_url + "/")
 
 
+@on_every_s3
 def test_missing_key_redirects_to_s3_404(s3_settings: Callable[..., Settings]) -> None:
     """Item 39, documented: redirect mode does not ask S3 first (that would cost a call
     per request); a missing key is S3's 404 after the redirect."""
@@ -239,6 +284,7 @@ def test_missing_key_redirects_to_s3_404(s3_settings: Callable[..., Settings]) -
     assert follow(location).status_code == 404
 
 
+@on_every_s3
 def test_hybrid_mode(
     s3_settings: Callable[..., Settings], put: Callable[..., None], media_root: Path
 ) -> None:
@@ -256,6 +302,7 @@ def test_hybrid_mode(
     assert call(gateway, gateway.signer.sign_url("local.bin")).status == 302
 
 
+@on_every_s3
 def test_wrong_credentials(s3_settings: Callable[..., Settings], put: Callable[..., None]) -> None:
     """Item 38: presigning works offline, so the gateway still redirects; S3 refuses the
     URL, and `media-gateway check` reports it (tests/test_cli_s3.py)."""
@@ -278,6 +325,7 @@ class GatewayClient(httpx.Client):
     gateway: MediaGateway
 
 
+@on_every_s3
 class TestProxy:
     """GATEWAY_S3_DELIVERY=proxy streams through the gateway."""
 
@@ -308,13 +356,32 @@ class TestProxy:
         assert r.headers["x-content-type-options"] == "nosniff"
 
     def test_range_and_conditionals(self, client: GatewayClient) -> None:
-        """Range gives 206, a matching If-None-Match 304, bad ranges 416."""
+        """Range gives 206 from either server (rclone's 200 with a Content-Range becomes a
+        206), a matching If-None-Match 304, bad ranges 416. If-Modified-Since, If-Match and
+        If-Unmodified-Since give 304 and 412 from either server: SeaweedFS answers them as
+        AWS does; rclone ignores them and sends the object, which the gateway then judges on
+        rclone's own validators (item 67)."""
         r = client.get(self.url(client), headers={"range": "bytes=10-19"})
         assert r.status_code == 206
         assert r.content == DATA[10:20]
         assert r.headers["content-range"] == f"bytes 10-19/{len(DATA)}"
-        etag = client.get(self.url(client)).headers["etag"]
+        whole = client.get(self.url(client))
+        etag, modified = whole.headers["etag"], whole.headers["last-modified"]
         assert client.get(self.url(client), headers={"if-none-match": etag}).status_code == 304
+        earlier = "Sat, 01 Jan 2000 00:00:00 GMT"
+        asked = [
+            ({"if-modified-since": modified}, 304),
+            ({"if-modified-since": earlier}, 200),
+            ({"if-match": '"not-the-etag"'}, 412),
+            ({"if-match": etag, "range": "bytes=0-9"}, 206),
+            ({"if-unmodified-since": earlier}, 412),
+        ]
+        for headers, status in asked:
+            r = client.get(self.url(client), headers=headers)
+            assert r.status_code == status, headers
+            if status == 304:
+                assert (r.content, r.headers["etag"]) == (b"", etag)
+                assert "content-length" not in r.headers or r.headers["content-length"] == "0"
         assert (
             client.get(self.url(client), headers={"range": f"bytes={len(DATA) + 5}-"}).status_code
             == 416
@@ -526,6 +593,7 @@ def offline_settings(media_root: Path, **overrides: Any) -> Settings:
         "secret_keys": (SECRET,),
         "media_root": media_root,
         "use_s3": True,
+        "aws_location": "media",  # as .env.example sets it
         "aws_access_key_id": "AKIDEXAMPLE",
         "aws_secret_access_key": "offline-secret",
         "aws_storage_bucket_name": "bucket",

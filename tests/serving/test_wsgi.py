@@ -101,3 +101,24 @@ def test_traversal_under_gunicorn(gunicorn: str) -> None:
     """Encoded traversal is refused by the WSGI gateway too."""
     for target in ("/media/%2e%2e/secret", "/media/..%2fsecret"):
         assert httpx.get(gunicorn + target).status_code == 404
+
+
+def test_direct_upload_through_gunicorn(gunicorn: str, media_root: Path) -> None:
+    """The upload endpoint answers under WSGI too: ask, PUT a body larger than a2wsgi's
+    reads, then the file comes back through a signed link (issue 16)."""
+    from gateway.uploads import UploadSigner
+
+    data = os.urandom(300 * 1024)
+    ticket = UploadSigner(secret_keys=[SECRET]).sign_ticket("up/", max_bytes=len(data))
+    plan = httpx.post(
+        gunicorn + "/media-uploads/",
+        json={"token": ticket, "filename": "w.bin", "size": len(data), "content_type": "a/b"},
+    )
+    assert plan.status_code == 200, plan.text
+    answer = plan.json()
+    put = httpx.put(gunicorn + answer["url"], content=data, headers=answer["headers"])
+    assert put.status_code == 201, put.text
+    assert (media_root / answer["key"]).read_bytes() == data
+    assert httpx.get(gunicorn + signer().sign_url(answer["key"])).content == data
+    too_big = httpx.put(gunicorn + answer["url"], content=data + b"!", headers=answer["headers"])
+    assert too_big.status_code == 413
