@@ -266,7 +266,11 @@ def main() -> int:
         report = signer.sign_url("documents/report.txt", download=True)
         print(f"  download            {base}{report}")
         print(f"  unsigned (403)      {base}{settings.media_url}documents/report.txt")
-        print(f"  direct upload form  {base}/ (the file goes to {where}, not through the app)")
+        if settings.use_s3 and settings.local_fallback:
+            into = "the gateway, which writes it to disk and to S3, as during a migration"
+        else:
+            into = where
+        print(f"  direct upload form  {base}/ (the file goes to {into}, not through the app)")
         video = signer.sign_url("videos/sample.bin")
         # -L follows a redirect to S3 where the video is not on disk (your own bucket).
         print(f"\n  try: curl -iL -H 'Range: bytes=0-99' '{base}{video}'")

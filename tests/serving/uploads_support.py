@@ -56,6 +56,7 @@ def settings_for(request: pytest.FixtureRequest, media_root: Path) -> Callable[.
                 aws_secret_access_key=server.secret_key,
                 aws_storage_bucket_name=request.getfixturevalue("s3_bucket"),
                 aws_s3_endpoint_url=server.endpoint_url,
+                aws_location="media",  # as the shared fixtures set it
             )
         values.update(overrides)
         return Settings(**values)
