@@ -110,6 +110,9 @@ def audit(settings: Settings, *, using: str = "default") -> AuditReport:
     started = time.monotonic()
     present: dict[str, int] = {}
     root = settings.media_root
+    if not root.is_dir() and (not settings.use_s3 or settings.local_fallback):
+        # The app writes there in these phases: every row would be "missing" for a typo.
+        raise ConfigError("MEDIA_ROOT", f"directory {str(root)!r} does not exist")
     if root.is_dir():
         for relpath in _disk(str(root)):
             present[relpath] = ON_DISK

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -250,3 +250,20 @@ def test_names_that_are_not_utf8(
     assert json.loads(out)["orphans"] == [
         {"path": "scans\\xff/r\\xe9sum\\xe9.pdf", "where": ["disk"]}
     ]
+
+
+def test_a_media_root_that_does_not_exist_exits_2(
+    rows: Callable[..., Any], media_root: Path
+) -> None:
+    """In the phases that read the disk, a MEDIA_ROOT that is not there is a setting to
+    fix (one line, exit 2), not every row reported missing."""
+    rows(file="documents/a.pdf")
+    with (
+        override_settings(MEDIA_ROOT=str(media_root / "typo")),
+        pytest.raises(CommandError) as raised,
+    ):
+        call_command("media_gateway", "audit")
+    assert raised.value.returncode == 2
+    assert str(raised.value) == (
+        f"media-gateway: MEDIA_ROOT: directory {str(media_root / 'typo')!r} does not exist"
+    )
