@@ -24,7 +24,9 @@ every phase and does no I/O.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import os
 import posixpath
 import threading
 from collections.abc import Iterator
@@ -115,7 +117,7 @@ class GatewayStorage(GatewayURLs, Storage):
     def _build(self, settings: Settings) -> _Sides:
         disk = s3 = None
         if not settings.use_s3 or settings.local_fallback:
-            disk = GatewayFileSystemStorage(**self._disk_options)
+            disk = _Disk(**self._disk_options)
         if settings.use_s3:
             s3 = _checksummed(self.s3_class)(**self._disk_options, **self._options)
         return _Sides(disk, s3)
@@ -158,7 +160,16 @@ class GatewayStorage(GatewayURLs, Storage):
             assert sides.s3
             return str(sides.s3._save(name, content))
         source = content if hasattr(content, "temporary_file_path") else _Source(content)
-        name = sides.disk._save(name, source)
+        _paths.last = None
+        try:
+            name = sides.disk._save(name, source)
+        except BaseException:
+            if isinstance(source, _Source) and source.started and _paths.last:
+                # The disk's write failed (disk full, EIO) after it created the file:
+                # the last path it asked for is that file, created by this call (O_EXCL).
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_paths.last)
+            raise
         if isinstance(source, _Source) and source.error is not None:
             # The source broke off (a client gone mid-upload): no truncated file stays
             # on disk for the gateway to serve and `upload` to copy.
@@ -272,6 +283,20 @@ class GatewayStorage(GatewayURLs, Storage):
         return getattr(sides.s3, method)(name, *args)
 
 
+class _Disk(GatewayFileSystemStorage):
+    """The disk side: notes in this thread the last path it gave, which during its
+    ``_save`` is the file it creates (it asks for the path of each name it tries)."""
+
+    def path(self, name: str) -> str:
+        path: str = super().path(name)
+        _paths.last = path
+        return path
+
+
+# The last path the disk side gave in this thread (see _Disk).
+_paths = threading.local()
+
+
 class _Source(File):
     """What the disk side reads of ``content``: an error of the source ends the chunks
     early and is kept in ``error``, so the disk side closes the file under the name it
@@ -280,8 +305,10 @@ class _Source(File):
     def __init__(self, content: File[Any]) -> None:
         super().__init__(content, getattr(content, "name", None))
         self.error: BaseException | None = None
+        self.started = False  # the disk side opened its file and asked for the bytes
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[Any]:
+        self.started = True
         try:
             yield from self.file.chunks(chunk_size)
         except GeneratorExit:

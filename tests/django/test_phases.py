@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import resource
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -353,3 +355,26 @@ def test_a_name_is_free_again_after_a_failed_save(phase: Any, bucket: Bucket) ->
         assert storage.get_available_name(long_name) == long_name
         assert storage.get_available_name("avatars/a.jpg") == "avatars/a.jpg"
         assert storage.save("avatars/a.jpg", ContentFile(b"x")) == "avatars/a.jpg"
+
+
+@pytest.mark.parametrize("name", ["local", "migrating"])
+def test_a_disk_that_fills_up_mid_write_leaves_no_half(
+    phase: Any, media_root: Path, bucket: Bucket, name: str
+) -> None:
+    """The disk refuses more bytes mid-write (RLIMIT_FSIZE, as a full disk would): the
+    save fails and the bytes written so far do not stay on disk (item 66)."""
+    body = ContentFile(b"x" * (1 << 20))  # in 64 KiB chunks, past the limit
+    with phase(name):
+        storage = GatewayStorage()
+        storage.exists("warm-up")  # everything but the write itself done before the limit
+        ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, limits[1]))
+        try:
+            with pytest.raises(OSError, match="File too large"):
+                storage.save("documents/big.bin", body)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, ignored)
+    assert on_disk(media_root) == {}
+    assert bucket.objects() == {}
