@@ -165,16 +165,13 @@ class GatewayStorage(GatewayURLs, Storage):
             name = sides.disk._save(name, source)
         except BaseException:
             if isinstance(source, _Source) and source.started and _paths.last:
-                # The disk's write failed (disk full, EIO) after it created the file:
-                # the last path it asked for is that file, created by this call (O_EXCL).
+                # The source broke off (a client gone) or the disk failed (full, EIO)
+                # after the file was created: no truncated file stays for the gateway to
+                # serve and `upload` to copy. The last path the disk side asked for is
+                # that file, which this call created (O_EXCL), never another writer's.
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(_paths.last)
             raise
-        if isinstance(source, _Source) and source.error is not None:
-            # The source broke off (a client gone mid-upload): no truncated file stays
-            # on disk for the gateway to serve and `upload` to copy.
-            sides.disk.delete(name)
-            raise source.error
         if not sides.s3:
             return name
         # S3 gets the bytes as written to disk (content may be a stream read once); its
@@ -298,23 +295,16 @@ _paths = threading.local()
 
 
 class _Source(File):
-    """What the disk side reads of ``content``: an error of the source ends the chunks
-    early and is kept in ``error``, so the disk side closes the file under the name it
-    chose (which may differ from the one asked for) and the caller can remove it."""
+    """What the disk side reads of ``content``; ``started`` once it asked for the bytes,
+    which it does only after creating its file."""
 
     def __init__(self, content: File[Any]) -> None:
         super().__init__(content, getattr(content, "name", None))
-        self.error: BaseException | None = None
-        self.started = False  # the disk side opened its file and asked for the bytes
+        self.started = False
 
     def chunks(self, chunk_size: int | None = None) -> Iterator[Any]:
         self.started = True
-        try:
-            yield from self.file.chunks(chunk_size)
-        except GeneratorExit:
-            raise  # the disk side gave up (its own error), not the source
-        except BaseException as exc:
-            self.error = exc
+        yield from self.file.chunks(chunk_size)
 
 
 class _Hashed(File):
