@@ -110,6 +110,9 @@ def audit(settings: Settings, *, using: str = "default") -> AuditReport:
     started = time.monotonic()
     present: dict[str, int] = {}
     root = settings.media_root
+    if not root.is_dir() and (not settings.use_s3 or settings.local_fallback):
+        # The app writes there in these phases: every row would be "missing" for a typo.
+        raise ConfigError("MEDIA_ROOT", f"directory {str(root)!r} does not exist")
     if root.is_dir():
         for relpath in _disk(str(root)):
             present[relpath] = ON_DISK
@@ -120,7 +123,9 @@ def audit(settings: Settings, *, using: str = "default") -> AuditReport:
     for model, fields in _file_fields():
         _check_rows(report, present, model, fields, root=str(root), using=using)
     report.orphans = [
-        Orphan(relpath, _where(bits)) for relpath, bits in sorted(present.items()) if bits < NAMED
+        Orphan(_shown(relpath), _where(bits))
+        for relpath, bits in sorted(present.items())
+        if bits < NAMED
     ]
     report.seconds = time.monotonic() - started
     return report
@@ -244,6 +249,12 @@ def _bucket(settings: Settings) -> Iterable[str]:
         raise ConfigError("AWS_S3_ENDPOINT_URL", f"listing the bucket failed: {exc}") from None
     finally:
         client.close()
+
+
+def _shown(relpath: str) -> str:
+    """``relpath`` printable and JSON-safe: a file name that is not UTF-8 (os.walk's
+    surrogates) with its bytes as ``\\xNN``, as ``upload`` and ``verify`` show it."""
+    return relpath.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def _plain(value: Any) -> Any:

@@ -24,13 +24,22 @@ every phase and does no I/O.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import posixpath
+import threading
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import File
 from django.core.files.storage import Storage
 from django.utils.deconstruct import deconstructible
 
+from ..exceptions import RequestError
+from ..paths import validate_relpath
 from ..settings import Settings
 from . import gateway_settings
 from .storage import (
@@ -47,6 +56,17 @@ __all__ = ["GatewayStorage", "PublicGatewayStorage"]
 
 # What a missing disk copy raises: FileSystemStorage lets open()/stat() errors through.
 _NOT_ON_DISK = (FileNotFoundError, NotADirectoryError)
+# Bytes read at a time to hash a mirrored copy: few system calls, a bounded buffer.
+_HASH_CHUNK = 1024 * 1024
+# The names (media_prefix + name) this process is writing to S3 alone, each from the
+# get_available_name() of a save() to its end. The disk's O_EXCL settles two saves of
+# one name; S3 has no create-if-absent that every server honours (rclone ignores
+# If-None-Match), so without this two threads that both found a name free would both
+# write it, and two rows would name one upload.
+_WRITING: set[str] = set()
+_WRITING_LOCK = threading.Lock()
+# The keys the current thread's save() reserved, released when it returns.
+_reserved = threading.local()
 
 
 class _Sides:
@@ -69,7 +89,9 @@ class GatewayStorage(GatewayURLs, Storage):
     ``media_prefix`` is a directory under ``MEDIA_ROOT`` / ``AWS_LOCATION`` for this
     storage's names, as for the other gateway storages; other options (``bucket_name``,
     ``object_parameters``, credentials...) go to the S3 side. Names are never
-    overwritten: a name taken on either side gets a new suffix.
+    overwritten: a name taken on either side gets a new suffix. Two saves of one name
+    at once get two names, but in the S3 phase only within one process: two processes
+    that find a name free at the same moment both write it (as django-storages does).
     """
 
     #: The S3 side's class: its ACL and object parameters are those of the S3 phase.
@@ -95,31 +117,83 @@ class GatewayStorage(GatewayURLs, Storage):
     def _build(self, settings: Settings) -> _Sides:
         disk = s3 = None
         if not settings.use_s3 or settings.local_fallback:
-            disk = GatewayFileSystemStorage(**self._disk_options)
+            disk = _Disk(**self._disk_options)
         if settings.use_s3:
-            s3 = self.s3_class(**self._disk_options, **self._options)
+            s3 = _checksummed(self.s3_class)(**self._disk_options, **self._options)
         return _Sides(disk, s3)
 
     # Writes
 
+    def save(self, name: str | None, content: Any, max_length: int | None = None) -> str:
+        keys: list[str] = []
+        outer, _reserved.keys = getattr(_reserved, "keys", None), keys
+        try:
+            return str(super().save(name, content, max_length=max_length))
+        finally:
+            with _WRITING_LOCK:
+                _WRITING.difference_update(keys)
+            _reserved.keys = outer
+
+    def get_available_name(self, name: str, max_length: int | None = None) -> str:
+        # Django's search asks self.exists() until a name is free on both sides; the S3
+        # side's HEADs are counted and bounded as in GatewayS3Storage's own search.
+        token = _probes.set([0])
+        try:
+            while True:
+                available = str(super().get_available_name(name, max_length))
+                keys: list[str] | None = getattr(_reserved, "keys", None)
+                if keys is None or self._sides().disk:
+                    return available  # not for a save(), or the disk settles it
+                with _WRITING_LOCK:
+                    # Free unless a save of this process took it since exists() said so.
+                    if self.media_prefix + available not in _WRITING:
+                        _WRITING.add(self.media_prefix + available)
+                        keys.append(self.media_prefix + available)
+                        return available
+        finally:
+            _probes.reset(token)
+
     def _save(self, name: str, content: File[Any]) -> str:
+        self._check_name(name)
         sides = self._sides()
         if not sides.disk:
             assert sides.s3
             return str(sides.s3._save(name, content))
-        name = sides.disk._save(name, content)
+        source = content if hasattr(content, "temporary_file_path") else _Source(content)
+        _paths.last = None
+        try:
+            name = sides.disk._save(name, source)
+        except BaseException:
+            if isinstance(source, _Source) and source.started and _paths.last:
+                # The source broke off (a client gone) or the disk failed (full, EIO)
+                # after the file was created: no truncated file stays for the gateway to
+                # serve and `upload` to copy. The last path the disk side asked for is
+                # that file, which this call created (O_EXCL), never another writer's.
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(_paths.last)
+            raise
         if not sides.s3:
             return name
         # S3 gets the bytes as written to disk (content may be a stream read once); its
         # Content-Type comes from the name, as for every write and for `upload`.
         try:
             with sides.disk.open(name, "rb") as copy:
-                sides.s3._save(name, copy)
+                sides.s3._save(name, _Hashed(copy))
         except BaseException:
             # A write is whole or absent: no disk copy that S3 lacks.
             sides.disk.delete(name)
             raise
         return name
+
+    def _check_name(self, name: str) -> None:
+        """Refuse a name the gateway would never serve (NUL, a segment over 255 bytes):
+        S3 alone takes it, and its URL, `pull` and a rollback would all fail later."""
+        try:
+            validate_relpath(self.media_prefix + posixpath.normpath(name))
+        except RequestError:
+            raise SuspiciousFileOperation(
+                f"{type(self).__name__} cannot save {name!r}: not a path the gateway serves"
+            ) from None
 
     def delete(self, name: str) -> None:
         # S3 first: if it fails, both copies stay and the call can be repeated.
@@ -142,6 +216,8 @@ class GatewayStorage(GatewayURLs, Storage):
         return opened
 
     def exists(self, name: str) -> bool:
+        if self.media_prefix + name in _WRITING:
+            return True  # being written to S3 by this process: taken
         sides = self._sides()
         if sides.disk and sides.disk.exists(name):
             return True
@@ -187,15 +263,6 @@ class GatewayStorage(GatewayURLs, Storage):
             raise NotImplementedError(f"{name!r} is in S3 only: use open()")
         return path
 
-    def get_available_name(self, name: str, max_length: int | None = None) -> str:
-        # Django's search asks self.exists() until a name is free on both sides; the S3
-        # side's HEADs are counted and bounded as in GatewayS3Storage's own search.
-        token = _probes.set([0])
-        try:
-            return str(super().get_available_name(name, max_length))
-        finally:
-            _probes.reset(token)
-
     def url(self, name: str, *, download: bool = False, expire: int | None = None) -> str:
         """The gateway URL of ``name`` in every phase; ``expire`` as in django-storages."""
         return self.gateway_url(name, download=download, expires_in=expire)
@@ -211,6 +278,80 @@ class GatewayStorage(GatewayURLs, Storage):
                     raise
         assert sides.s3
         return getattr(sides.s3, method)(name, *args)
+
+
+class _Disk(GatewayFileSystemStorage):
+    """The disk side: notes in this thread the last path it gave, which during its
+    ``_save`` is the file it creates (it asks for the path of each name it tries)."""
+
+    def path(self, name: str) -> str:
+        path: str = super().path(name)
+        _paths.last = path
+        return path
+
+
+# The last path the disk side gave in this thread (see _Disk).
+_paths = threading.local()
+
+
+class _Source(File):
+    """What the disk side reads of ``content``; ``started`` once it asked for the bytes,
+    which it does only after creating its file."""
+
+    def __init__(self, content: File[Any]) -> None:
+        super().__init__(content, getattr(content, "name", None))
+        self.started = False
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[Any]:
+        self.started = True
+        yield from self.file.chunks(chunk_size)
+
+
+class _Hashed(File):
+    """A disk copy on its way to S3, with the SHA-256 `upload` and `verify` trust."""
+
+    def __init__(self, copy: File[Any]) -> None:
+        super().__init__(copy.file, copy.name)
+        digest = hashlib.sha256()
+        while chunk := copy.read(_HASH_CHUNK):
+            digest.update(chunk)
+        copy.seek(0)
+        self.sha256 = digest.hexdigest()
+
+
+def _checksummed(base: type[GatewayS3Storage]) -> type[GatewayS3Storage]:
+    """``base`` storing a mirrored copy's SHA-256 as ``x-amz-meta-sha256``, as `upload`
+    does: `upload` then skips the copy rather than sending it again, and `verify` and
+    `pull` compare hashes rather than download it."""
+
+    def _get_write_parameters(self: Any, name: str, content: Any = None) -> dict[str, Any]:
+        # django-storages' hook that sees the content (get_object_parameters sees the name).
+        parameters: dict[str, Any] = base._get_write_parameters(self, name, content)
+        sha256 = getattr(content, "sha256", None)
+        # As S3Storage._save decides: a gzipped object does not hold the file's bytes.
+        gzipped = (
+            self.gzip
+            and parameters.get("ContentType") in self.gzip_content_types
+            and "ContentEncoding" not in parameters
+        )
+        if sha256 is not None and not gzipped:
+            parameters["Metadata"] = {**parameters.get("Metadata", {}), "sha256": sha256}
+        return parameters
+
+    if base not in _CHECKSUMMED:
+        # The same names as ``base``, so that errors and reprs name the class configured.
+        namespace = {
+            "_get_write_parameters": _get_write_parameters,
+            "__module__": base.__module__,
+            "__qualname__": base.__qualname__,
+        }
+        _CHECKSUMMED[base] = type(base.__name__, (base,), namespace)
+    return _CHECKSUMMED[base]
+
+
+# One subclass per S3 class (a dict, not functools.cache: classes are hashable, but
+# mypy does not see it). Filled once per class; a race makes an equal second one.
+_CHECKSUMMED: dict[type[GatewayS3Storage], type[GatewayS3Storage]] = {}
 
 
 @deconstructible(path="gateway.django.storage.PublicGatewayStorage")

@@ -8,14 +8,16 @@ left behind neither show up as missing here nor disappear for them.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import os
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.db import connection, transaction
 from django.test import override_settings
 from django.test.utils import CaptureQueriesContext
@@ -225,3 +227,43 @@ def test_public_api() -> None:
     names = ["AuditReport", "MissingFile", "Orphan", "audit"]
     assert sorted(gateway.django.audit.__all__) == names
     assert all(hasattr(gateway.django.audit, name) for name in names)
+
+
+def test_names_that_are_not_utf8(
+    rows: Callable[..., Any], media_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file whose name is not UTF-8 is listed with its bytes as \\xNN, as upload and
+    verify show it, on a strict UTF-8 stdout (an en_US.UTF-8 terminal) and in --json
+    (item 47)."""
+    odd = os.path.join(os.fsencode(media_root), b"scans\xff")
+    os.mkdir(odd)
+    open(os.path.join(odd, b"r\xe9sum\xe9.pdf"), "wb").close()  # Latin-1, as old uploads
+    strict = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict")
+    with override_settings(MEDIA_ROOT=str(media_root)):
+        call_command("media_gateway", "audit", stdout=strict)
+        strict.flush()
+        assert strict.buffer.getvalue().decode().splitlines()[0] == (
+            "orphan: scans\\xff/r\\xe9sum\\xe9.pdf (disk)"
+        )
+        code, out, _ = run_audit(capsys, "--json")
+    assert code == 0
+    assert json.loads(out)["orphans"] == [
+        {"path": "scans\\xff/r\\xe9sum\\xe9.pdf", "where": ["disk"]}
+    ]
+
+
+def test_a_media_root_that_does_not_exist_exits_2(
+    rows: Callable[..., Any], media_root: Path
+) -> None:
+    """In the phases that read the disk, a MEDIA_ROOT that is not there is a setting to
+    fix (one line, exit 2), not every row reported missing."""
+    rows(file="documents/a.pdf")
+    with (
+        override_settings(MEDIA_ROOT=str(media_root / "typo")),
+        pytest.raises(CommandError) as raised,
+    ):
+        call_command("media_gateway", "audit")
+    assert raised.value.returncode == 2
+    assert str(raised.value) == (
+        f"media-gateway: MEDIA_ROOT: directory {str(media_root / 'typo')!r} does not exist"
+    )

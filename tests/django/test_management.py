@@ -114,9 +114,11 @@ def test_same_commands_and_flags_as_the_cli(django_apps: dict[str, Any]) -> None
     cli = commands(cli_parser())
     django = commands(Command().create_parser("manage.py", "media_gateway"))
     assert set(django) == (set(cli) - {"serve"}) | {"audit"}
+    djangos = {"--settings", "--pythonpath", "-v", "--verbosity", "--traceback"}
+    djangos |= {"--no-color", "--force-color"}
     for name, flags in cli.items():
         if name != "serve":
-            assert django[name] == flags | {"--settings", "--pythonpath"}, name
+            assert django[name] == flags | djangos, name
     assert {"--json", "--dry-run", "--shard", "--cleanup", "--state"} <= django["upload"]
 
 
@@ -284,3 +286,20 @@ def test_output_goes_to_the_streams_django_gives(django_apps: dict[str, Any]) ->
         call_command("media_gateway", "sign", "../a.pdf", stdout=out, stderr=err)
     assert raised.value.code == 2
     assert err.getvalue().startswith("media-gateway: ")
+
+
+def test_django_options_after_the_subcommand(
+    manage: Callable[..., subprocess.CompletedProcess[str]], media_root: Path
+) -> None:
+    """-v, --traceback, --no-color and --force-color parse after the sub-command, as
+    --settings does and as every other manage.py command takes them."""
+    settings = {"MEDIA_ROOT": str(media_root)}
+    for flags in (
+        ["-v", "0", "--traceback"],
+        ["--no-color"],
+        ["--verbosity", "2", "--force-color"],
+    ):
+        done = manage("sign", "documents/a.pdf", *flags, settings=settings)
+        assert done.returncode == 0, (flags, done.stderr)
+        assert done.stdout.startswith("/media/documents/a.pdf?exp="), flags
+    assert manage("sign", "documents/a.pdf", "-v", "7", settings=settings).returncode == 2

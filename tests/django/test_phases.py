@@ -7,14 +7,22 @@ where each byte went.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import resource
+import signal
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.config import Config
-from django.core.files.base import ContentFile
+from botocore.exceptions import ClientError
+from django.core.exceptions import SuspiciousFileOperation
+from django.core.files.base import ContentFile, File
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.core.management import call_command
 from django.db.migrations.writer import MigrationWriter
 from django.test import override_settings
 
@@ -248,3 +256,125 @@ def test_model_fields_and_migrations_name_the_functions(django_apps: dict[str, A
     written, imports = MigrationWriter.serialize(GatewayStorage(media_prefix="avatars/"))
     assert written == "gateway.django.storage.GatewayStorage(media_prefix='avatars/')"
     assert imports == {"import gateway.django.storage"}
+
+
+class BrokenSource(File):  # type: ignore[misc]
+    """An upload whose client goes away after the first part."""
+
+    def __init__(self) -> None:
+        super().__init__(None, name="half.txt")
+
+    def chunks(self, chunk_size: int | None = None) -> Iterator[bytes]:
+        yield b"the first half"
+        raise ConnectionResetError("client went away")
+
+
+@pytest.mark.parametrize("name", ["local", "migrating"])
+def test_a_broken_source_leaves_no_half(
+    phase: Any, media_root: Path, bucket: Bucket, name: str
+) -> None:
+    """The stream breaks off mid-write: the save fails and no truncated file stays on
+    disk, where the gateway would serve it and `upload` copy it (item 66)."""
+    with phase(name), pytest.raises(ConnectionResetError):
+        GatewayStorage().save("documents/half.txt", BrokenSource())
+    assert on_disk(media_root) == {}
+    assert bucket.objects() == {}
+
+
+@pytest.mark.parametrize("name", ["local", "migrating", "s3"])
+@pytest.mark.parametrize("odd", ["nul\x00.txt", "long/" + "n" * 252 + ".txt"])
+def test_names_the_gateway_cannot_serve_are_refused(
+    phase: Any, media_root: Path, bucket: Bucket, name: str, odd: str
+) -> None:
+    """NUL, or a segment over 255 bytes: refused in every phase, before either side
+    is written; S3 alone would take it, and its URL, `pull` and a rollback would
+    fail later (item 47)."""
+    with phase(name), pytest.raises(SuspiciousFileOperation, match="not a path the gateway"):
+        GatewayStorage().save(odd, ContentFile(b"x"))
+    assert on_disk(media_root) == {}
+    assert bucket.client.list_objects_v2(Bucket=bucket.name).get("Contents", []) == []
+
+
+def test_upload_skips_what_the_mirror_wrote(
+    phase: Any, media_root: Path, bucket: Bucket, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file the app wrote while migrating carries the SHA-256 `upload` trusts, so
+    the backfill skips it instead of sending it again, and `verify` matches it
+    (item 49)."""
+    body = b"%PDF-1.7 written while migrating"
+    with phase("migrating"):
+        name = GatewayStorage().save("documents/new.pdf", ContentFile(body))
+        call_command("media_gateway", "upload", "--json")
+        uploaded = json.loads(capsys.readouterr().out)
+        call_command("media_gateway", "verify", "--json")
+        verified = json.loads(capsys.readouterr().out)
+    assert (uploaded["uploaded"], uploaded["skipped"]) == (0, 1)
+    # Metadata names are case-insensitive; rclone answers "Sha256".
+    metadata = {
+        key.lower(): value for key, value in bucket.head(f"media/{name}")["Metadata"].items()
+    }
+    assert metadata["sha256"] == hashlib.sha256(body).hexdigest()
+    assert verified["ok"] is True
+
+
+def test_concurrent_saves_of_one_name_in_the_s3_phase(phase: Any, bucket: Bucket) -> None:
+    """Eight threads save the same name at once, each on a warm connection: eight
+    names and eight objects, each with its own bytes; never two rows naming one
+    upload, another user's file."""
+    storage = GatewayStorage()
+    saved: dict[int, str] = {}
+    start = threading.Barrier(8)
+
+    def save(number: int) -> None:
+        storage.exists("warm-up")  # this thread's connection, made before the race
+        start.wait(30)
+        saved[number] = storage.save("avatars/image.jpg", ContentFile(b"photo %d" % number))
+
+    with phase("s3"):
+        threads = [threading.Thread(target=save, args=(number,)) for number in range(8)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+    assert len(set(saved.values())) == 8
+    objects = bucket.objects()
+    assert {objects[f"media/{name}"] for name in saved.values()} == {
+        b"photo %d" % number for number in range(8)
+    }
+    assert all(objects[f"media/{name}"] == b"photo %d" % n for n, name in saved.items())
+
+
+def test_a_name_is_free_again_after_a_failed_save(phase: Any, bucket: Bucket) -> None:
+    """The name a save took for itself is released when the save fails (here S3 refuses
+    a key over 1,024 bytes), and asking for a name outside a save takes none."""
+    long_name = "/".join(["s" * 200] * 6) + ".jpg"
+    with phase("s3"):
+        storage = GatewayStorage()
+        with pytest.raises(ClientError, match="KeyTooLongError"):
+            storage.save(long_name, ContentFile(b"x"))
+        assert storage.get_available_name(long_name) == long_name
+        assert storage.get_available_name("avatars/a.jpg") == "avatars/a.jpg"
+        assert storage.save("avatars/a.jpg", ContentFile(b"x")) == "avatars/a.jpg"
+
+
+@pytest.mark.parametrize("name", ["local", "migrating"])
+def test_a_disk_that_fills_up_mid_write_leaves_no_half(
+    phase: Any, media_root: Path, bucket: Bucket, name: str
+) -> None:
+    """The disk refuses more bytes mid-write (RLIMIT_FSIZE, as a full disk would): the
+    save fails and the bytes written so far do not stay on disk (item 66)."""
+    body = ContentFile(b"x" * (1 << 20))  # in 64 KiB chunks, past the limit
+    with phase(name):
+        storage = GatewayStorage()
+        storage.exists("warm-up")  # everything but the write itself done before the limit
+        ignored = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not a kill
+        limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, limits[1]))
+        try:
+            with pytest.raises(OSError, match="File too large"):
+                storage.save("documents/big.bin", body)
+        finally:
+            resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+            signal.signal(signal.SIGXFSZ, ignored)
+    assert on_disk(media_root) == {}
+    assert bucket.objects() == {}

@@ -135,8 +135,8 @@ def site(tmp_path: Path, s3_server: S3Server, s3_bucket: str) -> Site:
 
 
 def test_wagtail_site_through_every_phase(site: Site) -> None:
-    """local -> migrating -> upload + verify -> S3 (MEDIA_ROOT gone) -> pull -> local:
-    no failed read, write or request at any step."""
+    """local -> migrating -> upload + verify -> S3 (MEDIA_ROOT gone) -> migrating ->
+    pull -> local: no failed read, write or request at any step."""
     # Local: files on disk, served by the gateway itself.
     red = site.manage("add_image", "red", "ff0000").strip()
     assert red == "original_images/red.png"
@@ -177,8 +177,15 @@ def test_wagtail_site_through_every_phase(site: Site) -> None:
         "ContentType": "image/png",
     }
 
-    # Rollback: pull everything back, then local again; nothing made in S3 is lost.
+    # Rollback as the README says: MEDIA_ROOT back and phase 2 first, so that what the
+    # app writes and reads until the pull is done needs no second copy; then local again.
+    # Nothing made in S3 is lost.
     site.media_root.mkdir()
+    site.phase = "migrating"
+    black = site.manage("add_image", "black", "000000").strip()
+    assert (site.media_root / black).is_file() and f"media/{black}" in site.objects()
+    answered = site.visit("width-14")  # originals from S3, not pulled yet
+    assert answered[f"/media/{blue}"] == 302 and answered[f"/media/{black}"] == 200
     site.manage("media_gateway", "pull")
     site.phase = "local"
     site.manage("add_image", "white", "ffffff")

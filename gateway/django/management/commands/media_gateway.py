@@ -48,13 +48,16 @@ class Command(BaseCommand):
         )
         audit.add_argument("--json", action="store_true", help="print one JSON object")
         audit.set_defaults(command=_audit)
+        hidden = {"default": argparse.SUPPRESS, "help": argparse.SUPPRESS}
         for subcommand in commands.choices.values():
-            # Django reads these before the command runs, wherever they stand; the
-            # sub-commands accept them too, so `upload --settings mysite.dev` parses.
-            subcommand.add_argument("--settings", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-            subcommand.add_argument(
-                "--pythonpath", default=argparse.SUPPRESS, help=argparse.SUPPRESS
-            )
+            # Django's own options, which every other command takes wherever they stand;
+            # the sub-commands accept them too, so `upload --settings mysite.dev -v 0`
+            # parses (Django reads --settings and --pythonpath before the command runs).
+            subcommand.add_argument("--settings", **hidden)
+            subcommand.add_argument("--pythonpath", **hidden)
+            subcommand.add_argument("-v", "--verbosity", type=int, choices=range(4), **hidden)
+            for flag in ("--traceback", "--no-color", "--force-color"):
+                subcommand.add_argument(flag, action="store_true", **hidden)
         parser.set_defaults(settings_from=f"Django ({django_settings.SETTINGS_MODULE})")
 
     def handle(self, *args: Any, **options: Any) -> None:
