@@ -33,6 +33,7 @@ from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
+from django.conf import settings as django_settings
 from django.core.exceptions import SuspiciousFileOperation
 from django.core.files.base import File
 from django.core.files.storage import Storage
@@ -94,7 +95,8 @@ class GatewayStorage(GatewayURLs, Storage):
     that find a name free at the same moment both write it (as django-storages does).
     """
 
-    #: The S3 side's class: its ACL and object parameters are those of the S3 phase.
+    #: The S3 side's class: its object parameters and typing are those of the S3 phase;
+    #: no ACL is sent unless the project asks for one (see _build).
     s3_class: type[GatewayS3Storage] = MediaStorage
 
     def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
@@ -119,7 +121,15 @@ class GatewayStorage(GatewayURLs, Storage):
         if not settings.use_s3 or settings.local_fallback:
             disk = _Disk(**self._disk_options)
         if settings.use_s3:
-            s3 = _checksummed(self.s3_class)(**self._disk_options, **self._options)
+            # No ACL unless the project asks for one (AWS_DEFAULT_ACL or default_acl=):
+            # buckets made since 2023 have ACLs disabled and refuse a PUT that sets one
+            # (public-read also under Block Public Access), and `upload` sets none, so
+            # objects written by the app and copied by upload are alike. Public files are
+            # served through the gateway's presigned redirects; a CDN reading the bucket
+            # directly needs a bucket policy on the public prefix.
+            acl = {"default_acl": getattr(django_settings, "AWS_DEFAULT_ACL", None)}
+            options = {**acl, **self._options}
+            s3 = _checksummed(self.s3_class)(**self._disk_options, **options)
         return _Sides(disk, s3)
 
     # Writes

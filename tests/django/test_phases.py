@@ -378,3 +378,24 @@ def test_a_disk_that_fills_up_mid_write_leaves_no_half(
             signal.signal(signal.SIGXFSZ, ignored)
     assert on_disk(media_root) == {}
     assert bucket.objects() == {}
+
+
+@pytest.mark.parametrize("storage_class", [GatewayStorage, PublicGatewayStorage])
+def test_no_acl_unless_the_project_asks(phase: Any, storage_class: type[GatewayStorage]) -> None:
+    """A bucket with ACLs disabled (AWS's default since 2023) refuses a PUT with an ACL,
+    and `upload` sends none: the storage sends none either, unless AWS_DEFAULT_ACL or
+    default_acl says so. (rclone has no ACLs, so this reads the PUT's parameters.)"""
+    for name in ("migrating", "s3"):
+        with phase(name):
+            s3_side = storage_class()._sides().s3
+            assert s3_side is not None
+            assert "ACL" not in s3_side._get_write_parameters("logo.png")
+        with phase(name, AWS_DEFAULT_ACL="bucket-owner-full-control"):
+            s3_side = storage_class()._sides().s3
+            assert s3_side is not None
+            params = s3_side._get_write_parameters("logo.png")
+            assert params["ACL"] == "bucket-owner-full-control"
+        with phase(name):
+            s3_side = storage_class(default_acl="public-read")._sides().s3
+            assert s3_side is not None
+            assert s3_side._get_write_parameters("logo.png")["ACL"] == "public-read"
