@@ -138,6 +138,9 @@ def test_prefix_cannot_climb() -> None:
         ({"filename": "a.png", "size": 1001, "content_type": "image/png"}, 413),
         ({"filename": "a.html", "size": 1, "content_type": "text/html"}, 415),
         ({"filename": "a.svg", "size": 1, "content_type": "application/pdf"}, 415),
+        # Nested deeper than the JSON parser recurses, within the size cap: once a 500.
+        (b"[" * 100_000, 400),
+        (b'{"complete": ' + b"[" * 100_000 + b"}", 400),
     ],
 )
 def test_plan_refusals(
