@@ -93,6 +93,7 @@ def test_two_uploads_of_one_name_get_two_keys(
         ".htaccess",
         "%2e%2e%2fx",
         "é" * 300 + ".png",
+        "漢" * 150 + ".png",  # 3 bytes each: once past NAME_MAX in the key, a 404
         "\x7f\x1b[31m.png",
     ],
 )
