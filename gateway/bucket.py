@@ -191,4 +191,22 @@ def layout_problems(settings: Settings, found: dict[str, Any]) -> tuple[list[str
             f" default before it took django-storages' root), set AWS_LOCATION={only};"
             f" if your names begin with {only + '/'!r}, all is well"
         ]
+    if not location and OLD_DEFAULT_LOCATION in layout["prefixes"]:
+        # The same upgrade in a shared bucket: media/ beside static/ (collectstatic) or
+        # another app's keys hid it from the rule above, and check said nothing.
+        others = [p for p in layout["prefixes"] if p != OLD_DEFAULT_LOCATION]
+        beside = ", ".join(
+            ([f"{layout['root_objects']} at the bucket root"] if layout["root_objects"] else [])
+            + [f"under {p}" for p in others[:5]]
+        )
+        return [], [
+            f"AWS_LOCATION: the bucket root (unset or empty), and objects lie under"
+            f" {OLD_DEFAULT_LOCATION!r}, the gateway's default before it took django-storages'"
+            f" root (and objects {beside}). If the gateway wrote them, set AWS_LOCATION=media;"
+            f" if your names begin with {OLD_DEFAULT_LOCATION!r}, all is well"
+        ]
     return [], []
+
+
+# Where the gateway put every key until AWS_LOCATION took django-storages' default.
+OLD_DEFAULT_LOCATION = "media/"

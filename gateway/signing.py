@@ -32,7 +32,7 @@ from .hmac_sha256 import HmacSha256
 from .paths import validate_relpath
 from .settings import Settings
 
-__all__ = ["Grant", "URLSigner"]
+__all__ = ["Grant", "URLSigner", "signable_content_type"]
 
 # Part of the HMAC key: a signature made for another purpose with the same secret
 # (a Django session, say) never verifies here (tests/README.md, item 15).
@@ -230,6 +230,11 @@ class URLSigner:
             return validate_relpath(path)
         except Exception:
             raise ValueError(f"not a valid media path: {path!r}") from None
+
+
+def signable_content_type(value: str) -> bool:
+    """Whether a link may carry ``value`` as its ``ct`` option (a type, at most a charset)."""
+    return _CONTENT_TYPE.fullmatch(value) is not None
 
 
 def rounding_window(window: int, lifetime: int) -> int:

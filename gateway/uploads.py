@@ -59,6 +59,9 @@ MAX_TICKET_TTL = 7 * 24 * 3600
 # A stored name longer than this is cut (its extension kept): keys stay far below S3's
 # 1,024 bytes and NAME_MAX whatever the prefix.
 MAX_NAME_CHARS = 100
+# ... and its UTF-8 no longer than this: 100 CJK characters are 300 bytes, which with the
+# 21 of the random id passed NAME_MAX (255), and the plan answered 404 for a real name.
+MAX_NAME_BYTES = 200
 # A declared MIME type: type/subtype of token characters, no parameters; what the
 # browser sends as Content-Type, and what S3 stores.
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*", re.ASCII)
@@ -241,15 +244,19 @@ def content_type_allowed(content_type: str, patterns: Sequence[str]) -> bool:
 def safe_name(filename: str) -> str:
     """The last segment of a browser's ``filename``, made safe to store: NFC, no
     directory, no control or format characters, nothing but letters, digits and
-    ``. _ -`` and spaces, no leading dot, at most :data:`MAX_NAME_CHARS` characters."""
+    ``. _ -`` and spaces, no leading dot, at most :data:`MAX_NAME_CHARS` characters
+    and :data:`MAX_NAME_BYTES` bytes of UTF-8."""
     name = unicodedata.normalize("NFC", filename)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
     name = "".join(c for c in name if unicodedata.category(c)[0] not in "CZ" or c == " ")
     name = _UNSAFE.sub("_", name).strip(" .")
-    if len(name) > MAX_NAME_CHARS:
+    if len(name) > MAX_NAME_CHARS or len(name.encode()) > MAX_NAME_BYTES:
         stem, dot, extension = name.rpartition(".")
-        if dot and 0 < len(extension) <= 16:
-            name = stem[: MAX_NAME_CHARS - len(extension) - 1] + "." + extension
-        else:
-            name = name[:MAX_NAME_CHARS]
+        if not (dot and 0 < len(extension) <= 16):
+            stem, extension = name, ""
+        suffix = "." + extension if extension else ""
+        stem = stem[: MAX_NAME_CHARS - len(suffix)]
+        while len((stem + suffix).encode()) > MAX_NAME_BYTES:
+            stem = stem[:-1]
+        name = (stem.rstrip(" .") or "file") + suffix
     return name or "file"

@@ -177,3 +177,28 @@ def test_check_warns_when_everything_lies_under_one_prefix(
         " gateway's default before it took django-storages' root), set AWS_LOCATION=media;"
         " if your names begin with 'media/', all is well\n"
     )
+
+
+def test_check_warns_about_the_old_default_in_a_shared_bucket(
+    s3_env: str,
+    s3_server: S3Server,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The same upgrade as above in a bucket that also holds collectstatic's ``static/``:
+    ``media/`` is no longer the only prefix, and check once said nothing while every
+    link of the gateway looked for its key at the root."""
+    monkeypatch.delenv("AWS_LOCATION")
+    put_objects(s3_server, s3_env, "media/a.pdf", "static/admin/base.css")
+    code = main(["check"])
+    captured = capsys.readouterr()
+    assert code == 0
+    assert captured.err == (
+        "media-gateway: warning: AWS_LOCATION: the bucket root (unset or empty), and objects"
+        " lie under 'media/', the gateway's default before it took django-storages' root"
+        " (and objects under static/). If the gateway wrote them, set AWS_LOCATION=media; if"
+        " your names begin with 'media/', all is well\n"
+    )
+    monkeypatch.setenv("AWS_LOCATION", "media")  # the fix it names: silent
+    assert main(["check"]) == 0
+    assert capsys.readouterr().err == ""

@@ -86,6 +86,9 @@ def test_grant_checks_what_the_browser_declares() -> None:
         ("\u202egnp.exe", "gnp.exe"),
         ("a<b>|c?.png", "a_b_c_.png"),
         ("x" * 300 + ".jpeg", "x" * 95 + ".jpeg"),
+        # Cut by UTF-8 bytes too: 100 CJK characters passed NAME_MAX in the key.
+        ("漢" * 150 + ".png", "漢" * 65 + ".png"),
+        ("😀" * 150, "_"),
     ],
 )
 def test_safe_name(name: str, safe: str) -> None:

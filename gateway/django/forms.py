@@ -31,7 +31,7 @@ from django.utils.html import format_html
 from ..exceptions import NotFound, RequestError, SignatureExpired
 from ..receipts import ReceiptChecker
 from ..settings import Settings
-from ..uploads import UploadSigner
+from ..uploads import UploadSigner, content_type_allowed
 from . import gateway_settings
 
 __all__ = ["DirectUploadField", "DirectUploadWidget"]
@@ -145,6 +145,11 @@ class DirectUploadField(forms.Field):
             raise ValidationError(self.error_messages["missing"], code="missing") from None
         except RequestError:
             raise ValidationError(self.error_messages["invalid"], code="invalid") from None
+        # The receipt proves its prefix, not this field's rules: another field (or a
+        # wider ticket) under the same prefix may have allowed any type or size.
+        patterns = [t.strip().lower() for t in self.content_types]  # as the ticket has them
+        if found.size > self.max_bytes or not content_type_allowed(found.content_type, patterns):
+            raise ValidationError(self.error_messages["invalid"], code="invalid")
         self.run_validators(found.name)
         return found.name
 

@@ -49,6 +49,7 @@ from django.core.files.storage import FileSystemStorage
 from ..exceptions import RequestError
 from ..http import content_type
 from ..paths import validate_relpath
+from ..signing import signable_content_type
 from . import gateway_settings, media_url
 
 try:
@@ -367,12 +368,14 @@ def _gateway_options(
     """``(download, content_type)`` for ``parameters`` the gateway carries, else None."""
     content_type = None
     for name, value in (parameters or {}).items():
-        if name == "ResponseContentType":
+        if name == "ResponseContentType" and signable_content_type(str(value)):
             content_type = str(value)
         elif name == "ResponseContentDisposition" and value in ("attachment", "inline"):
             download = value == "attachment"
         else:
-            return None  # a filename of the caller's, VersionId, SSE-C: only S3 has them
+            # A filename of the caller's, VersionId, SSE-C, a type with other parameters
+            # (`name="x.bin"`, once a ValueError where django-storages gives a URL): S3's.
+            return None
     return download, content_type
 
 

@@ -290,7 +290,9 @@ async def _read_json(receive: Receive, idle_timeout: float) -> dict[str, Any]:
             raise BadRequest("Request body too large")
     try:
         value = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # RecursionError: a body of nested brackets deeper than the parser recurses
+        # ("[" * 100_000 fits in MAX_JSON_BYTES), which was a 500 with a traceback.
         raise BadRequest("Expected a JSON object") from None
     if not isinstance(value, dict):
         raise BadRequest("Expected a JSON object")

@@ -52,11 +52,13 @@ def rendered(form: forms.Form) -> dict[str, str]:
     return {"markup": markup, "endpoint": found[1], "token": html.unescape(found[2])}
 
 
-def browser_upload(endpoint: str, token: str, data: bytes, name: str = "me.png") -> str:
+def browser_upload(
+    endpoint: str, token: str, data: bytes, name: str = "me.png", ctype: str = "image/png"
+) -> str:
     """What direct-upload.js does: ask, PUT, keep the receipt."""
     plan = httpx.post(
         endpoint,
-        json={"token": token, "filename": name, "size": len(data), "content_type": "image/png"},
+        json={"token": token, "filename": name, "size": len(data), "content_type": ctype},
     )
     assert plan.status_code == 200, plan.text
     answer = plan.json()
@@ -133,6 +135,26 @@ def test_forged_foreign_and_missing_receipts_are_form_errors(
     form = AvatarForm({"avatar": receipt})
     assert not form.is_valid()
     assert "not found" in str(form.errors["avatar"])
+
+
+def test_a_receipt_from_a_wider_field_of_the_same_prefix_is_refused(
+    endpoint: str, django_media: Path
+) -> None:
+    """A receipt names its prefix, not the ticket's types or cap: one from a field that
+    takes any file under ``avatars/`` (an HTML page, 5,000 bytes) once cleaned in the
+    image field of 1,000 bytes under the same prefix. The field checks its own rules."""
+
+    class AttachmentForm(forms.Form):
+        avatar = DirectUploadField(prefix="avatars/", max_bytes=10_000)
+
+    token = rendered(AttachmentForm())["token"]
+    page = browser_upload(endpoint, token, b"<script>1</script>", "x.html", "text/html")
+    big = browser_upload(endpoint, token, b"\x89PNG" + b"." * 4995, "big.png")
+    for receipt in (page, big):
+        assert AttachmentForm({"avatar": receipt}).is_valid()
+        form = AvatarForm({"avatar": receipt})
+        assert not form.is_valid()
+        assert "not valid" in str(form.errors["avatar"]), form.errors
 
 
 def test_a_bad_prefix_fails_where_the_form_is_declared() -> None:

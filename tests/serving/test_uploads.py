@@ -93,6 +93,7 @@ def test_two_uploads_of_one_name_get_two_keys(
         ".htaccess",
         "%2e%2e%2fx",
         "é" * 300 + ".png",
+        "漢" * 150 + ".png",  # 3 bytes each: once past NAME_MAX in the key, a 404
         "\x7f\x1b[31m.png",
     ],
 )
@@ -138,6 +139,9 @@ def test_prefix_cannot_climb() -> None:
         ({"filename": "a.png", "size": 1001, "content_type": "image/png"}, 413),
         ({"filename": "a.html", "size": 1, "content_type": "text/html"}, 415),
         ({"filename": "a.svg", "size": 1, "content_type": "application/pdf"}, 415),
+        # Nested deeper than the JSON parser recurses, within the size cap: once a 500.
+        (b"[" * 100_000, 400),
+        (b'{"complete": ' + b"[" * 100_000 + b"}", 400),
     ],
 )
 def test_plan_refusals(
