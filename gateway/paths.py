@@ -16,7 +16,27 @@ from urllib.parse import unquote_to_bytes
 
 from .exceptions import BadRequest, NotFound, URITooLong
 
-__all__ = ["decoded_relative_path", "open_regular_file", "relative_path", "validate_relpath"]
+__all__ = [
+    "UPLOAD_TEMP_PREFIX",
+    "decoded_relative_path",
+    "is_temporary_name",
+    "open_regular_file",
+    "relative_path",
+    "validate_relpath",
+]
+
+#: A direct upload's file under MEDIA_ROOT until it is complete: this prefix and 16 hex
+#: digits. Never a name the key chooser makes (those start with 20 hex digits).
+UPLOAD_TEMP_PREFIX = ".upload-"
+_TEMP_HEX = frozenset(b"0123456789abcdef")
+
+
+def is_temporary_name(name: bytes) -> bool:
+    """Whether the file name ``name`` is a direct upload's temporary file, which a crash
+    may leave behind: never media to migrate, list or serve."""
+    hexpart = name[len(UPLOAD_TEMP_PREFIX) :]
+    return name.startswith(b".upload-") and len(hexpart) == 16 and _TEMP_HEX.issuperset(hexpart)
+
 
 # PATH_MAX on Linux. A longer path cannot name a file, so it is refused before any
 # work is done (tests/README.md, item 12).

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Protocol, TypeVar
 
 from ..exceptions import MediaGatewayError, SourceChanged
-from ..paths import validate_relpath
+from ..paths import is_temporary_name, validate_relpath
 
 __all__ = [
     "MAX_KEY_BYTES",
@@ -155,6 +155,8 @@ def walk(root: str, select: Selector | None = None) -> Iterator[LocalFile | Prob
             names[index] = b""  # what was visited need not stay in memory
             stack.append((rel, children, 0))
             continue
+        if is_temporary_name(name):
+            continue  # a direct upload under way, or one a crash cut short
         relpath = os.fsdecode(base + name)
         if not select(relpath):
             continue

@@ -20,14 +20,15 @@ import anyio
 from starlette.types import Receive
 
 from ..exceptions import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout
+from ..paths import UPLOAD_TEMP_PREFIX
 
 __all__ = ["Incoming", "receive_to_file"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-# Temporary files start with this: never a name the key chooser makes (those start
-# with 20 hex digits), and easy to find and sweep after a crash.
-TEMP_PREFIX = ".upload-"
+# Temporary files start with this and 16 hex digits (paths.is_temporary_name), which
+# the migration's walk skips: a crash may leave one behind.
+TEMP_PREFIX = UPLOAD_TEMP_PREFIX
 
 
 class Incoming:

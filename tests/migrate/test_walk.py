@@ -193,3 +193,28 @@ def test_odd_names_are_walked_as_is(tmp_path: Path) -> None:
     """Odd names come out byte for byte (item 47)."""
     write_tree(tmp_path, odd_tree())
     assert sorted(f.relpath for f in files(tmp_path)) == sorted(ODD_NAMES)
+
+
+def test_direct_upload_temporary_files_are_skipped(tmp_path: Path) -> None:
+    """A direct upload writes `.upload-<16 hex>` beside its name until it is complete, and
+    a crash (SIGKILL mid-body) leaves it there: never a file to copy to the bucket. Names
+    that only look alike are media like any other."""
+    import secrets
+
+    from gateway.serving.receive import TEMP_PREFIX
+
+    left_by_a_crash = f"{TEMP_PREFIX}{secrets.token_hex(8)}"  # as receive_to_file names it
+    write_tree(
+        tmp_path,
+        {
+            f"uploads/{left_by_a_crash}": b"half",
+            "uploads/.upload-notes.txt": b"mine",
+            "uploads/.upload-0123456789ABCDEF": b"upper case: not the gateway's",
+            "uploads/photo.png": b"png",
+        },
+    )
+    assert [f.relpath for f in files(tmp_path)] == [
+        "uploads/.upload-0123456789ABCDEF",
+        "uploads/.upload-notes.txt",
+        "uploads/photo.png",
+    ]
