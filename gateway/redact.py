@@ -32,7 +32,17 @@ REDACTED = "[REDACTED]"
 SENSITIVE = frozenset({"sig", "x-amz-signature", "x-amz-credential", "x-amz-security-token"})
 # The gateway's loggers but gateway.access, whose lines are redacted as they are built
 # (a filter there would cost every request a call).
-OWN_LOGGERS = ("gateway", "gateway.delegate", "gateway.local", "gateway.proxy")
+# A filter applies only to records logged on its own logger, not to those propagated
+# from a child, so each logger is named (tests/serving/test_access_log.py reads the
+# package's getLogger calls to keep this complete).
+OWN_LOGGERS = (
+    "gateway",
+    "gateway.delegate",
+    "gateway.health",
+    "gateway.local",
+    "gateway.proxy",
+    "gateway.uploads",
+)
 # Loggers of the servers that run the gateway: their access lines print the request
 # target, and their error lines may quote it.
 SERVER_LOGGERS = ("uvicorn.access", "uvicorn.error", "gunicorn.access", "gunicorn.error")

@@ -187,6 +187,47 @@ def test_gateway_errors_are_redacted(
         assert secret not in text
 
 
+def test_every_logger_of_the_package_is_guarded(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """Item 58, and an attack that once worked: gateway.uploads and gateway.health were
+    not guarded (a filter sees only its own logger's records), so S3's error document for
+    a refused write, which quotes the canonical request with its credential and session
+    token, reached the log unredacted. Every logger the package names is guarded now."""
+    import re
+
+    import gateway
+    from gateway.redact import OWN_LOGGERS
+
+    package = Path(gateway.__file__).parent
+    named = {
+        name
+        for path in package.rglob("*.py")
+        for name in re.findall(r'getLogger\("([^"]+)"\)', path.read_text())
+    }
+    assert "gateway.uploads" in named
+    # gateway.access redacts as it builds each line (a filter would cost every request).
+    assert named - {"gateway.access"} <= set(OWN_LOGGERS), named - set(OWN_LOGGERS)
+
+    MediaGateway(settings=make_settings())  # installs the filters
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    echo = (
+        "<CanonicalRequest>PUT /b/k X-Amz-Credential=AKIAXXXX%2F20261201"
+        "&amp;X-Amz-Security-Token=secret-token</CanonicalRequest>"
+    )
+    for name in sorted(named - {"gateway.access"}):
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        try:
+            logger.error("S3 answered %s to %s: %s", 403, "PUT", echo)
+        finally:
+            logger.removeHandler(handler)
+    text = stream.getvalue()
+    assert text.count("S3 answered 403") == len(named - {"gateway.access"})
+    assert "secret-token" not in text and "AKIAXXXX" not in text
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"), [(None, True), ("", True), ("true", True), ("off", False)]
 )
