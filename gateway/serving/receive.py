@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import secrets
+from collections.abc import AsyncIterator
 
 import anyio
 from starlette.types import Receive
@@ -22,7 +23,7 @@ from starlette.types import Receive
 from ..exceptions import BadRequest, Forbidden, PayloadTooLarge, RequestTimeout
 from ..paths import UPLOAD_TEMP_PREFIX
 
-__all__ = ["Incoming", "receive_to_file"]
+__all__ = ["Incoming", "body_pieces", "receive_to_file"]
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0)
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
@@ -94,8 +95,9 @@ async def receive_to_file(
     return incoming
 
 
-async def _copy(receive: Receive, fd: int, size: int, idle_timeout: float) -> None:
-    written = 0
+async def body_pieces(receive: Receive, idle_timeout: float, what: str) -> AsyncIterator[bytes]:
+    """The pieces of a request body as they come: 408 when none comes for
+    ``idle_timeout`` seconds, 400 when the client leaves before the end."""
     more = True
     while more:
         with anyio.move_on_after(idle_timeout) as waited:
@@ -103,9 +105,14 @@ async def _copy(receive: Receive, fd: int, size: int, idle_timeout: float) -> No
         if waited.cancelled_caught:
             raise RequestTimeout()
         if message["type"] == "http.disconnect":
-            raise BadRequest("Upload body ended early")
-        chunk = message.get("body", b"")
+            raise BadRequest(f"{what} ended early")
         more = message.get("more_body", False)
+        yield message.get("body", b"")
+
+
+async def _copy(receive: Receive, fd: int, size: int, idle_timeout: float) -> None:
+    written = 0
+    async for chunk in body_pieces(receive, idle_timeout, "Upload body"):
         written += len(chunk)
         if written > size:
             # Refused at the first byte too many, before it reaches the disk.

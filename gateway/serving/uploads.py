@@ -36,7 +36,6 @@ from ..exceptions import (
     MethodNotAllowed,
     PayloadTooLarge,
     RequestError,
-    RequestTimeout,
     UnsupportedMediaType,
 )
 from ..network import proxy_for, tls_context
@@ -45,7 +44,7 @@ from ..s3 import make_presigner
 from ..settings import Settings
 from ..sigv4 import Presigner
 from ..uploads import Grant, UploadSigner
-from .receive import receive_to_file
+from .receive import body_pieces, receive_to_file
 from .s3writes import S3Writer
 
 __all__ = ["UploadEndpoint"]
@@ -282,16 +281,8 @@ def _query_value(query: bytes, name: str) -> str | None:
 
 async def _read_json(receive: Receive, idle_timeout: float) -> dict[str, Any]:
     body = bytearray()
-    more = True
-    while more:
-        with anyio.move_on_after(idle_timeout) as waited:
-            message = await receive()
-        if waited.cancelled_caught:
-            raise RequestTimeout()
-        if message["type"] == "http.disconnect":
-            raise BadRequest("Request body ended early")
-        body += message.get("body", b"")
-        more = message.get("more_body", False)
+    async for piece in body_pieces(receive, idle_timeout, "Request body"):
+        body += piece
         if len(body) > MAX_JSON_BYTES:
             raise BadRequest("Request body too large")
     try:
