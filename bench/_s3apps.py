@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import RedirectResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import MediaGateway, Settings
 from gateway.dev.embedded_s3 import serve_s3
@@ -88,10 +88,17 @@ def __getattr__(name: str) -> Any:
     """``proxied``: the app the soak runs behind ``media-gateway serve --app
     bench._s3apps:proxied``, a second gateway that proxies from S3 under ``/proxied/``.
     Built on first access, from ``BENCH_*`` variables; it writes no access line (the
-    gateway in front of it does)."""
+    gateway in front of it does). An app of its own around that gateway, as a site's app
+    with a gateway inside would be: ``serve --app`` serves a bare gateway as it is, with
+    its own settings, instead of wrapping it in the hybrid one the soak runs."""
     if name == "proxied":
         settings = s3_settings(media_url=PROXY_URL, s3_delivery="proxy", access_log=False)
-        return MediaGateway(settings=settings)
+        inner = MediaGateway(settings=settings)
+
+        async def app(scope: Scope, receive: Receive, send: Send) -> None:
+            await inner(scope, receive, send)
+
+        return app
     raise AttributeError(name)
 
 

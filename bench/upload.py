@@ -194,7 +194,7 @@ def _count(endpoint: str, bucket: str) -> int:
         credentials=lambda: creds,
     )
     try:
-        return sum(1 for _ in wire.list_objects("media/"))
+        return sum(1 for _ in wire.list_objects(""))
     finally:
         wire.close()
 
@@ -212,7 +212,8 @@ def _command(
     *,
     again: bool = False,
 ) -> tuple[list[str], dict[str, str]]:
-    target = f"s3://{bucket}/media"
+    # The bucket root, where `upload` puts the files with AWS_LOCATION unset (its default).
+    target = f"s3://{bucket}"
     if case == OURS:
         argv = [sys.executable, "-m", "gateway.cli", "upload", "--json", "--state", str(state)]
         return argv, {"MEDIA_ROOT": str(source), "AWS_STORAGE_BUCKET_NAME": bucket}
@@ -222,7 +223,7 @@ def _command(
     if case == AWS:
         argv = [tools[AWS], "--endpoint-url", endpoint, "s3", "sync", str(source), target]
         return [*argv, "--only-show-errors"], {}
-    argv = [tools[RCLONE], "copy", str(source), f":s3:{bucket}/media"]
+    argv = [tools[RCLONE], "copy", str(source), f":s3:{bucket}"]
     return [*argv, "--transfers", "32", "--checkers", "32"], {}
 
 
