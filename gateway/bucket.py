@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError, ProxyConnectionError
 
+from .cors import judge, upload_headers
 from .exceptions import ConfigError
 from .network import (
     ca_bundle,
@@ -24,6 +25,7 @@ from .network import (
     redact,
     untrusted_message,
 )
+from .params import object_headers
 from .s3 import credentials_provider, make_s3_client
 from .settings import Settings
 
@@ -37,9 +39,14 @@ MAX_CLOCK_SKEW = 15 * 60
 
 
 def check_bucket(
-    settings: Settings, *, inventory: bool = False, clock: Callable[[], float] = time.time
+    settings: Settings,
+    *,
+    inventory: bool = False,
+    origin: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> tuple[dict[str, Any], list[str]]:
-    """Return ``(report, problems)``; each problem is one line naming the variable."""
+    """Return ``(report, problems)``; each problem is one line naming the variable.
+    With ``origin``, also whether browsers there may PUT direct uploads (CORS)."""
     bucket = str(settings.aws_storage_bucket_name)
     try:
         credentials_provider(settings)
@@ -72,9 +79,34 @@ def check_bucket(
             wrong, doubts = layout_problems(settings, report)
             problems += wrong
             report["warnings"] = doubts
+        if origin is not None:
+            wrong, doubts = _cors(client, bucket, settings, origin)
+            problems += wrong
+            report["warnings"] = [*report.get("warnings", []), *doubts]
+            report["cors_origin"] = origin
         return report, problems
     finally:
         client.close()
+
+
+def _cors(
+    client: S3Client, bucket: str, settings: Settings, origin: str
+) -> tuple[list[str], list[str]]:
+    if settings.local_fallback:
+        # Migrating: the browser PUTs to the gateway itself, on the site's own origin.
+        return [], [f"CORS: not needed while migrating (uploads go to {settings.upload_path})"]
+    try:
+        rules = client.get_bucket_cors(Bucket=bucket).get("CORSRules", [])
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        if code != "NoSuchCORSConfiguration":
+            return [], [f"CORS: the S3 server does not report its CORS rules ({code}): unchecked"]
+        rules = []
+    try:
+        write, _ = object_headers(settings.aws_s3_object_parameters)
+    except ValueError as exc:
+        return [f"AWS_S3_OBJECT_PARAMETERS: {exc}"], []
+    return judge(list(rules), origin, upload_headers(write))
 
 
 def _explain(exc: ClientError, settings: Settings) -> str:

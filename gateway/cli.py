@@ -17,6 +17,7 @@ import ctypes
 import importlib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -110,6 +111,13 @@ def add_commands(commands: Any) -> None:
 
     check = commands.add_parser("check", help="validate the settings and report what they say")
     check.add_argument("--json", action="store_true", help="print one JSON object")
+    check.add_argument(
+        "--origin",
+        type=_origin,
+        metavar="URL",
+        help="also check that the bucket's CORS rules let browsers on this origin (the"
+        " site's, like https://www.example.com) PUT direct uploads",
+    )
     check.set_defaults(command=_check)
 
     from .migrate.cli import add_commands as add_migrate_commands
@@ -168,9 +176,11 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         )
         from .bucket import check_bucket
 
-        s3_report, s3_problems = check_bucket(settings, inventory=True)
+        s3_report, s3_problems = check_bucket(settings, inventory=True, origin=args.origin)
         report.update(s3_report)
         problems += s3_problems
+    elif args.origin:
+        report["warnings"] = ["CORS: not needed in local mode (uploads go to the gateway)"]
     report["ok"] = not problems
     report["problems"] = problems
     if args.json:
@@ -184,6 +194,15 @@ def _check(args: argparse.Namespace, settings: Settings) -> int:
         for problem in problems:
             print(f"media-gateway: {problem}", file=sys.stderr)
     return 0 if not problems else 1
+
+
+def _origin(value: str) -> str:
+    """A browser's Origin: scheme, host and an optional port, nothing else."""
+    if not re.fullmatch(r"https?://[^/\s?#]+", value):
+        raise argparse.ArgumentTypeError(
+            f"expected an origin like https://www.example.com, with no path (got {value!r})"
+        )
+    return value
 
 
 def _serve(args: argparse.Namespace) -> int:
