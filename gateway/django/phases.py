@@ -88,8 +88,9 @@ class GatewayStorage(GatewayURLs, Storage):
     """Private media in every phase: disk, disk and S3, or S3 (see the module's table).
 
     ``media_prefix`` is a directory under ``MEDIA_ROOT`` / ``AWS_LOCATION`` for this
-    storage's names, as for the other gateway storages; other options (``bucket_name``,
-    ``object_parameters``, credentials...) go to the S3 side. Names are never
+    storage's names, as for the other gateway storages; ``file_permissions_mode`` and
+    ``directory_permissions_mode`` go to the disk side, other options (``bucket_name``,
+    ``object_parameters``, credentials...) to the S3 side. Names are never
     overwritten: a name taken on either side gets a new suffix. Two saves of one name
     at once get two names, but in the S3 phase only within one process: two processes
     that find a name free at the same moment both write it (as django-storages does).
@@ -101,6 +102,9 @@ class GatewayStorage(GatewayURLs, Storage):
 
     def __init__(self, *, media_prefix: str | None = None, **options: Any) -> None:
         self._disk_options = {} if media_prefix is None else {"media_prefix": media_prefix}
+        # FileSystemStorage's own options go to the disk side (S3Storage refuses them);
+        # every other option to the S3 side.
+        self._file_options = {name: options.pop(name) for name in _DISK_ONLY if name in options}
         self._options = options
         self._built: tuple[Settings, _Sides] | None = None
         self.media_prefix = GatewayFileSystemStorage(**self._disk_options).media_prefix
@@ -119,7 +123,7 @@ class GatewayStorage(GatewayURLs, Storage):
     def _build(self, settings: Settings) -> _Sides:
         disk = s3 = None
         if not settings.use_s3 or settings.local_fallback:
-            disk = _Disk(**self._disk_options)
+            disk = _Disk(**self._disk_options, **self._file_options)
         if settings.use_s3:
             # No ACL unless the project asks for one (AWS_DEFAULT_ACL or default_acl=):
             # buckets made since 2023 have ACLs disabled and refuse a PUT that sets one
@@ -288,6 +292,10 @@ class GatewayStorage(GatewayURLs, Storage):
                     raise
         assert sides.s3
         return getattr(sides.s3, method)(name, *args)
+
+
+#: The options of FileSystemStorage that GatewayStorage passes to its disk side.
+_DISK_ONLY = ("file_permissions_mode", "directory_permissions_mode")
 
 
 class _Disk(GatewayFileSystemStorage):

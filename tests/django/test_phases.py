@@ -399,3 +399,15 @@ def test_no_acl_unless_the_project_asks(phase: Any, storage_class: type[GatewayS
             s3_side = storage_class(default_acl="public-read")._sides().s3
             assert s3_side is not None
             assert s3_side._get_write_parameters("logo.png")["ACL"] == "public-read"
+
+
+def test_file_system_options_reach_the_disk_side(phase: Any, media_root: Path) -> None:
+    """file_permissions_mode and directory_permissions_mode are FileSystemStorage's: they
+    were passed to the S3 side, where they were lost in the local phase and refused by
+    S3Storage (an unknown setting) once USE_S3 turned on."""
+    storage = GatewayStorage(file_permissions_mode=0o640, directory_permissions_mode=0o750)
+    for index, name in enumerate(("local", "migrating")):
+        with phase(name):
+            saved = storage.save(f"reports{index}/r.txt", ContentFile(b"x"))
+        assert (media_root / saved).stat().st_mode & 0o777 == 0o640
+        assert (media_root / f"reports{index}").stat().st_mode & 0o777 == 0o750
