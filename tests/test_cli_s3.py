@@ -25,8 +25,8 @@ def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str)
     return s3_bucket
 
 
-def run_check(capsys: pytest.CaptureFixture[str]) -> tuple[int, dict[str, Any], str]:
-    code = main(["check", "--json"])
+def run_check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
+    code = main(["check", "--json", *args])
     captured = capsys.readouterr()
     return code, json.loads(captured.out), captured.err
 

@@ -14,6 +14,9 @@ from gateway.cli import main
 from gateway.cors import judge, upload_headers
 from tests.conftest import SECRET
 from tests.s3server import S3Server
+from tests.test_cli_s3 import run_check, s3_env
+
+__all__ = ["s3_env"]  # the fixture of test_cli_s3.py, used here too
 
 SITE = "https://www.example.com"
 README_RULE: dict[str, Any] = {
@@ -73,37 +76,22 @@ def test_the_first_matching_rule_decides() -> None:
     assert judge([], SITE, ["content-type"])[0] != []
 
 
-@pytest.fixture
-def s3_env(monkeypatch: pytest.MonkeyPatch, s3_server: S3Server, s3_bucket: str) -> str:
-    monkeypatch.setenv("GATEWAY_SECRET_KEY", SECRET)
-    for name, value in s3_server.env(s3_bucket).items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setenv("GATEWAY_S3_TIMEOUT", "2")
-    return s3_bucket
-
-
-def check(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any], str]:
-    code = main(["check", "--json", *args])
-    captured = capsys.readouterr()
-    return code, json.loads(captured.out), captured.err
-
-
 @pytest.mark.parametrize("s3_server", ["seaweedfs"], indirect=True)
 def test_check_reads_the_buckets_cors(
     s3_env: str, s3_server: S3Server, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SeaweedFS keeps CORS rules: none is a problem (exit 1), the README's rule passes,
     a rule for another origin is a problem again."""
-    code, report, _ = check(capsys, "--origin", SITE)
+    code, report, _ = run_check(capsys, "--origin", SITE)
     assert code == 1
     assert any(p.startswith("CORS: no rule of the bucket") for p in report["problems"])
     with contextlib.closing(s3_server.client()) as client:
         rules: Any = [README_RULE]  # a plain dict, as a user's JSON would be
         client.put_bucket_cors(Bucket=s3_env, CORSConfiguration={"CORSRules": rules})
-        code, report, _ = check(capsys, "--origin", SITE)
+        code, report, _ = run_check(capsys, "--origin", SITE)
         assert (code, report["problems"]) == (0, [])
         assert report["cors_origin"] == SITE
-        code, report, _ = check(capsys, "--origin", "https://elsewhere.example")
+        code, report, _ = run_check(capsys, "--origin", "https://elsewhere.example")
         assert code == 1
 
 
@@ -111,7 +99,7 @@ def test_check_reads_the_buckets_cors(
 def test_rclone_has_no_cors_rules(s3_env: str, capsys: pytest.CaptureFixture[str]) -> None:
     """rclone keeps no CORS rules for a bucket (GetBucketCors: none), so check fails as
     for any bucket without a rule, naming the origin and the headers."""
-    code, report, _ = check(capsys, "--origin", SITE)
+    code, report, _ = run_check(capsys, "--origin", SITE)
     assert code == 1
     assert report["problems"] == [
         f"CORS: no rule of the bucket lets {SITE} PUT with the headers content-type:"
