@@ -28,14 +28,17 @@ __all__ = [
 #: A direct upload's file under MEDIA_ROOT until it is complete: this prefix and 16 hex
 #: digits. Never a name the key chooser makes (those start with 20 hex digits).
 UPLOAD_TEMP_PREFIX = ".upload-"
+_TEMP_PREFIX_BYTES = UPLOAD_TEMP_PREFIX.encode()
 _TEMP_HEX = frozenset(b"0123456789abcdef")
 
 
 def is_temporary_name(name: bytes) -> bool:
     """Whether the file name ``name`` is a direct upload's temporary file, which a crash
     may leave behind: never media to migrate, list or serve."""
-    hexpart = name[len(UPLOAD_TEMP_PREFIX) :]
-    return name.startswith(b".upload-") and len(hexpart) == 16 and _TEMP_HEX.issuperset(hexpart)
+    hexpart = name[len(_TEMP_PREFIX_BYTES) :]
+    return (
+        name.startswith(_TEMP_PREFIX_BYTES) and len(hexpart) == 16 and _TEMP_HEX.issuperset(hexpart)
+    )
 
 
 # PATH_MAX on Linux. A longer path cannot name a file, so it is refused before any
