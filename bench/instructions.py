@@ -3,7 +3,9 @@
 ``python -m bench.instructions`` runs the gateway as shipped under valgrind's callgrind,
 sends 2,000 requests to warm it up, zeroes the counters, sends 4,000 more over 16
 keep-alive connections at once (signed URLs in turn), and reads the count back; the
-same for the bare ASGI 302 under uvicorn (no access log), the baseline of the targets.
+same for the bare ASGI 302 under uvicorn (no access log), the baseline of the targets,
+and for the gateway's response replayed (what uvicorn charges for its shape: the
+difference to the gateway without its log is the gateway's own code).
 Local files take 1,000 URLs in turn, as ``make bench`` does. Redirects take 20: under
 callgrind the gateway answers a few hundred requests a second, so with 1,000 URLs none
 would be answered from the redirects it remembers for the second, which under real load
@@ -45,10 +47,10 @@ def main() -> int:
         with _environment(mode) as (settings, targets):
             gateway = [sys.executable, str(Path(sys.executable).parent / "media-gateway")]
             gateway += ["serve", "--host", HOST]
-            bare = uvicorn("bench._apps:redirect", 0)
-            del bare[bare.index("--port") : bare.index("--port") + 2]  # _count adds its own
+            replay = "bench._s3apps:replay_redirect" if mode == "redirect" else "bench._apps:replay"
             cases = {
-                "bare ASGI 302": bare,
+                "bare ASGI 302": _uvicorn("bench._apps:redirect"),
+                "gateway's response, replayed": _uvicorn(replay),
                 "access log on": gateway,
                 "access log off": [*gateway, "--no-access-log"],
             }
@@ -57,11 +59,20 @@ def main() -> int:
                 print(f"{mode}, {case}: {counts[mode, case]:,.0f} instructions/request")
         on, off = counts[mode, "access log on"], counts[mode, "access log off"]
         floor = counts[mode, "bare ASGI 302"]
+        replayed = counts[mode, "gateway's response, replayed"]
         print(
             f"{mode}: the access log adds {on - off:,.0f} ({on / off - 1:.1%}); "
-            f"bare 302 / as shipped = {floor / on:.2f}x (no log: {floor / off:.2f}x)"
+            f"bare 302 / as shipped = {floor / on:.2f}x (no log: {floor / off:.2f}x, "
+            f"replayed: {floor / replayed:.2f}x); the gateway's own code: "
+            f"{off - replayed:,.0f} instructions/request without the log"
         )
     return 0
+
+
+def _uvicorn(factory: str) -> list[str]:
+    command = uvicorn(factory, 0)
+    del command[command.index("--port") : command.index("--port") + 2]  # _count adds its own
+    return command
 
 
 @contextlib.contextmanager
@@ -71,7 +82,7 @@ def _environment(mode: str) -> Iterator[tuple[dict[str, str], list[str]]]:
         if mode == "redirect":
             env = stack.enter_context(_s3apps.s3_environment(base, {"docs/small.jpg": b"x"}))
             signer = URLSigner.from_settings(_s3apps.s3_settings(env))
-            settings = _s3apps.gateway_settings(env)
+            settings = {**env, **_s3apps.gateway_settings(env)}  # BENCH_*: the replay's
         else:
             root = base / "media"
             (root / "docs").mkdir(parents=True)
@@ -80,8 +91,9 @@ def _environment(mode: str) -> Iterator[tuple[dict[str, str], list[str]]]:
             secret = secrets.token_urlsafe(32)
             signer = URLSigner.from_settings(_apps.settings(root, secret))
             settings = _apps.gateway_settings(root, secret)
+            settings |= {"BENCH_MEDIA_ROOT": str(root), "BENCH_SECRET": secret}
         urls = [signer.sign_url(f"docs/{index:05d}.jpg") for index in range(ROTATION[mode])]
-        yield settings, urls
+        yield {**settings, "BENCH_REPLAY_TARGET": urls[0]}, urls
 
 
 def _count(server: list[str], settings: dict[str, str], targets: list[str]) -> float:

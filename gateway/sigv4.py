@@ -105,6 +105,9 @@ class Presigned(NamedTuple):
     url: str
     #: Unix time after which S3 refuses the URL.
     expires_at: int
+    #: The window and credentials it was signed in (:meth:`Presigner.signs_alike`);
+    #: None for URLs that are not windowed.
+    window: tuple[int, Credentials] | None = None
 
 
 class Presigner:
@@ -170,7 +173,8 @@ class Presigner:
             # The window's state was made while they were valid; reusing it now would
             # hand out a URL that is dead on arrival.
             raise ServiceUnavailable("Storage credentials expired; retry")
-        state = self._window_state(now // self.window * self.window, creds)
+        start = now // self.window * self.window
+        state = self._window_state(start, creds)
         # Request parameters come first in the URL, after the auth parameters in the
         # canonical query: sorted by name, "X-Amz-" precedes "response-".
         query, canonical_query = state.query, state.canonical_query
@@ -192,8 +196,24 @@ class Presigner:
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         signature = state.mac.digest(state.string_to_sign + digest.encode("ascii")).hex()
         return Presigned(
-            f"{self._origin}{path}?{query}&X-Amz-Signature={signature}", state.expires_at
+            f"{self._origin}{path}?{query}&X-Amz-Signature={signature}",
+            state.expires_at,
+            (start, creds),
         )
+
+    def signs_alike(self, window: tuple[int, Credentials] | None, now: int) -> bool:
+        """Whether :meth:`presign` at ``now`` signs in ``window`` (a :class:`Presigned`'s):
+        the same window start and the same credentials, still valid. Then it gives the
+        URLs it gave then again, byte for byte, and an answer made of one may be reused."""
+        if window is None:
+            return False
+        start, creds = window
+        if now // self.window * self.window != start:
+            return False
+        if creds.expires_at is not None and now >= creds.expires_at:
+            return False
+        current = self.credentials()
+        return current is creds or current == creds
 
     def presign_request(
         self,

@@ -116,12 +116,13 @@ def test_presigned_writes_stop_with_temporary_credentials() -> None:
         credentials=lambda: creds,
         clock=lambda: now,
     )
-    url, expires_at = presigner.presign_request(
+    url, expires_at, window = presigner.presign_request(
         "PUT",
         "media/a b.png",
         expires_in=600,
         headers={"Content-Length": "5", "Content-Type": "x/y"},
     )
+    assert window is None  # not windowed: signed now, for one request
     query = parse_qs(urlsplit(url).query)
     assert expires_at == now + 120 and query["X-Amz-Expires"] == ["120"]
     assert query["X-Amz-Security-Token"] == ["TOKEN"]

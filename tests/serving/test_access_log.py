@@ -599,10 +599,16 @@ def test_client_address_cannot_forge_access_log_fields(
     gateway = MediaGateway(settings=make_settings())
     base = serve(gateway, proxy_headers=True, forwarded_allow_ips="*")
     forged = '6.6.6.6 - - [01/Jan/2026:00:00:00 +0000] "GET /media/x HTTP/1.1" 200 1 1'
+    short = '6.6.6.6 "x'  # short enough to be remembered: escaped from memory too
     with caplog.at_level(logging.INFO, logger="gateway.access"):
-        httpx.get(base + "/media/a.txt", headers={"X-Forwarded-For": forged})
-    line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
-    assert line.count('"') == 2, line  # the request line's two quotes only
+        for host in (forged, forged, short, short):
+            httpx.get(base + "/media/a.txt", headers={"X-Forwarded-For": host})
+    lines = [r.getMessage() for r in caplog.records if r.name == "gateway.access"]
+    assert len(lines) == 4
+    for line in lines:
+        assert line.count('"') == 2, line  # the request line's two quotes only
+    assert lines[2].startswith("6.6.6.6\\x20\\x22x "), lines[2]
+    assert lines[3].startswith("6.6.6.6\\x20\\x22x "), lines[3]
 
 
 WSGI_MODULE = """
@@ -704,3 +710,37 @@ def test_status_and_size_of_every_kind_of_answer(
         ("POST", "405", str(len("Method not allowed\n"))),
         ("GET", "200", "300000"),
     ], lines
+
+
+def test_remembered_redirect_lines_follow_the_logger_at_once(
+    media_root: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line of a remembered redirect reads logging's own cache of the level: a
+    setLevel() or a disabled logger takes effect with the next request."""
+    from tests.serving.test_s3 import offline_settings
+
+    gateway = MediaGateway(settings=offline_settings(media_root), clock=lambda: 1.8e9)
+    url = gateway.signer.sign_url("docs/a.bin")
+    logger = logging.getLogger("gateway.access")
+
+    def lines() -> int:
+        return sum(1 for r in caplog.records if r.name == "gateway.access")
+
+    with caplog.at_level(logging.INFO, logger="gateway.access"):
+        assert [call(gateway, url).status for _ in range(2)] == [302, 302]
+        assert lines() == 2
+        logger.setLevel(logging.WARNING)
+        call(gateway, url)
+        assert lines() == 2
+        logger.setLevel(logging.INFO)
+        call(gateway, url)
+        assert lines() == 3
+        logger.disabled = True
+        try:
+            call(gateway, url)
+        finally:
+            logger.disabled = False
+        assert lines() == 3
+        call(gateway, url)
+        assert lines() == 4
+    assert gateway._recent is not None and gateway._recent.hits == 5

@@ -637,6 +637,40 @@ def test_remembered_redirects_equal_fresh_ones(media_root: Path) -> None:
                 seen.add(remembered.status)
     assert seen == {302, 403}  # the signed URLs expired during the run
     assert gateway._recent is not None and len(gateway._recent) > 0
+    # Reused across seconds too, not only within one: of the 36 answers, 24 repeat one
+    # given in the same second, and the moments 0.99 -> 1.0 renew the max-age.
+    assert gateway._recent.hits > 24
+
+
+def test_remembered_redirects_follow_new_credentials(media_root: Path) -> None:
+    """Credentials that change within a presign window (a role's refresh) change the
+    URL: a remembered redirect signed with the old ones (still valid: refreshes come
+    before the expiry) ends with its second, and the next one is a fresh gateway's."""
+    from gateway.sigv4 import Credentials
+
+    clock = Clock(1_800_000_000.0)
+    keys = [Credentials("AKIDONE", "secret-one")]
+    settings = offline_settings(media_root, presign_window=300)
+
+    def gateway_with_keys() -> MediaGateway:
+        gateway = MediaGateway(settings=settings, clock=clock)
+        assert gateway.redirector is not None
+        gateway.redirector.presigner.credentials = lambda: keys[0]
+        return gateway
+
+    gateway = gateway_with_keys()
+    url = gateway.signer.sign_url("docs/a.pdf", expires_in=3600)
+    first = call(gateway, url).headers["location"]
+    assert "AKIDONE" in first
+    clock.now += 1.5
+    assert call(gateway, url).headers["location"] == first  # renewed: same window, keys
+    keys[0] = Credentials("AKIDTWO", "secret-two")
+    clock.now += 0.1
+    assert call(gateway, url).headers["location"] == first  # the rest of its second
+    clock.now += 1.0
+    location = call(gateway, url).headers["location"]
+    assert "AKIDTWO" in location
+    assert location == call(gateway_with_keys(), url).headers["location"]
 
 
 def test_redirect_is_not_remembered_past_the_urls_expiry(media_root: Path) -> None:
