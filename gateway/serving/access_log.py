@@ -42,7 +42,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..redact import redact_query
 
 if TYPE_CHECKING:
-    from .redirect import Remembered
+    from .recent import Remembered
 
 __all__ = [
     "AccessLog",
@@ -66,8 +66,6 @@ HOSTS = 1024
 MAX_REMEMBERED_HOST = 64
 # What a pipe writes atomically (POSIX: at least 512; Linux: 4096).
 PIPE_BUF = getattr(select, "PIPE_BUF", 512)
-# The rest of a remembered redirect's line but its time: sent, or not (as in _line).
-_REDIRECTED, _UNANSWERED = '" 302 0 ', '" 500 0 '
 #: A watched request: status (0 until the response starts), body bytes, start time (ns).
 Watch = list[int]
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
@@ -117,9 +115,9 @@ class AccessLog:
             request = self._request(scope)
         self._line(scope, request, watch[0], watch[1], watch[2])
 
-    def remembered(self, scope: Scope, remembered: Remembered, status: int, began: int) -> None:
-        """Log a remembered redirect (status 302, or 0 if it was not sent), whose
-        request text it keeps for its next lines.
+    def remembered(self, scope: Scope, remembered: Remembered, unsent: int, began: int) -> None:
+        """Log a remembered answer (``unsent``: 0 if it was sent, 1 if not, logged as
+        the 500 the server sends then), whose request text it keeps for its next lines.
 
         :meth:`_line` again, inline: this is the gateway's cheapest answer, and a call
         less is a tenth of what its line costs (``python -m bench.instructions``)."""
@@ -136,7 +134,7 @@ class AccessLog:
         host = (self._hosts.get(client[0]) or self._host(client[0])) if client else "-"
         line = (
             f"{host}{self._stamp}{request}{scope.get('http_version', '1.1')}"
-            f"{_REDIRECTED if status else _UNANSWERED}{(end - began) // 1000}"
+            f"{remembered.log_status[unsent]}{(end - began) // 1000}"
         )
         direct = self._direct
         if direct is not None:

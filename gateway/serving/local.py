@@ -132,6 +132,19 @@ class LocalFiles:
                 return self._serve_kept(relpath, kept._replace(checked=now))
         return self._read(relpath, *open_regular_file(self.root, relpath))
 
+    def kept(self, relpath: str) -> tuple[os.stat_result, bytes] | None:
+        """The status and body kept for ``relpath`` while :meth:`open` would answer
+        from them now (the same ``stat``, counted as a hit); else None, having read
+        nothing, and :meth:`open` decides (and checks the path again when it is due)."""
+        kept = self._kept.get(relpath)
+        if kept is None or self.clock() - kept.checked >= RECHECK_SECONDS:
+            return None
+        if not self._unchanged(relpath, kept.st):
+            return None
+        self._kept.move_to_end(relpath)
+        self.hits += 1
+        return kept.st, kept.body
+
     def _unchanged(self, relpath: str, st: os.stat_result) -> bool:
         try:
             return _same_file(os.stat(f"{self.root}/{relpath}"), st)

@@ -28,6 +28,7 @@ from .local import LocalFiles, MediaFile, send_file, whole_body
 from .observe import MemoryUse, Metrics, Observer
 from .operations import Operations
 from .proxy import S3Proxy
+from .recent import RecentFiles, Remembered
 from .redirect import Redirector
 from .responses import send_error, send_redirect, standalone
 from .uploads import UploadEndpoint
@@ -101,32 +102,43 @@ class MediaGateway:
                     remember=self.files is None,
                 )
         self._recent = self.redirector.recent if self.redirector is not None else None
-        # The fastest path: remembered redirects, answered before anything else, where
-        # no metrics count them (handle() does, on the slower path).
-        fast = self.redirector if self._recent is not None and self.metrics is None else None
-        self._fast = fast
+        # Answers given, reused before anything else (gateway.serving.recent): where no
+        # metrics count them (handle() does, on the slower path), the redirects of pure
+        # redirect mode, or else the small files kept in memory.
+        self.recent_files: RecentFiles | None = None
+        self._fast: Callable[[Scope], Remembered | None] | None = None
+        if self.metrics is None:
+            if self._recent is not None and self.redirector is not None:
+                self._fast = self.redirector.remembered
+            elif self.files is not None and self.files.cache_size > 0:
+                self.recent_files = RecentFiles(self.files, self.authorizer, clock=clock)
+                self._fast = self.recent_files.remembered
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         log = self.access_log
         fast = self._fast
-        if fast is not None and (remembered := fast.remembered(scope)) is not None:
-            # Two messages and, with the log on, its line: what the replayed response
-            # of bench/redirect.py costs, and little more. Inline, not in a coroutine
-            # of its own, which would cost a tenth of it.
-            # A fresh message and list each time: middleware around the gateway may
-            # edit the headers of a message in place (Starlette's CORSMiddleware does).
-            start = {"type": "http.response.start", "status": 302, "headers": [*remembered.headers]}
+        if fast is not None and (remembered := fast(scope)) is not None:
+            # Two messages and, with the log on, its line: what the replayed responses
+            # of bench/ cost, and little more. Inline, not in a coroutine of its own,
+            # which would cost a tenth of it. A fresh message and list each time:
+            # middleware around the gateway may edit the headers of a message in place
+            # (Starlette's CORSMiddleware does).
+            start = {
+                "type": "http.response.start",
+                "status": remembered.status,
+                "headers": [*remembered.headers],
+            }
             if log is None:
                 await send(start)
-                await send({"type": "http.response.body", "body": b""})
+                await send({"type": "http.response.body", "body": remembered.body})
                 return
-            began, status = time.perf_counter_ns(), 0
+            began, sent = time.perf_counter_ns(), 1
             try:
                 await send(start)
-                status = 302
-                await send({"type": "http.response.body", "body": b""})
+                sent = 0
+                await send({"type": "http.response.body", "body": remembered.body})
             finally:
-                log.remembered(scope, remembered, status, began)
+                log.remembered(scope, remembered, sent, began)
             return
         if log is None or not log.wants(scope):
             await self._route(scope, receive, send)
@@ -201,7 +213,12 @@ class MediaGateway:
             redirector = self.redirector
             remembered = redirector.remembered(scope) if redirector is not None else None
             if remembered is not None:
-                await send_redirect(observer.wrap(send), remembered.start())
+                start = {
+                    "type": "http.response.start",
+                    "status": 302,
+                    "headers": [*remembered.headers],
+                }
+                await send_redirect(observer.wrap(send), start)
                 outcome = "redirect"
             else:
                 outcome = await self._answer(scope, receive, observer.wrap(send))
@@ -269,7 +286,8 @@ class MediaGateway:
     ) -> None:
         head = scope["method"] == "HEAD"
         try:
-            plan = plan_response(file.st, request_headers(scope["headers"]))
+            conditions = request_headers(scope["headers"])
+            plan = plan_response(file.st, conditions)
             headers = self.authorizer.local_headers(access, file.st)
         except BaseException:
             if file.fd >= 0:
@@ -279,6 +297,8 @@ class MediaGateway:
             # In memory: two messages, sent here rather than through another coroutine
             # (bench/results/local.md).
             start, body = whole_body(file.body, plan, headers, head=head)
+            if self.recent_files is not None and not conditions:
+                self.recent_files.put(scope, access, start["headers"], file.body, head=head)
             await send(start)
             await send(body)
             if watch is not None:

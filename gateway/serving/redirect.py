@@ -2,7 +2,7 @@
 
 The presigned URL is stable for a whole window, so the answer for a (method, path,
 query) stays the same but for its max-age, which counts down by the second: it is
-remembered (:class:`RecentRedirects`) and reused, its max-age renewed each second, for as
+remembered (:mod:`.recent`) and reused, its max-age renewed each second, for as
 long as a fresh gateway would give the same.
 """
 
@@ -11,19 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from urllib.parse import quote
 
-from starlette.types import Message, Scope, Send
+from starlette.types import Scope, Send
 
 from ..http import content_type, is_active
 from ..settings import Settings
 from ..sigv4 import Credentials, Presigner
 from .access import Access, Authorizer, attachment, disposition
+from .recent import RecentAnswers, Remembered
 from .responses import send_redirect
 
-__all__ = ["RecentRedirects", "Redirector", "Remembered"]
+__all__ = ["Redirector", "RememberedRedirect"]
 
-# Requests with a longer target (raw path and query, in bytes) are answered but their
-# redirects never remembered; signing.MAX_REMEMBERED bounds remembered signatures.
-MAX_REMEMBERED_TARGET = 1024
 # Seconds a cached redirect stops short of its presigned URL's expiry, so a browser
 # never follows a cached redirect to a URL that has just expired.
 REDIRECT_MARGIN = 60
@@ -49,7 +47,7 @@ class Redirector:
         self.presigner = presigner
         self.authorizer = authorizer
         self.clock = clock
-        self.recent = RecentRedirects() if remember else None
+        self.recent = RecentAnswers() if remember else None
 
     async def send(self, scope: Scope, send: Send, access: Access) -> None:
         now = int(self.clock())
@@ -66,7 +64,9 @@ class Redirector:
             # The same answer for the rest of this second: its inputs are the request's
             # method, path and query and the current second (the signature stays valid
             # through it). Never a delegated one, which depends on the cookies.
-            remembered = Remembered(now + 1.0, headers, access, location, expires_at, window)
+            remembered = RememberedRedirect(
+                now + 1.0, headers, access, location, expires_at, window
+            )
             self.recent.put(scope, remembered)
         await send_redirect(send, start)
 
@@ -78,19 +78,16 @@ class Redirector:
         recent = self.recent
         if recent is None:
             return None
-        # Not _request_key's checks: this runs for every media request in redirect
-        # mode, and a key put() refused (no raw path, too long) is never found anyway.
-        # Any scope may ask: a lifespan one has none of these, and nothing has its key.
-        key = scope.get("method"), scope.get("raw_path"), scope.get("query_string")
-        remembered = recent.entries.get(key)
+        remembered = recent.get(scope)
         if remembered is None:
             return None
+        assert isinstance(remembered, RememberedRedirect)
         if self.clock() >= remembered.until and not self._renew(remembered):
             return None
         recent.hits += 1
         return remembered
 
-    def _renew(self, remembered: Remembered) -> bool:
+    def _renew(self, remembered: RememberedRedirect) -> bool:
         second = int(self.clock())
         access = remembered.access
         if not (access.public or access.expires > second):
@@ -140,7 +137,7 @@ class Redirector:
         if sent_disposition is None and is_active(sent_type):
             sent_disposition = attachment(access)
         # Signed for the request's method: a HEAD that follows a redirect signed for GET
-        # is refused by S3. RecentRedirects keys on the method, so a GET is never
+        # is refused by S3. RecentAnswers keys on the method, so a GET is never
         # answered with a HEAD's URL or the reverse.
         presigned = self.presigner.presign(
             key,
@@ -151,11 +148,11 @@ class Redirector:
         return presigned.url, presigned.expires_at, presigned.window
 
 
-class Remembered:
-    """A redirect given: its headers for the second before ``until``, and what renewing
-    them for a later second takes (:meth:`Redirector.reuse`)."""
+class RememberedRedirect(Remembered):
+    """A redirect given, and what renewing it for a later second takes
+    (:meth:`Redirector.remembered`)."""
 
-    __slots__ = ("access", "expires_at", "headers", "location", "log_request", "until", "window")
+    __slots__ = ("access", "expires_at", "location", "window")
 
     def __init__(
         self,
@@ -166,62 +163,8 @@ class Remembered:
         expires_at: int | None,
         window: tuple[int, Credentials] | None,
     ) -> None:
-        self.until = until
-        self.headers = headers
+        super().__init__(until, 302, headers, b"")
         self.access = access
         self.location = location
         self.expires_at = expires_at
         self.window = window
-        #: The access log's request text for it, once made (:class:`AccessLog`).
-        self.log_request: str | None = None
-
-    def start(self) -> Message:
-        # A fresh message and list each time: middleware around the gateway may edit
-        # the headers of a message in place (Starlette's CORSMiddleware does).
-        return {"type": "http.response.start", "status": 302, "headers": list(self.headers)}
-
-
-class RecentRedirects:
-    """Redirects given, by (method, raw path, query string).
-
-    In redirect mode a signed or public request's answer depends on nothing else but
-    the time: the presigned URL changes per window (or with new credentials), the
-    max-age per second, and a signature that is valid at the start of a second stays
-    valid through it (expiries are whole seconds). Reusing the answer makes a popular
-    file's redirect cost a lookup, not a signature check and a presign: a few
-    microseconds over what uvicorn alone needs for this response (bench/results/
-    redirect.md, the 1,000 and 20,000 URL rows). Like nginx's "microcaching", but exact:
-    tests/serving/test_s3.py checks every answer against a fresh gateway's. Bounded.
-    """
-
-    SIZE = 1024
-
-    def __init__(self) -> None:
-        #: Requests answered from here so far (for the metrics).
-        self.hits = 0
-        #: By request; looked up by Redirector.remembered().
-        self.entries: dict[tuple[str | None, bytes | None, bytes | None], Remembered] = {}
-
-    def __len__(self) -> int:
-        return len(self.entries)
-
-    def put(self, scope: Scope, remembered: Remembered) -> None:
-        key = _request_key(scope)
-        if key is None:
-            return
-        self.entries.pop(key, None)
-        if len(self.entries) >= self.SIZE:
-            del self.entries[next(iter(self.entries))]  # the oldest
-        self.entries[key] = remembered
-
-
-def _request_key(scope: Scope) -> tuple[str, bytes, bytes] | None:
-    """What a redirect depends on besides the time: the method and the exact request
-    target, as Authorizer.relpath() reads it. None when the request is too long to remember
-    (a padded query must not grow the memory) or has no raw path (then Authorizer.relpath()
-    reads the decoded one, which other raw paths may share)."""
-    raw_path = scope.get("raw_path")
-    query = scope.get("query_string", b"")
-    if not raw_path or len(raw_path) + len(query) > MAX_REMEMBERED_TARGET:
-        return None
-    return scope["method"], raw_path, query

@@ -524,3 +524,93 @@ def test_no_cache_serves_from_the_descriptor(
     assert preads == [5, 5]
     assert gateway.files is not None
     assert (gateway.files.hits, len(gateway.files)) == (0, 0)
+
+
+# Answers remembered by request (gateway.serving.recent.RecentFiles).
+
+
+class Clock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_remembered_file_answers_equal_fresh_ones(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """Every answer of a gateway that remembers its answers for kept files equals a
+    fresh gateway's at the same moment: across seconds (max-age counts down), the
+    link's expiry, HEAD, Range and If-None-Match (never remembered), a signed type and
+    download, a public file, and a file rewritten or deleted in between."""
+    (media_root / "public").mkdir()
+    (media_root / "f.bin").write_bytes(DATA)
+    (media_root / "public" / "p.txt").write_bytes(b"public file")
+    clock = Clock(time.time() + 60)  # every file settled
+    settings = make_settings(public_prefixes=("public",), public_max_age=600)
+
+    def fresh() -> MediaGateway:
+        gateway = MediaGateway(settings=settings, clock=clock)
+        assert gateway.files is not None
+        gateway.files.clock = clock
+        return gateway
+
+    gateway = fresh()
+    signer = gateway.signer
+    targets = [
+        signer.sign_url("f.bin", expires_in=30),
+        signer.sign_url("f.bin", expires_in=30, download=True),
+        signer.sign_url("f.bin", expires_in=30, content_type="text/plain"),
+        "/media/public/p.txt",
+    ]
+    start = clock.now
+    etag = call(gateway, targets[0]).headers["etag"]
+    requests: list[tuple[str, dict[str, str]]] = [
+        ("GET", {}),
+        ("HEAD", {}),
+        ("GET", {}),
+        ("GET", {"range": "bytes=1-2"}),
+        ("GET", {"if-none-match": etag}),
+    ]
+    seen = set()
+    # The links end at 30 s, or up to 3 s later (rounded to a window of the signer).
+    for offset in (0, 0.3, 0.99, 1.0, 1.5, 2.2, 12.0, 29.9, 30.0, 32.9, 33.0, 33.5, 40.0):
+        clock.now = start + offset
+        if offset == 12.0:
+            (media_root / "f.bin").write_bytes(DATA[::-1])
+            os.utime(media_root / "f.bin", (start - 100, start - 100))
+        for target in targets:
+            for method, headers in requests:
+                remembered = call(gateway, target, method=method, headers=headers)
+                other = call(fresh(), target, method=method, headers=headers)
+                assert (remembered.status, remembered.headers, remembered.body) == (
+                    other.status,
+                    other.headers,
+                    other.body,
+                ), (offset, target, method, headers)
+                seen.add(remembered.status)
+    assert seen == {200, 206, 304, 403}
+    assert gateway.recent_files is not None
+    # Plain GETs and HEADs repeat within and across seconds.
+    assert gateway.recent_files.recent.hits > 60
+    (media_root / "f.bin").unlink()
+    assert call(gateway, "/media/public/p.txt").status == 200
+    assert call(gateway, signer.sign_url("f.bin")).status == 404
+
+
+def test_remembered_file_answers_are_not_shared_by_delegated_requests(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """An answer the app's delegate allowed depends on the cookies: never remembered."""
+    from tests.serving.test_delegate import AuthApp
+
+    (media_root / "f.bin").write_bytes(DATA)
+    app = AuthApp({"session=alice": 200})
+    gateway = MediaGateway(app, settings=make_settings(auth_delegate="/auth"))
+    assert gateway.files is not None
+    settle(gateway.files)
+    assert call(gateway, "/media/f.bin", headers={"cookie": "session=alice"}).status == 200
+    assert call(gateway, "/media/f.bin", headers={"cookie": "session=alice"}).status == 200
+    assert call(gateway, "/media/f.bin").status == 403
+    assert gateway.recent_files is not None and len(gateway.recent_files.recent) == 0

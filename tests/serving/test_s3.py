@@ -576,7 +576,7 @@ def test_content_type_override_redirect_and_proxy(
     assert [k for k, _ in reply.header_list].count("content-type") == 1
 
 
-# Redirects remembered for the rest of their second (gateway.serving.redirect.RecentRedirects).
+# Redirects remembered for the rest of their second (gateway.serving.recent).
 # Presigning needs no network, so these run without an S3 server.
 
 
@@ -726,13 +726,13 @@ def test_remembered_redirects_survive_middleware_that_edits_headers(media_root: 
 
 def test_remembered_redirects_are_bounded(media_root: Path) -> None:
     """However many distinct URLs arrive in one second, at most SIZE are remembered."""
-    from gateway.serving.redirect import RecentRedirects
+    from gateway.serving.recent import RecentAnswers
 
     gateway = MediaGateway(settings=offline_settings(media_root), clock=Clock(1.8e9))
-    for index in range(RecentRedirects.SIZE + 50):
+    for index in range(RecentAnswers.SIZE + 50):
         assert call(gateway, f"/media/public/{index}.png").status == 302
     assert gateway._recent is not None
-    assert len(gateway._recent) == RecentRedirects.SIZE
+    assert len(gateway._recent) == RecentAnswers.SIZE
 
 
 def test_redirects_without_a_raw_path_are_not_remembered(media_root: Path) -> None:
