@@ -15,7 +15,7 @@ from typing import cast
 import httpx
 import pytest
 from starlette.responses import FileResponse
-from starlette.types import Message, Receive
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway import MediaGateway, Settings
 from gateway.serving.local import (
@@ -614,3 +614,86 @@ def test_remembered_file_answers_are_not_shared_by_delegated_requests(
     assert call(gateway, "/media/f.bin", headers={"cookie": "session=alice"}).status == 200
     assert call(gateway, "/media/f.bin").status == 403
     assert gateway.recent_files is not None and len(gateway.recent_files.recent) == 0
+
+
+def _scope_call(app: MediaGateway, scope: Scope) -> tuple[int, bytes]:
+    """One in-process request with the scope given as it is (its path and raw path may
+    disagree, as after a middleware that rewrote the path)."""
+    messages: list[Message] = []
+
+    async def receive() -> Message:
+        await asyncio.sleep(3600)
+        return {"type": "http.disconnect"}
+
+    async def send(message: Message) -> None:
+        messages.append(message)
+
+    asyncio.run(app(scope, receive, send))
+    return messages[0]["status"], b"".join(m.get("body", b"") for m in messages[1:])
+
+
+def test_remembered_file_answers_follow_the_path_the_gateway_routes_on(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """Attack: a middleware in front of the gateway rewrites ``path`` (not ``raw_path``)
+    to send a request to the wrapped app. A fresh gateway routes on ``path`` and passes
+    it on; the remembered answers are looked up by raw path alone, before any routing,
+    so once the media request was answered the app's request gets the file instead."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"from the app"})
+
+    (media_root / "public").mkdir()
+    (media_root / "public" / "p.txt").write_bytes(b"public file")
+    settings = make_settings(public_prefixes=("public",))
+
+    def gateway() -> MediaGateway:
+        made = MediaGateway(app, settings=settings)
+        assert made.files is not None
+        settle(made.files)
+        return made
+
+    def scope(path: str) -> Scope:
+        return {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": b"/media/public/p.txt",
+            "query_string": b"",
+            "root_path": "",
+            "headers": [],
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8000),
+        }
+
+    remembering = gateway()
+    for _ in range(2):
+        assert _scope_call(remembering, scope("/media/public/p.txt")) == (200, b"public file")
+    fresh = _scope_call(gateway(), scope("/app/page"))
+    assert fresh == (200, b"from the app")
+    assert _scope_call(remembering, scope("/app/page")) == fresh
+
+
+def test_remembered_file_answers_keep_no_more_than_the_file_cache(
+    media_root: Path, make_settings: Callable[..., Settings]
+) -> None:
+    """Attack: GATEWAY_FILE_CACHE_MB bounds the bodies kept in memory, but each
+    remembered answer holds on to the body it was read as. Cycling through more public
+    files than the cache holds makes LocalFiles evict and read them again (a new body
+    each time); a new query string each time remembers every copy: up to 1,024 bodies
+    of 64 KiB pinned, far past the 1 MiB budget."""
+    (media_root / "public").mkdir()
+    for n in range(20):
+        (media_root / "public" / f"{n}.bin").write_bytes(bytes([n]) * 60_000)
+    gateway = MediaGateway(settings=make_settings(public_prefixes=("public",), file_cache_mb=1))
+    assert gateway.files is not None and gateway.recent_files is not None
+    settle(gateway.files)
+    for round_ in range(5):
+        for n in range(20):
+            assert call(gateway, f"/media/public/{n}.bin?r={round_}").status == 200
+    bodies = {id(e.body): len(e.body) for e in gateway.recent_files.recent.entries.values()}
+    assert sum(bodies.values()) <= gateway.files.cache_size
