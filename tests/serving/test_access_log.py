@@ -744,3 +744,56 @@ def test_remembered_redirect_lines_follow_the_logger_at_once(
         call(gateway, url)
         assert lines() == 4
     assert gateway._recent is not None and gateway._recent.hits == 5
+
+
+def test_remembered_file_lines_log_an_unsent_body_as_a_fresh_answer_does(
+    media_root: Path, make_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Attack: the client goes away, so the server's send() of the body fails. A fresh
+    gateway logs that request as the 500 the server answers (nothing in its watch); a
+    remembered file answer counts itself sent once its start message went out, and logs
+    "200" and the whole size for a body that never left."""
+    import asyncio
+
+    from tests.helpers import settle
+
+    (media_root / "public").mkdir()
+    (media_root / "public" / "p.txt").write_bytes(b"public file")
+    gateway = MediaGateway(settings=make_settings(public_prefixes=("public",)))
+    assert gateway.files is not None
+    settle(gateway.files)
+    assert call(gateway, "/media/public/p.txt").status == 200  # kept and remembered
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/media/public/p.txt",
+        "raw_path": b"/media/public/p.txt",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [],
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: Any) -> None:
+        if message["type"] == "http.response.body":
+            raise OSError("client gone")
+
+    def status_of_unsent(app: MediaGateway) -> str:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="gateway.access"), pytest.raises(OSError):
+            asyncio.run(app(scope, receive, send))
+        line = next(r.getMessage() for r in caplog.records if r.name == "gateway.access")
+        return line.split('" ', 1)[1].rsplit(" ", 1)[0]
+
+    fresh = MediaGateway(settings=make_settings(public_prefixes=("public",)))
+    assert fresh.files is not None
+    settle(fresh.files)
+    assert status_of_unsent(fresh) == "500 0"
+    assert status_of_unsent(gateway) == "500 0"
