@@ -13,10 +13,8 @@ Why our own presigner rather than boto3's ``generate_presigned_url``:
   CDNs reuse what they cached. boto3 signs with "now", a new URL every second.
 
 tests/test_presign.py proves the output byte-identical to botocore's for the same
-time, credentials and inputs. Credentials come from boto3's chain, session tokens
-included, and are read on each call so refreshed credentials are picked up. A URL
-signed with temporary credentials dies with them, so it is never signed to live past
-their expiry.
+time, credentials and inputs. Credentials come from boto3's chain (session tokens too),
+read on each call; a URL is never signed to outlive temporary ones.
 """
 
 from __future__ import annotations
@@ -105,8 +103,7 @@ class Presigned(NamedTuple):
     url: str
     #: Unix time after which S3 refuses the URL.
     expires_at: int
-    #: The window and credentials it was signed in (:meth:`Presigner.signs_alike`);
-    #: None for URLs that are not windowed.
+    #: The window and credentials it was signed in; None if not windowed.
     window: tuple[int, Credentials] | None = None
 
 
@@ -195,21 +192,15 @@ class Presigner:
         )
         digest = hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()
         signature = state.mac.digest(state.string_to_sign + digest.encode("ascii")).hex()
-        return Presigned(
-            f"{self._origin}{path}?{query}&X-Amz-Signature={signature}",
-            state.expires_at,
-            (start, creds),
-        )
+        url = f"{self._origin}{path}?{query}&X-Amz-Signature={signature}"
+        return Presigned(url, state.expires_at, (start, creds))
 
     def signs_alike(self, window: tuple[int, Credentials] | None, now: int) -> bool:
-        """Whether :meth:`presign` at ``now`` signs in ``window`` (a :class:`Presigned`'s):
-        the same window start and the same credentials, still valid. Then it gives the
-        URLs it gave then again, byte for byte, and an answer made of one may be reused."""
-        if window is None:
+        """Whether :meth:`presign` at ``now`` signs in ``window`` (a :class:`Presigned`'s)
+        with the same credentials, still valid: then it gives the same URLs again."""
+        if window is None or now // self.window * self.window != window[0]:
             return False
-        start, creds = window
-        if now // self.window * self.window != start:
-            return False
+        creds = window[1]
         if creds.expires_at is not None and now >= creds.expires_at:
             return False
         current = self.credentials()

@@ -74,7 +74,7 @@ class MediaGateway:
         self.authorizer = Authorizer(settings, self.signer, delegate=self.delegate, clock=clock)
         self.metrics: Metrics | None = None
         if settings.metrics_path or settings.metrics_port:
-            self.metrics = Metrics(memory=self._memory_use)
+            self.metrics = Metrics(memory=lambda: _memory_use(self))
         self.operations = Operations(settings, self.metrics)
         self._operations = self.operations.routes
         self.uploads = UploadEndpoint(settings, clock=clock, transport=transport)
@@ -102,27 +102,22 @@ class MediaGateway:
                     remember=self.files is None,
                 )
         self._recent = self.redirector.recent if self.redirector is not None else None
-        # Answers given, reused before anything else (gateway.serving.recent): where no
-        # metrics count them (handle() does, on the slower path), the redirects of pure
-        # redirect mode, or else the small files kept in memory.
-        self.recent_files: RecentFiles | None = None
-        self._fast: Callable[[Scope], Remembered | None] | None = None
-        if self.metrics is None:
-            if self._recent is not None and self.redirector is not None:
-                self._fast = self.redirector.remembered
-            elif self.files is not None and self.files.cache_size > 0:
-                self.recent_files = RecentFiles(self.files, self.authorizer, clock=clock)
-                self._fast = self.recent_files.remembered
+        self.recent_files, self._fast = _remembering(self)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         log = self.access_log
         fast = self._fast
-        if fast is not None and (remembered := fast(scope)) is not None:
+        if (
+            fast is not None
+            and (found := fast(scope)) is not None
+            and scope["path"].startswith(self.prefix)  # routed as a media request still
+        ):
             # Two messages and, with the log on, its line: what the replayed responses
             # of bench/ cost, and little more. Inline, not in a coroutine of its own,
             # which would cost a tenth of it. A fresh message and list each time:
             # middleware around the gateway may edit the headers of a message in place
             # (Starlette's CORSMiddleware does).
+            remembered, body = found
             start = {
                 "type": "http.response.start",
                 "status": remembered.status,
@@ -130,15 +125,15 @@ class MediaGateway:
             }
             if log is None:
                 await send(start)
-                await send({"type": "http.response.body", "body": remembered.body})
+                await send({"type": "http.response.body", "body": body})
                 return
-            began, sent = time.perf_counter_ns(), 1
+            began, unsent = time.perf_counter_ns(), 1
             try:
                 await send(start)
-                sent = 0
-                await send({"type": "http.response.body", "body": remembered.body})
+                await send({"type": "http.response.body", "body": body})
+                unsent = 0  # as watched: an answer cut short is logged as the 500 0
             finally:
-                log.remembered(scope, remembered, sent, began)
+                log.remembered(scope, remembered, unsent, began)
             return
         if log is None or not log.wants(scope):
             await self._route(scope, receive, send)
@@ -171,37 +166,11 @@ class MediaGateway:
                 await self.uploads(scope, receive, send)
                 return
         if scope["type"] == "lifespan":
-            receive = self._closing_on_shutdown(receive)
+            receive = _closing_on_shutdown(self, receive)
         if self.app is not None:
             await self.app(scope, receive, send)
         else:
             await standalone(scope, receive, send)
-
-    def _memory_use(self) -> dict[str, MemoryUse]:
-        signatures = self.signer.remembered()
-        use = {"signature": MemoryUse(signatures.hits, signatures.currsize)}
-        if self.files is not None:
-            use["file"] = MemoryUse(self.files.hits, len(self.files), self.files.kept_bytes)
-        if self._recent is not None:
-            use["redirect"] = MemoryUse(self._recent.hits, len(self._recent))
-        return use
-
-    def _closing_on_shutdown(self, receive: Receive) -> Receive:
-        # The proxy's connection pool is closed when the server shuts down, before the
-        # wrapped app hears of it; the metrics port opens at start-up.
-        async def wrapped() -> Message:
-            message = await receive()
-            if message["type"] == "lifespan.startup" and self.settings.metrics_port:
-                self.operations.start_metrics_server()
-            if message["type"] == "lifespan.shutdown":
-                flush_access_logs()
-                if self.proxy is not None:
-                    await self.proxy.aclose()
-                if self.delegate is not None:
-                    await self.delegate.aclose()
-            return message
-
-        return wrapped
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer one media request, counted and logged. Per-request state lives here,
@@ -211,8 +180,9 @@ class MediaGateway:
         outcome = None
         try:
             redirector = self.redirector
-            remembered = redirector.remembered(scope) if redirector is not None else None
-            if remembered is not None:
+            found = redirector.remembered(scope) if redirector is not None else None
+            if found is not None:
+                remembered = found[0]
                 start = {
                     "type": "http.response.start",
                     "status": 302,
@@ -298,7 +268,7 @@ class MediaGateway:
             # (bench/results/local.md).
             start, body = whole_body(file.body, plan, headers, head=head)
             if self.recent_files is not None and not conditions:
-                self.recent_files.put(scope, access, start["headers"], file.body, head=head)
+                self.recent_files.put(scope, access, start["headers"], file.st, head=head)
             await send(start)
             await send(body)
             if watch is not None:
@@ -342,3 +312,47 @@ def _delegate(
         cache_ttl=settings.auth_cache_ttl,
         transport=transport,
     )
+
+
+def _memory_use(gateway: MediaGateway) -> dict[str, MemoryUse]:
+    signatures = gateway.signer.remembered()
+    use = {"signature": MemoryUse(signatures.hits, signatures.currsize)}
+    if gateway.files is not None:
+        use["file"] = MemoryUse(gateway.files.hits, len(gateway.files), gateway.files.kept_bytes)
+    if gateway._recent is not None:
+        use["redirect"] = MemoryUse(gateway._recent.hits, len(gateway._recent))
+    return use
+
+
+def _closing_on_shutdown(gateway: MediaGateway, receive: Receive) -> Receive:
+    # The proxy's connection pool is closed when the server shuts down, before the
+    # wrapped app hears of it; the metrics port opens at start-up.
+    async def wrapped() -> Message:
+        message = await receive()
+        if message["type"] == "lifespan.startup" and gateway.settings.metrics_port:
+            gateway.operations.start_metrics_server()
+        if message["type"] == "lifespan.shutdown":
+            flush_access_logs()
+            if gateway.proxy is not None:
+                await gateway.proxy.aclose()
+            if gateway.delegate is not None:
+                await gateway.delegate.aclose()
+        return message
+
+    return wrapped
+
+
+def _remembering(
+    gateway: MediaGateway,
+) -> tuple[RecentFiles | None, Callable[[Scope], tuple[Remembered, bytes] | None] | None]:
+    """Answers given, reused before anything else (gateway.serving.recent): where no
+    metrics count them (handle() does, on the slower path), the redirects of pure
+    redirect mode, or else the small files kept in memory."""
+    if gateway.metrics is not None:
+        return None, None
+    if gateway.redirector is not None and gateway.redirector.recent is not None:
+        return None, gateway.redirector.remembered
+    if gateway.files is not None and gateway.files.cache_size > 0:
+        files = RecentFiles(gateway.files, gateway.authorizer, clock=gateway.clock)
+        return files, files.remembered
+    return None, None

@@ -35,21 +35,21 @@ MAX_REMEMBERED_TARGET = 1024
 
 
 class Remembered:
-    """An answer given: the response for the second before ``until``."""
+    """An answer given: the response for the second before ``until`` (its body sent
+    with it: none for a redirect, the kept file's for a file)."""
 
-    __slots__ = ("body", "headers", "log_request", "log_status", "status", "until")
+    __slots__ = ("headers", "log_request", "log_status", "status", "until")
 
     def __init__(
-        self, until: float, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+        self, until: float, status: int, headers: list[tuple[bytes, bytes]], size: int
     ) -> None:
         self.until = until
         self.status = status
         self.headers = headers
-        self.body = body
         #: The access log's text for it, made on its first line there: the request
         #: (:class:`AccessLog`), and the status and size (sent, or "500 0" if not).
         self.log_request: str | None = None
-        self.log_status = (f'" {status} {len(body)} ', '" 500 0 ')
+        self.log_status = (f'" {status} {size} ', '" 500 0 ')
 
 
 class RecentAnswers:
@@ -90,21 +90,22 @@ class RecentAnswers:
 
 class RememberedFile(Remembered):
     """A small file's answer (200, from memory) and what renewing it for a later second
-    takes: the body it was read as (``kept``) and the terms of access."""
+    takes. It holds the file's status as kept, not its body: whatever LocalFiles
+    evicts is freed, and the memory stays within GATEWAY_FILE_CACHE_MB."""
 
-    __slots__ = ("access", "head", "kept")
+    __slots__ = ("access", "head", "st")
 
     def __init__(
         self,
         until: float,
         headers: list[tuple[bytes, bytes]],
-        kept: bytes,
+        st: os.stat_result,
         access: Access,
         *,
         head: bool,
     ) -> None:
-        super().__init__(until, 200, headers, b"" if head else kept)
-        self.kept = kept
+        super().__init__(until, 200, headers, 0 if head else st.st_size)
+        self.st = st
         self.access = access
         self.head = head
 
@@ -126,7 +127,9 @@ class RecentFiles:
         self.clock = clock
         self.recent = RecentAnswers()
 
-    def remembered(self, scope: Scope) -> Remembered | None:
+    def remembered(self, scope: Scope) -> tuple[Remembered, bytes] | None:
+        """The answer given earlier to this request and its body, if it is the answer
+        now."""
         recent = self.recent
         remembered = recent.get(scope)
         if remembered is None:
@@ -136,37 +139,39 @@ class RecentFiles:
                 return None
         assert isinstance(remembered, RememberedFile)
         kept = self.files.kept(remembered.access.relpath)
-        if kept is None or kept[1] is not remembered.kept:
+        # The very status object read with the kept body: re-read, it is another one.
+        if kept is None or kept[0] is not remembered.st:
             return None  # changed, gone or due a check: the full path answers
-        if self.clock() >= remembered.until and not self._renew(remembered, kept[0]):
+        if self.clock() >= remembered.until and not self._renew(remembered):
             return None
         recent.hits += 1
-        return remembered
+        return remembered, b"" if remembered.head else kept[1]
 
     def put(
         self,
         scope: Scope,
         access: Access,
         headers: list[tuple[bytes, bytes]],
-        kept: bytes,
+        st: os.stat_result,
         *,
         head: bool,
     ) -> None:
-        """Remember a 200 of a kept file to a plain request (no Range, no precondition),
-        with the headers it was sent with (a copy: middleware may edit the sent list)."""
+        """Remember a 200 of a kept file (``st`` as LocalFiles keeps it) to a plain
+        request (no Range, no precondition), with the headers it was sent with (a copy:
+        middleware may edit the sent list)."""
         now = int(self.clock())
         if access.delegated or not (access.public or access.expires > now):
             return
-        self.recent.put(scope, RememberedFile(now + 1.0, list(headers), kept, access, head=head))
+        self.recent.put(scope, RememberedFile(now + 1.0, list(headers), st, access, head=head))
 
-    def _renew(self, remembered: RememberedFile, st: os.stat_result) -> bool:
+    def _renew(self, remembered: RememberedFile) -> bool:
         second = int(self.clock())
         access = remembered.access
         if not (access.public or access.expires > second):
             return False  # the link has expired: a fresh gateway refuses it
-        headers = self.authorizer.local_headers(access, st)
-        plan = Plan(200, 0, len(remembered.kept))
-        start, _ = whole_body(remembered.kept, plan, headers, head=remembered.head)
+        headers = self.authorizer.local_headers(access, remembered.st)
+        plan = Plan(200, 0, remembered.st.st_size)
+        start, _ = whole_body(b"", plan, headers, head=True)
         remembered.headers = start["headers"]
         remembered.until = second + 1.0
         return True

@@ -70,7 +70,7 @@ class Redirector:
             self.recent.put(scope, remembered)
         await send_redirect(send, start)
 
-    def remembered(self, scope: Scope) -> Remembered | None:
+    def remembered(self, scope: Scope) -> tuple[Remembered, bytes] | None:
         """The answer given earlier to this request, if it is the answer now. Its
         max-age is renewed in a new second. Most requests repeat one of this second's:
         for them this is a lookup and a comparison, and a renewal (once a second per
@@ -85,7 +85,7 @@ class Redirector:
         if self.clock() >= remembered.until and not self._renew(remembered):
             return None
         recent.hits += 1
-        return remembered
+        return remembered, b""
 
     def _renew(self, remembered: RememberedRedirect) -> bool:
         second = int(self.clock())
@@ -163,7 +163,7 @@ class RememberedRedirect(Remembered):
         expires_at: int | None,
         window: tuple[int, Credentials] | None,
     ) -> None:
-        super().__init__(until, 302, headers, b"")
+        super().__init__(until, 302, headers, 0)
         self.access = access
         self.location = location
         self.expires_at = expires_at

@@ -695,5 +695,13 @@ def test_remembered_file_answers_keep_no_more_than_the_file_cache(
     for round_ in range(5):
         for n in range(20):
             assert call(gateway, f"/media/public/{n}.bin?r={round_}").status == 200
-    bodies = {id(e.body): len(e.body) for e in gateway.recent_files.recent.entries.values()}
-    assert sum(bodies.values()) <= gateway.files.cache_size
+    import gc
+
+    held = {
+        id(obj): len(obj)
+        for entry in gateway.recent_files.recent.entries.values()
+        for obj in gc.get_referents(entry)
+        if isinstance(obj, bytes)
+    }
+    assert len(gateway.recent_files.recent) == 100
+    assert sum(held.values()) <= gateway.files.cache_size
