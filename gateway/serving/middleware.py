@@ -107,11 +107,7 @@ class MediaGateway:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         log = self.access_log
         fast = self._fast
-        if (
-            fast is not None
-            and (found := fast(scope)) is not None
-            and scope["path"].startswith(self.prefix)  # routed as a media request still
-        ):
+        if fast is not None and (found := fast(scope)) is not None:
             # Two messages and, with the log on, its line: what the replayed responses
             # of bench/ cost, and little more. Inline, not in a coroutine of its own,
             # which would cost a tenth of it. A fresh message and list each time:

@@ -17,7 +17,7 @@ from ..http import content_type, is_active
 from ..settings import Settings
 from ..sigv4 import Credentials, Presigner
 from .access import Access, Authorizer, attachment, disposition
-from .recent import RecentAnswers, Remembered
+from .recent import RecentAnswers, Remembered, request_key
 from .responses import send_redirect
 
 __all__ = ["Redirector", "RememberedRedirect"]
@@ -47,7 +47,9 @@ class Redirector:
         self.presigner = presigner
         self.authorizer = authorizer
         self.clock = clock
-        self.recent = RecentAnswers() if remember else None
+        self.recent: RecentAnswers[RememberedRedirect] | None = (
+            RecentAnswers() if remember else None
+        )
 
     async def send(self, scope: Scope, send: Send, access: Access) -> None:
         now = int(self.clock())
@@ -78,10 +80,12 @@ class Redirector:
         recent = self.recent
         if recent is None:
             return None
-        remembered = recent.get(scope)
+        try:
+            remembered = recent.entries.get(request_key(scope))
+        except KeyError:
+            return None
         if remembered is None:
             return None
-        assert isinstance(remembered, RememberedRedirect)
         if self.clock() >= remembered.until and not self._renew(remembered):
             return None
         recent.hits += 1
