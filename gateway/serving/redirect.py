@@ -53,7 +53,8 @@ class Redirector:
 
     async def send(self, scope: Scope, send: Send, access: Access) -> None:
         now = int(self.clock())
-        location, expires_at, window = self._location(scope, access)
+        url, expires_at, window = self._location(scope, access)
+        location = url.encode("latin-1")
         headers = self._headers(location, access, self._max_age(access, expires_at, now))
         # A copy: what middleware around the gateway does to the message's list (it may
         # edit it in place) must not reach the remembered one.
@@ -105,9 +106,9 @@ class Redirector:
         remembered.until = second + 1.0
         return True
 
-    def _headers(self, location: str, access: Access, max_age: int) -> list[tuple[bytes, bytes]]:
+    def _headers(self, location: bytes, access: Access, max_age: int) -> list[tuple[bytes, bytes]]:
         return [
-            (b"location", location.encode("latin-1")),
+            (b"location", location),
             (b"content-length", b"0"),
             *self.authorizer.cache_headers(access, max_age=max(0, max_age)),
         ]
@@ -163,7 +164,7 @@ class RememberedRedirect(Remembered):
         until: float,
         headers: list[tuple[bytes, bytes]],
         access: Access,
-        location: str,
+        location: bytes,
         expires_at: int | None,
         window: tuple[int, Credentials] | None,
     ) -> None:
