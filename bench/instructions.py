@@ -7,9 +7,9 @@ same for the bare ASGI 302 under uvicorn (no access log), the baseline of the ta
 and for the gateway's response replayed (what uvicorn charges for its shape: the
 difference to the gateway without its log is the gateway's own code).
 Local files take 1,000 URLs in turn, as ``make bench`` does. Redirects take 20: under
-callgrind the gateway answers a few hundred requests a second, so with 1,000 URLs none
-would be answered from the redirects it remembers for the second, which under real load
-answer ~97% of them; with 20 most are, as there. Unlike
+callgrind the gateway answers a few hundred requests a second, so with 1,000 URLs each
+request would renew its remembered redirect for a new second, which under real load
+happens to ~3% of them; with 20 few do, as there. Unlike
 requests/s or CPU time, the count hardly moves when other processes share the machine,
 so it compares the access log on and off reliably on a busy one (wall-clock numbers
 there swing by 30%). Slow (about 40 s per case) and not part of ``make bench``; needs
