@@ -6,10 +6,10 @@ keep-alive connections at once (signed URLs in turn), and reads the count back; 
 same for the bare ASGI 302 under uvicorn (no access log), the baseline of the targets,
 and for the gateway's response replayed (what uvicorn charges for its shape: the
 difference to the gateway without its log is the gateway's own code).
-Local files take 1,000 URLs in turn, as ``make bench`` does. Redirects take 20: under
-callgrind the gateway answers a few hundred requests a second, so with 1,000 URLs each
-request would renew its remembered redirect for a new second, which under real load
-happens to ~3% of them; with 20 few do, as there. Unlike
+Both take 20 URLs in turn, not the 1,000 of ``make bench``: under callgrind the gateway
+answers a few hundred requests a second, so with 1,000 URLs each request would renew its
+remembered answer for a new second (and a file's path would be due its check), which
+under real load happens to ~3% of them; with 20 few do, as there. Unlike
 requests/s or CPU time, the count hardly moves when other processes share the machine,
 so it compares the access log on and off reliably on a busy one (wall-clock numbers
 there swing by 30%). Slow (about 40 s per case) and not part of ``make bench``; needs
@@ -37,7 +37,7 @@ from . import _apps, _s3apps
 from ._common import HOST, REPO_ROOT, free_port, uvicorn
 
 WARMUP, MEASURED, CONNECTIONS = 2_000, 4_000, 16
-ROTATION = {"local": 1_000, "redirect": 20}
+ROTATION = {"local": 20, "redirect": 20}
 START_TIMEOUT = 300.0  # seconds: imports run ~50x slower under callgrind
 
 
