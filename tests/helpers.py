@@ -19,27 +19,28 @@ class Reply:
     header_list: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
 
-def call(
-    app: Any,
+def http_scope(
     target: bytes | str,
     *,
     method: str = "GET",
     headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None,
-) -> Reply:
-    """Run one HTTP request through an ASGI app in-process, with a raw request target.
-    ``headers`` as a list is sent as it is: repeats, and names in any case."""
+    path: str | None = None,
+) -> dict[str, Any]:
+    """An HTTP scope as uvicorn builds it for a raw request target. ``headers`` as a list
+    is sent as it is: repeats, and names in any case. ``path`` replaces the decoded
+    path, as a middleware in front that rewrote it (but not the raw path) would."""
     if isinstance(target, str):
         target = target.encode("utf-8")
     raw_path, _, query = target.partition(b"?")
     from urllib.parse import unquote
 
-    scope = {
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
         "method": method,
         "scheme": "http",
-        "path": unquote(raw_path.decode("latin-1"), errors="replace"),
+        "path": unquote(raw_path.decode("latin-1"), errors="replace") if path is None else path,
         "raw_path": raw_path,
         "query_string": query,
         "root_path": "",
@@ -51,6 +52,18 @@ def call(
         "client": ("127.0.0.1", 50000),
         "server": ("127.0.0.1", 8000),
     }
+
+
+def call(
+    app: Any,
+    target: bytes | str,
+    *,
+    method: str = "GET",
+    headers: dict[str, str] | list[tuple[bytes, bytes]] | None = None,
+    path: str | None = None,
+) -> Reply:
+    """Run one HTTP request through an ASGI app in-process (:func:`http_scope`)."""
+    scope = http_scope(target, method=method, headers=headers, path=path)
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

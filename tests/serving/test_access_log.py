@@ -31,7 +31,7 @@ from gateway import MediaGateway, Settings
 from gateway.redact import REDACTED, RedactingFilter, redact_query, redact_text
 from gateway.serving.access_log import AccessLog, AccessLogHandler, access_logger
 from tests.conftest import SECRET, free_port
-from tests.helpers import call, stop, wait_until_serving
+from tests.helpers import call, http_scope, stop, wait_until_serving
 
 # Common Log Format plus the microseconds taken.
 LINE = re.compile(
@@ -763,20 +763,7 @@ def test_remembered_file_lines_log_an_unsent_body_as_a_fresh_answer_does(
     assert gateway.files is not None
     settle(gateway.files)
     assert call(gateway, "/media/public/p.txt").status == 200  # kept and remembered
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/media/public/p.txt",
-        "raw_path": b"/media/public/p.txt",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [],
-        "client": ("127.0.0.1", 50000),
-        "server": ("127.0.0.1", 8000),
-    }
+    scope = http_scope("/media/public/p.txt")
 
     async def receive() -> dict[str, Any]:
         return {"type": "http.disconnect"}

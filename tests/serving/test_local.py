@@ -616,22 +616,6 @@ def test_remembered_file_answers_are_not_shared_by_delegated_requests(
     assert gateway.recent_files is not None and len(gateway.recent_files.recent) == 0
 
 
-def _scope_call(app: MediaGateway, scope: Scope) -> tuple[int, bytes]:
-    """One in-process request with the scope given as it is (its path and raw path may
-    disagree, as after a middleware that rewrote the path)."""
-    messages: list[Message] = []
-
-    async def receive() -> Message:
-        await asyncio.sleep(3600)
-        return {"type": "http.disconnect"}
-
-    async def send(message: Message) -> None:
-        messages.append(message)
-
-    asyncio.run(app(scope, receive, send))
-    return messages[0]["status"], b"".join(m.get("body", b"") for m in messages[1:])
-
-
 def test_remembered_file_answers_follow_the_path_the_gateway_routes_on(
     media_root: Path, make_settings: Callable[..., Settings]
 ) -> None:
@@ -654,28 +638,16 @@ def test_remembered_file_answers_follow_the_path_the_gateway_routes_on(
         settle(made.files)
         return made
 
-    def scope(path: str) -> Scope:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": b"/media/public/p.txt",
-            "query_string": b"",
-            "root_path": "",
-            "headers": [],
-            "client": ("127.0.0.1", 50000),
-            "server": ("127.0.0.1", 8000),
-        }
+    def answer(app: MediaGateway, path: str) -> tuple[int, bytes]:
+        reply = call(app, "/media/public/p.txt", path=path)
+        return reply.status, reply.body
 
     remembering = gateway()
     for _ in range(2):
-        assert _scope_call(remembering, scope("/media/public/p.txt")) == (200, b"public file")
-    fresh = _scope_call(gateway(), scope("/app/page"))
+        assert answer(remembering, "/media/public/p.txt") == (200, b"public file")
+    fresh = answer(gateway(), "/app/page")
     assert fresh == (200, b"from the app")
-    assert _scope_call(remembering, scope("/app/page")) == fresh
+    assert answer(remembering, "/app/page") == fresh
 
 
 def test_remembered_file_answers_keep_no_more_than_the_file_cache(
