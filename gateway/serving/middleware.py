@@ -181,7 +181,7 @@ class MediaGateway:
                 remembered = found[0]
                 start = {
                     "type": "http.response.start",
-                    "status": 302,
+                    "status": remembered.status,
                     "headers": [*remembered.headers],
                 }
                 await send_redirect(observer.wrap(send), start)

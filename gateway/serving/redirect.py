@@ -64,9 +64,11 @@ class Redirector:
             and not access.delegated
             and (access.public or access.expires > now)
         ):
-            # The same answer for the rest of this second: its inputs are the request's
-            # method, path and query and the current second (the signature stays valid
-            # through it). Never a delegated one, which depends on the cookies.
+            # The same answer for the rest of this second, and after it as long as
+            # remembered() finds its inputs unchanged: the request's method, path and
+            # query, the presign window and credentials, the link still valid (the
+            # signature stays valid through a second). Never a delegated one, which
+            # depends on the cookies.
             remembered = RememberedRedirect(
                 now + 1.0, headers, access, location, expires_at, window
             )
