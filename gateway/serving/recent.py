@@ -24,8 +24,8 @@ from typing import Generic, TypeVar
 
 from starlette.types import Scope
 
-from ..http import CONDITIONAL_HEADERS, Plan
-from .access import Access, Authorizer
+from ..http import Plan
+from .access import Access, Authorizer, request_headers
 from .local import LocalFiles, whole_body
 
 __all__ = ["RecentAnswers", "RecentFiles", "Remembered", "RememberedFile", "request_key"]
@@ -146,9 +146,8 @@ class RecentFiles:
             return None
         if remembered is None:
             return None
-        for name, _ in scope["headers"]:
-            if name in CONDITIONAL_HEADERS:  # ASGI header names are lower-case
-                return None
+        if request_headers(scope["headers"]):
+            return None  # Range or a precondition: _send_local never remembered those
         kept = self.files.kept(remembered.access.relpath)
         # The very status object read with the kept body: re-read, it is another one.
         if kept is None or kept[0] is not remembered.st:
